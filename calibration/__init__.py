@@ -1,0 +1,1 @@
+"""Calibration sets and INT8 calibrators (see the quantization issue)."""

@@ -1,0 +1,1 @@
+"""Tile-blend kernels: the NumPy reference and (later) native C++/CUDA implementations."""
