@@ -1,0 +1,115 @@
+"""From a model argument and a backend name to a ready runtime; from image files to image files.
+
+This is the glue the CLI calls: it resolves the default (bundled) model, exports a checkpoint
+to ONNX when an ONNX backend is asked for, and runs single files or whole folders.
+"""
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgesr.errors import EdgesrError
+from edgesr.imageio import list_images, read_image, write_image
+from edgesr.models.zoo import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
+from edgesr.runtimes import Runtime, create_runtime
+from edgesr.upscaler import Upscaler
+
+ONNX_BACKENDS = ("onnxruntime",)
+
+
+def resolve_model(model: str | None) -> Path:
+    """A model file path: the bundled default, a bundled model by name, or a file."""
+    if model is None:
+        return bundled_model_path(DEFAULT_MODEL)
+    if model in BUNDLED_MODELS:
+        return bundled_model_path(model)
+    return Path(model)
+
+
+def default_backend(model_path: Path) -> str:
+    """ONNX files run on ONNX Runtime; checkpoints on PyTorch."""
+    return "onnxruntime" if model_path.suffix == ".onnx" else "torch"
+
+
+def cache_dir() -> Path:
+    """Where derived artifacts (exported ONNX files) are kept: $EDGESR_CACHE or ~/.cache/edgesr."""
+    root = os.environ.get("EDGESR_CACHE") or Path.home() / ".cache" / "edgesr"
+    return Path(root)
+
+
+def onnx_for_checkpoint(model_path: Path) -> Path:
+    """Export a checkpoint to ONNX once, cached by the checkpoint's sha256."""
+    from edgesr.export.onnx_export import export_onnx
+    from edgesr.models import load_model
+
+    descriptor = load_model(model_path)
+    target = cache_dir() / "onnx" / f"{model_path.stem}-{descriptor.source_sha256[:16]}.onnx"
+    if not target.is_file():
+        export_onnx(descriptor, target)
+    return target
+
+
+def open_runtime(model: str | None = None, backend: str | None = None, **options) -> Runtime:
+    """Create an (inactive) runtime for ``model`` on ``backend`` with backend options."""
+    model_path = resolve_model(model)
+    if not model_path.is_file():
+        raise EdgesrError(f"{model_path}: model file not found")
+    backend = backend or default_backend(model_path)
+    if backend in ONNX_BACKENDS and model_path.suffix != ".onnx":
+        model_path = onnx_for_checkpoint(model_path)
+    elif backend not in ONNX_BACKENDS and model_path.suffix == ".onnx":
+        raise EdgesrError(f"{model_path}: an ONNX model needs an ONNX backend "
+                          f"({', '.join(ONNX_BACKENDS)}), not {backend!r}")
+    return create_runtime(backend, model_path, **options)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    source: Path
+    target: Path | None
+    error: str | None = None
+
+
+def upscale_file(upscaler: Upscaler, source: Path, target: Path, *, outscale: float | None = None,
+                 bit_depth: int | None = None) -> Path:
+    """Read, upscale and atomically write one image; return the written path."""
+    image = read_image(source)
+    pixels = upscaler.upscale(image.pixels, outscale=outscale)
+    write_image(target, pixels, bit_depth=bit_depth or image.bit_depth, like=image)
+    return target
+
+
+def plan_outputs(source: Path, output: Path | None, scale_label: str,
+                 ext: str | None) -> list[tuple[Path, Path]]:
+    """Pairs of (input, output) paths for a file or a folder of images."""
+    if source.is_dir():
+        if output is None:
+            output = source.with_name(f"{source.name}_{scale_label}")
+        if output.exists() and not output.is_dir():
+            raise EdgesrError(f"{output}: input is a folder, so the output must be a folder")
+        images = list_images(source)
+        if not images:
+            raise EdgesrError(f"{source}: no images found in folder")
+        return [(p, output / f"{p.stem}{ext or p.suffix}") for p in images]
+    if not source.exists():
+        raise EdgesrError(f"{source}: input not found")
+    if output is None:
+        output = source.with_name(f"{source.stem}_{scale_label}{ext or source.suffix}")
+    elif output.is_dir():
+        output = output / f"{source.stem}{ext or source.suffix}"
+    return [(source, output)]
+
+
+def upscale_many(upscaler: Upscaler, pairs: list[tuple[Path, Path]],
+                 on_result: Callable[[FileResult], None], **kwargs) -> list[FileResult]:
+    """Upscale every pair; a failing file is reported and the run carries on."""
+    results = []
+    for source, target in pairs:
+        try:
+            result = FileResult(source, upscale_file(upscaler, source, target, **kwargs))
+        except EdgesrError as exc:
+            result = FileResult(source, None, str(exc))
+        on_result(result)
+        results.append(result)
+    return results
