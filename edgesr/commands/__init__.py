@@ -1,0 +1,6 @@
+"""One module per ``edgesr`` subcommand; each exposes ``register(subparsers)``.
+
+To add a command, write its module here and add its name to ``COMMANDS``.
+"""
+
+COMMANDS = ("upscale", "export", "info", "models")

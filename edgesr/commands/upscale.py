@@ -1,0 +1,57 @@
+"""``edgesr upscale``: an image or a folder of images through a model, tile by tile."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+def register(sub) -> None:
+    up = sub.add_parser("upscale", help="upscale an image or a folder of images")
+    up.add_argument("input", help="an image file or a folder of images")
+    up.add_argument("-o", "--output", help="output file or folder (default: beside the input)")
+    up.add_argument("-m", "--model", help="checkpoint (.pth/.safetensors), ncnn .param, .onnx, "
+                    "or a bundled model name (default: realesrgan-x4plus)")
+    up.add_argument("-b", "--backend", help="torch or onnxruntime (default: by model file type)")
+    up.add_argument("--tile", type=int, default=256, help="tile size in input pixels; 0 = whole "
+                    "image (default: 256)")
+    up.add_argument("--overlap", type=int, default=32, help="tile overlap in input pixels")
+    up.add_argument("--batch", type=int, default=None, help="tiles per inference call")
+    up.add_argument("--blend", default=None, help="tile blending window (see docs)")
+    up.add_argument("-s", "--outscale", type=float, default=None,
+                    help="final scale, if other than the model's native scale")
+    up.add_argument("--bit-depth", type=int, choices=(8, 16), default=None,
+                    help="output bit depth (default: the input's)")
+    up.add_argument("--ext", help="output extension for folder runs, e.g. .png")
+    up.add_argument("--threads", type=int, default=0, help="CPU threads for the backend")
+    up.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    up.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgesr.pipeline import open_runtime, plan_outputs, upscale_many
+    from edgesr.upscaler import Upscaler
+
+    options = {"threads": args.threads} if args.threads else {}
+    with open_runtime(args.model, args.backend, **options) as runtime:
+        label = f"x{args.outscale or runtime.info.scale:g}"
+        pairs = plan_outputs(Path(args.input), args.output and Path(args.output), label, args.ext)
+        upscaler = Upscaler(runtime, tile=args.tile, overlap=args.overlap, batch=args.batch,
+                            blend=args.blend, progress=not args.quiet)
+        files = tqdm(total=len(pairs), unit="img", disable=args.quiet or len(pairs) < 2)
+
+        def report(result) -> None:
+            files.update()
+            if result.error:
+                tqdm.write(f"edgesr: failed: {result.error}", file=sys.stderr)
+            elif not args.quiet:
+                tqdm.write(f"{result.source} -> {result.target}")
+
+        results = upscale_many(upscaler, pairs, report, outscale=args.outscale,
+                               bit_depth=args.bit_depth)
+        files.close()
+    failed = [r for r in results if r.error]
+    if failed and len(results) > 1:
+        print(f"edgesr: {len(failed)} of {len(results)} images failed", file=sys.stderr)
+    return 1 if failed else 0
