@@ -1,0 +1,92 @@
+"""Fidelity to the input: downscale the output back to the input size and see where it departs.
+
+A super-resolution model assumes the input is a downscaled version of the answer; the output,
+downscaled the same way (bicubic or area, antialiased), should give the input back. Where it
+does not, the model invented structure rather than recovered it. ``consistency_map`` says where
+and how much (mean absolute error over channels, per input pixel); ``consistency_score`` is one
+number, the PSNR of downscale(output) against the input.
+"""
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgesr.errors import EdgesrError
+
+DOWNSAMPLE_METHODS = ("bicubic", "area")
+#: PSNR reported for an exact match (and the cap for near-exact ones), so it stays finite in JSON.
+MAX_PSNR_DB = 100.0
+#: Error shown at the top of the heat map's colour scale by default (about 25/255).
+DEFAULT_MAP_VMAX = 0.1
+
+
+class FidelityError(EdgesrError):
+    """Images of incompatible shapes, or an unknown downsampling method."""
+
+
+def downscale(image: np.ndarray, height: int, width: int, method: str = "bicubic") -> np.ndarray:
+    """Resize an HWC float image down to ``height`` × ``width`` with an antialiased filter."""
+    if method not in DOWNSAMPLE_METHODS:
+        raise FidelityError(f"unknown downsampling {method!r}; "
+                            f"choose {' or '.join(DOWNSAMPLE_METHODS)}")
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    if method == "area":
+        y = F.interpolate(x, size=(height, width), mode="area")
+    else:
+        y = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False,
+                          antialias=True)
+    return y[0].permute(1, 2, 0).numpy()
+
+
+def _aligned(source: np.ndarray, output: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """(input, downscaled output) as HWC float32 arrays with the same channels."""
+    source = source[..., None] if source.ndim == 2 else source
+    output = output[..., None] if output.ndim == 2 else output
+    if source.ndim != 3 or output.ndim != 3:
+        raise FidelityError(f"expected HWC images, got shapes {source.shape} and {output.shape}")
+    h, w = source.shape[:2]
+    if output.shape[0] < h or output.shape[1] < w:
+        raise FidelityError(f"output {output.shape[1]}x{output.shape[0]} is smaller than the "
+                            f"input {w}x{h}")
+    channels = min(source.shape[2], output.shape[2])
+    down = downscale(output[..., :channels], h, w, method)
+    return source[..., :channels].astype(np.float32), np.clip(down, 0, 1)
+
+
+def consistency_map(source: np.ndarray, output: np.ndarray, method: str = "bicubic") -> np.ndarray:
+    """Per input pixel, mean absolute difference between downscale(output) and the input (HxW)."""
+    src, down = _aligned(source, output, method)
+    return np.abs(down - src).mean(axis=2)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two arrays in [0, 1], capped at MAX_PSNR_DB."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    if mse <= 10 ** (-MAX_PSNR_DB / 10):
+        return MAX_PSNR_DB
+    return float(-10 * np.log10(mse))
+
+
+def consistency_score(source: np.ndarray, output: np.ndarray, method: str = "bicubic") -> float:
+    """PSNR (dB) of downscale(output) against the input: high means faithful to the input."""
+    return psnr(*_aligned(source, output, method))
+
+
+def heat_map(error: np.ndarray, vmax: float = DEFAULT_MAP_VMAX) -> np.ndarray:
+    """Colour an HxW error map (0 → dark, ``vmax`` and above → bright) as HxWx3 float RGB."""
+    from matplotlib import colormaps
+
+    scaled = np.clip(error / vmax, 0, 1)
+    return colormaps["inferno"](scaled)[..., :3].astype(np.float32)
+
+
+def write_consistency_map(path: str | os.PathLike, source: np.ndarray, output: np.ndarray, *,
+                          method: str = "bicubic", vmax: float = DEFAULT_MAP_VMAX) -> float:
+    """Write the heat map of ``consistency_map`` to ``path`` (atomically); return the score."""
+    from edgesr.imageio import write_image
+
+    src, down = _aligned(source, output, method)
+    write_image(path, heat_map(np.abs(down - src).mean(axis=2), vmax), bit_depth=8)
+    return psnr(src, down)

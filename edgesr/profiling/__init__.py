@@ -1,0 +1,5 @@
+"""Profiling for ``edgesr bench``: timing, FLOPs and GEMM peak, system info, the report.
+
+``runner.run_bench`` produces a report dict (schema in ``report``, documented in
+docs/bench-schema.md); ``render`` shows it as a table and a PNG plot.
+"""

@@ -1,0 +1,230 @@
+"""Run a benchmark: one model × backends × precisions × tile sizes × batch sizes, one report.
+
+Every (backend, precision) case is opened through a factory (by default the runtime registry via
+``pipeline.open_runtime``), timed per tile and batch, then run end to end over an image through
+the Upscaler. The PyTorch eager FP32 baseline always runs first, and every case is also given as
+a ratio to it. A case that cannot open is kept in the report as ``unavailable`` with the reason.
+"""
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from edgesr.errors import EdgesrError
+from edgesr.fidelity import consistency_score, psnr
+from edgesr.profiling.flops import flops_per_lr_pixel, gemm_peak_gflops
+from edgesr.profiling.report import SCHEMA_NAME, SCHEMA_VERSION
+from edgesr.profiling.system import system_info
+from edgesr.profiling.timing import InferTimer, LatencyStats, MemoryWatch, time_calls
+from edgesr.runtimes import Runtime, config_for
+
+BASELINE = ("torch", "fp32")
+
+#: Opens the (inactive) runtime of one case; raises EdgesrError when it is unavailable.
+CaseFactory = Callable[[str, str], Runtime]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchSettings:
+    """What to measure. ``options``: extra backend options, by backend name.
+
+    ``image``: the HWC float32 image of the end-to-end run (tiled with the largest tile and the
+    first batch size, ``overlap`` input pixels of overlap; default a synthetic 64x64 image).
+    """
+
+    backends: tuple[str, ...]
+    precisions: tuple[str, ...] = ("fp32",)
+    tiles: tuple[int, ...] = (32, 64)
+    batches: tuple[int, ...] = (1,)
+    warmup: int = 1
+    runs: int = 3
+    image: np.ndarray = field(default_factory=lambda: synthetic_image(64, 64))
+    overlap: int = 8
+    downsample: str = "bicubic"
+    threads: int = 0
+    options: dict[str, dict] = field(default_factory=dict)
+
+
+def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A reproducible HWC float32 test image: smooth gradients, waves, hard edges and noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([xx / max(width - 1, 1), yy / max(height - 1, 1),
+                    0.5 + 0.4 * np.sin(xx * 0.35) * np.cos(yy * 0.2)], axis=2)
+    for _ in range(4):
+        y0, x0 = rng.integers(0, max(height, width), 2) % (height, width)
+        img[y0:y0 + height // 4, x0:x0 + width // 4] = rng.random(3, dtype=np.float32)
+    img += rng.normal(0, 0.02, img.shape).astype(np.float32)
+    return np.clip(img, 0, 1)
+
+
+def backend_options(backend: str, precision: str, settings: BenchSettings) -> dict:
+    """Backend options for one case, from its Config fields; EdgesrError if it cannot run it."""
+    known = {f.name for f in dataclasses.fields(config_for(backend))}
+    options = dict(settings.options.get(backend, {}))
+    if precision != "fp32":
+        if "precision" not in known:
+            raise EdgesrError(f"backend {backend!r} has no precision option (fp32 only)")
+        options["precision"] = precision
+    if settings.threads and "threads" in known:
+        options.setdefault("threads", settings.threads)
+    return options
+
+
+def registry_factory(model: str | None, settings: BenchSettings) -> CaseFactory:
+    """The default factory: ``pipeline.open_runtime`` with options from ``backend_options``."""
+    from edgesr.pipeline import open_runtime
+
+    def open_case(backend: str, precision: str) -> Runtime:
+        return open_runtime(model, backend, **backend_options(backend, precision, settings))
+
+    return open_case
+
+
+def _rows(runtime: Runtime, settings: BenchSettings, flops: float | None,
+          peak: float) -> list[dict]:
+    info = runtime.info
+    rng = np.random.default_rng(0)
+    tiles = [info.fixed_hw[0]] if info.fixed_hw else settings.tiles
+    rows = []
+    for tile in tiles:
+        side = -(-tile // info.size_multiple) * info.size_multiple
+        hw = info.fixed_hw or (side, side)
+        for batch in settings.batches:
+            if info.max_batch is not None and batch > info.max_batch:
+                continue
+            x = rng.random((batch, info.in_channels, *hw), dtype=np.float32)
+            stats = LatencyStats.from_seconds(time_calls(
+                lambda x=x: runtime.infer(x), warmup=settings.warmup, runs=settings.runs))
+            pixels = batch * hw[0] * hw[1]
+            gflops = flops * pixels / stats.p50_ms / 1e6 if flops else None
+            rows.append({"tile": hw[0], "batch": batch, **dataclasses.asdict(stats),
+                         "tile_ms": stats.p50_ms / batch, "lr_mps": pixels / stats.p50_ms / 1e3,
+                         "gflops": gflops, "peak_fraction": gflops / peak if gflops else None,
+                         "speedup": None})
+    return rows
+
+
+def _end_to_end(runtime: Runtime, settings: BenchSettings, image: np.ndarray
+                ) -> tuple[dict, np.ndarray]:
+    """One timed Upscaler run over ``image``: (e2e dict, upscaled image)."""
+    from edgesr.upscaler import Upscaler
+
+    timer = InferTimer(runtime).activate()
+    tile, batch = max(settings.tiles), settings.batches[0]
+    upscaler = Upscaler(timer, tile=tile, overlap=settings.overlap, batch=batch)
+    start = time.perf_counter()
+    output = upscaler.upscale(image)
+    seconds = time.perf_counter() - start
+    outside = max(0.0, seconds - timer.seconds)
+    height, width = image.shape[:2]
+    return {"height": height, "width": width, "tile": tile, "overlap": settings.overlap,
+            "batch": upscaler.batch, "runs": 1, "seconds": seconds,
+            "infer_seconds": timer.seconds, "outside_infer_seconds": outside,
+            "outside_infer_share": outside / seconds, "lr_mps": height * width / seconds / 1e6,
+            "speedup": None}, output
+
+
+def _unavailable(backend: str, precision: str, options: dict, reason: str) -> dict:
+    return {"backend": backend, "precision": precision, "options": options,
+            "status": "unavailable", "reason": reason, "peak_rss_mb": None, "rss_ratio": None,
+            "gpu_peak_mb": None, "consistency_psnr_db": None, "baseline_psnr_db": None,
+            "rows": [], "e2e": None}
+
+
+def run_case(open_case: CaseFactory, backend: str, precision: str, settings: BenchSettings,
+             image: np.ndarray, flops: float | None, peak: float
+             ) -> tuple[dict, np.ndarray | None]:
+    """Measure one (backend, precision): (case dict, end-to-end output or None)."""
+    options = settings.options.get(backend, {})
+    try:
+        with MemoryWatch() as memory, open_case(backend, precision) as runtime:
+            rows = _rows(runtime, settings, flops, peak)
+            e2e, output = _end_to_end(runtime, settings, image)
+    except EdgesrError as exc:
+        return _unavailable(backend, precision, options, str(exc)), None
+    case = _unavailable(backend, precision, options, "")
+    case.update(status="ok", reason=None, rows=rows, e2e=e2e, peak_rss_mb=memory.peak_rss_mb,
+                gpu_peak_mb=memory.gpu_peak_mb,
+                consistency_psnr_db=consistency_score(image, output, settings.downsample))
+    return case, output
+
+
+def _add_ratios(case: dict, base: dict, output: np.ndarray | None,
+                base_output: np.ndarray | None) -> None:
+    """Fill a case's ratios to the baseline case (in place)."""
+    base_rows = {(r["tile"], r["batch"]): r for r in base["rows"]}
+    for row in case["rows"]:
+        ref = base_rows.get((row["tile"], row["batch"]))
+        row["speedup"] = ref["p50_ms"] / row["p50_ms"] if ref else None
+    if case["e2e"] and base["e2e"]:
+        case["e2e"]["speedup"] = base["e2e"]["seconds"] / case["e2e"]["seconds"]
+    if case["peak_rss_mb"] and base["peak_rss_mb"]:
+        case["rss_ratio"] = case["peak_rss_mb"] / base["peak_rss_mb"]
+    if output is not None and base_output is not None and output.shape == base_output.shape:
+        case["baseline_psnr_db"] = psnr(output, base_output)
+
+
+def _model_info(model: str | None) -> tuple[dict, float | None]:
+    """(model dict, FLOPs per LR pixel or None) for a model argument."""
+    from edgesr.models import load_model
+    from edgesr.pipeline import resolve_model
+
+    path = resolve_model(model)
+    try:
+        descriptor = load_model(path)
+    except EdgesrError:  # an ONNX file or engine: no PyTorch module to count FLOPs on
+        return {"source": str(path), "name": path.name, "scale": 0,
+                "flops_per_lr_pixel": None}, None
+    flops = flops_per_lr_pixel(descriptor)
+    return {"source": str(path), "name": descriptor.name, "scale": descriptor.scale,
+            "flops_per_lr_pixel": flops}, flops
+
+
+def run_bench(model: str | None, settings: BenchSettings, *,
+              open_case: CaseFactory | None = None, model_info: dict | None = None,
+              log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> dict:
+    """Benchmark every backend × precision (baseline first); return the report dict.
+
+    ``open_case`` and ``model_info`` replace the registry factory and the model's loaded
+    description (tests pass stubs).
+    """
+    if model_info is None:
+        model_info, flops = _model_info(model)
+    else:
+        flops = model_info["flops_per_lr_pixel"]
+    open_case = open_case or registry_factory(model, settings)
+    log("measuring the GEMM peak")
+    gemm = gemm_peak_gflops()
+    peak = max(gemm.values())
+    combos = [BASELINE] + [(b, p) for b in settings.backends for p in settings.precisions
+                           if (b, p) != BASELINE]
+    cases, outputs = [], []
+    for backend, precision in combos:
+        log(f"benchmarking {backend} {precision}")
+        case, output = run_case(open_case, backend, precision, settings, settings.image, flops,
+                                peak)
+        cases.append(case)
+        outputs.append(output)
+    for case, output in zip(cases, outputs, strict=True):
+        _add_ratios(case, cases[0], output, outputs[0])
+    done = [out for out in outputs if out is not None]
+    if not model_info["scale"] and done:  # an ONNX model: read the scale off an output
+        model_info = dict(model_info, scale=done[0].shape[0] // settings.image.shape[0])
+    return {
+        "schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "system": system_info(), "model": model_info,
+        "settings": {"backends": list(settings.backends), "precisions": list(settings.precisions),
+                     "tiles": list(settings.tiles), "batches": list(settings.batches),
+                     "warmup": settings.warmup, "runs": settings.runs,
+                     "image": list(settings.image.shape[:2]), "overlap": settings.overlap,
+                     "downsample": settings.downsample, "threads": settings.threads},
+        "gemm_peak_gflops": gemm, "baseline": {"backend": BASELINE[0], "precision": BASELINE[1]},
+        "cases": cases,
+    }

@@ -1,0 +1,134 @@
+"""Timing primitives: warm-up plus N timed runs, latency percentiles, peak memory, infer share.
+
+``time_calls`` times any callable; ``LatencyStats`` summarises the samples; ``MemoryWatch``
+samples the process's resident set size on a background thread (the peak over a block of code,
+not the lifetime maximum) and reads the CUDA allocator's peak when torch has a GPU;
+``InferTimer`` wraps a runtime so the Upscaler's time outside ``infer`` (tiling, blending) can
+be told apart from the model's time.
+"""
+
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgesr.runtimes.base import Runtime, RuntimeInfo
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency percentiles of one timed call, in milliseconds."""
+
+    runs: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+
+    @classmethod
+    def from_seconds(cls, samples: list[float]) -> "LatencyStats":
+        """Summarise wall-clock samples given in seconds."""
+        ms = np.asarray(samples, dtype=np.float64) * 1e3
+        p50, p95, p99 = np.percentile(ms, [50, 95, 99]).tolist()
+        return cls(runs=len(samples), p50_ms=p50, p95_ms=p95, p99_ms=p99,
+                   mean_ms=float(ms.mean()), min_ms=float(ms.min()))
+
+
+def time_calls(fn: Callable[[], object], *, warmup: int, runs: int) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times; return the seconds of each run."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(max(1, runs)):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def lifetime_peak_rss_mb() -> float:
+    """The process's peak resident set size since it started (``getrusage``), in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+class MemoryWatch:
+    """Context manager: peak RSS (MiB) of this process inside the block, and CUDA peak if any.
+
+    RSS is sampled every ``interval`` seconds with psutil, plus once at entry and exit.
+    """
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.peak_rss_mb = 0.0
+        self.gpu_peak_mb: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        import psutil
+
+        process = psutil.Process()
+        while True:
+            self.peak_rss_mb = max(self.peak_rss_mb, process.memory_info().rss / (1 << 20))
+            if self._stop.wait(self.interval):
+                break
+
+    def __enter__(self) -> "MemoryWatch":
+        cuda = _cuda()
+        if cuda is not None:
+            cuda.reset_peak_memory_stats()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        cuda = _cuda()
+        if cuda is not None:
+            self.gpu_peak_mb = cuda.max_memory_allocated() / (1 << 20)
+
+
+def _cuda():
+    """torch.cuda when torch is imported and sees a GPU, else None."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return torch.cuda
+    return None
+
+
+class InferTimer(Runtime):
+    """A runtime that forwards to an active runtime and adds up the seconds spent in ``infer``.
+
+    Give it to the Upscaler in place of the runtime: end-to-end time minus ``seconds`` is the
+    time spent outside the model (tile planning, padding, batching, blending).
+    """
+
+    def __init__(self, inner: Runtime):
+        super().__init__()
+        self.inner = inner
+        self.name = inner.name
+        self.seconds = 0.0
+        self.calls = 0
+
+    def reset(self) -> None:
+        """Zero the accumulated time and call count."""
+        self.seconds = 0.0
+        self.calls = 0
+
+    def activate_impl(self) -> RuntimeInfo:
+        return self.inner.activate().info
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        out = self.inner.infer(batch)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
