@@ -79,7 +79,9 @@ def load_ncnn_model(param_path: str | Path, bin_path: str | Path | None = None) 
         if not scale.is_integer():
             raise UnsupportedArchitectureError(
                 f"{param_path}: final resize by {resize} gives a non-integer scale {scale}")
-        desc = replace(desc, model=OutputResize(desc.model, resize).eval(), scale=int(scale))
+        hp = {**desc.hyperparameters, "output_resize": resize}
+        desc = replace(desc, model=OutputResize(desc.model, resize).eval(), scale=int(scale),
+                       hyperparameters=hp)
     digest = hashlib.sha256(param_path.read_bytes())
     digest.update(reader.data)
     return replace(desc, source=str(param_path), source_sha256=digest.hexdigest())
