@@ -8,6 +8,7 @@ number, the PSNR of downscale(output) against the input.
 """
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -90,3 +91,15 @@ def write_consistency_map(path: str | os.PathLike, source: np.ndarray, output: n
     src, down = _aligned(source, output, method)
     write_image(path, heat_map(np.abs(down - src).mean(axis=2), vmax), bit_depth=8)
     return psnr(src, down)
+
+
+def upscale_with_map(upscaler, source: Path, target: Path, map_path: Path, *,
+                     method: str = "bicubic", outscale: float | None = None,
+                     bit_depth: int | None = None) -> float:
+    """Upscale one image file, write it and its consistency map; return the consistency score."""
+    from edgesr.imageio import read_image, write_image
+
+    image = read_image(source)
+    pixels = upscaler.upscale(image.pixels, outscale=outscale)
+    write_image(target, pixels, bit_depth=bit_depth or image.bit_depth, like=image)
+    return write_consistency_map(map_path, image.pixels, pixels, method=method)
