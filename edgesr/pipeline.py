@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgesr.errors import EdgesrError
-from edgesr.imageio import list_images, read_image, write_image
+from edgesr.imageio import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from edgesr.models.zoo import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 from edgesr.runtimes import Runtime, create_runtime
 from edgesr.upscaler import Upscaler
@@ -82,7 +82,22 @@ def upscale_file(upscaler: Upscaler, source: Path, target: Path, *, outscale: fl
 
 def plan_outputs(source: Path, output: Path | None, scale_label: str,
                  ext: str | None) -> list[tuple[Path, Path]]:
-    """Pairs of (input, output) paths for a file or a folder of images."""
+    """Pairs of (input, output) paths for a file or a folder of images.
+
+    Every output extension is checked here, before any image is upscaled.
+    """
+    if ext and not ext.startswith("."):
+        ext = f".{ext}"
+    pairs = _pair_paths(source, output, scale_label, ext)
+    for _, target in pairs:
+        if target.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise EdgesrError(f"{target}: unknown output image format {target.suffix!r}; "
+                              f"use one of {', '.join(IMAGE_EXTENSIONS)}")
+    return pairs
+
+
+def _pair_paths(source: Path, output: Path | None, scale_label: str,
+                ext: str | None) -> list[tuple[Path, Path]]:
     if source.is_dir():
         if output is None:
             output = source.with_name(f"{source.name}_{scale_label}")
