@@ -178,6 +178,8 @@ def _model_info(model: str | None) -> tuple[dict, float | None]:
     from edgesr.pipeline import resolve_model
 
     path = resolve_model(model)
+    if not path.is_file():
+        raise EdgesrError(f"{path}: model file not found")
     try:
         descriptor = load_model(path)
     except EdgesrError:  # an ONNX file or engine: no PyTorch module to count FLOPs on

@@ -132,3 +132,8 @@ def test_cli_bench_and_compare(tmp_path, capsys):
     assert main(["bench", "--compare", str(tmp_path / "a" / "latency.png"),
                  str(tmp_path / "a" / "report.json")]) == 1
     assert np.isfinite(report["gemm_peak_gflops"]["torch"])
+
+
+def test_cli_bench_missing_model_is_one_error(tmp_path, capsys):
+    assert main(["bench", "-m", str(tmp_path / "none.pth")]) == 1
+    assert "model file not found" in capsys.readouterr().err
