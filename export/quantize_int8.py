@@ -2,9 +2,9 @@
 
 Weights are quantized per channel (int8, symmetric), activations per tensor (uint8, the fast
 pairing on x86 VNNI) from ranges the calibration set gives by MinMax, Entropy or Percentile.
-``exclude`` keeps named nodes (or the ``first``/``last`` conv, or the upsampling ``tail``) in FP32. ``sensitivity_sweep`` measures which blocks of nodes cost the most
-PSNR when quantized and keeps the fewest of them in FP32 that meet a PSNR target on held-out
-images.
+``exclude`` keeps named nodes (or the ``first``/``last`` conv, or the upsampling ``tail``) in
+FP32. ``sensitivity_sweep`` measures which blocks of nodes cost the most PSNR when quantized and
+keeps the fewest of them in FP32 that meet a PSNR target on held-out images.
 """
 
 import tempfile
