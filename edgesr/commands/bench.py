@@ -41,7 +41,8 @@ def register(sub) -> None:
     bench.add_argument("-b", "--backends", type=_names, default=None,
                        help="comma-separated backends (default: every registered backend)")
     bench.add_argument("-p", "--precisions", type=_names, default=("fp32",),
-                       help="comma-separated precisions, e.g. fp32,fp16,int8 (default: fp32)")
+                       help="comma-separated precisions, each NAME or NAME=MODEL_FILE (a "
+                       "quantized model), e.g. fp32,bf16,int8=x4_int8.onnx (default: fp32)")
     bench.add_argument("--tiles", type=_ints, default=(32, 64),
                        help="tile sizes in input pixels (default: 32,64)")
     bench.add_argument("--batches", type=_ints, default=(1,), help="batch sizes (default: 1)")
@@ -102,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
         image = read_image(args.image).pixels[..., :3]
     else:
         image = synthetic_image(*args.image_size)
+    precisions = [p.partition("=") for p in args.precisions]
     settings = BenchSettings(
-        backends=args.backends or tuple(BACKENDS), precisions=args.precisions, tiles=args.tiles,
+        backends=args.backends or tuple(BACKENDS), precisions=tuple(p[0] for p in precisions),
+        artifacts={name: path for name, _, path in precisions if path}, tiles=args.tiles,
         batches=args.batches, warmup=args.warmup, runs=args.runs, image=image,
         overlap=args.overlap, downsample=args.consistency_downsample, threads=args.threads,
         options=parse_options(args.option))

@@ -53,7 +53,7 @@ def format_table(report: dict) -> str:
             lines.append(
                 f"{label} {row['tile']:>5} {row['batch']:>5} {row['p50_ms']:>9.2f} "
                 f"{row['p95_ms']:>9.2f} {row['p99_ms']:>9.2f} {row['tile_ms']:>9.2f} "
-                f"{row['lr_mps']:>8.4f} {_num(row['gflops'], '8.1f'):>8} "
+                f"{row['lr_mps']:>8.3g} {_num(row['gflops'], '8.1f'):>8} "
                 f"{_num(fraction and fraction * 100, '5.1f'):>6} {_ratio(row['speedup']):>7}")
     ok = [c for c in report["cases"] if c["status"] == "ok" and c["e2e"]]
     if ok:

@@ -44,7 +44,7 @@ SCHEMA = {
     "model": {"source": str, "name": str, "scale": int, "flops_per_lr_pixel": OPT_NUM},
     "settings": {"backends": [str], "precisions": [str], "tiles": [int], "batches": [int],
                  "warmup": int, "runs": int, "image": [int], "overlap": int,
-                 "downsample": str, "threads": int},
+                 "downsample": str, "threads": int, "artifacts": dict},
     "gemm_peak_gflops": {"torch": NUM, "numpy": NUM},
     "baseline": {"backend": str, "precision": str},
     "cases": [CASE],
@@ -172,7 +172,7 @@ def compare_reports(a: dict, b: dict) -> str:
             lines.append(f"{key[0]:<12} {key[1]:<5} {ra['tile']:>5} {ra['batch']:>5} "
                          f"{ra['p50_ms']:>10.2f} {rb['p50_ms']:>10.2f} "
                          f"{_ratio(rb['p50_ms'], ra['p50_ms']):>7} "
-                         f"{ra['lr_mps']:>8.4f} {rb['lr_mps']:>8.4f}")
+                         f"{ra['lr_mps']:>8.3g} {rb['lr_mps']:>8.3g}")
         if case_a["e2e"] and case_b["e2e"]:
             ea, eb = case_a["e2e"], case_b["e2e"]
             lines.append(f"{'':<18} end-to-end {ea['seconds']:.3f} s -> {eb['seconds']:.3f} s "

@@ -31,7 +31,8 @@ CaseFactory = Callable[[str, str], Runtime]
 
 @dataclass(frozen=True, kw_only=True)
 class BenchSettings:
-    """What to measure. ``options``: extra backend options, by backend name.
+    """What to measure. ``options``: extra backend options, by backend name; ``artifacts``:
+    model files of other precisions (e.g. a quantized ONNX file), by precision name.
 
     ``image``: the HWC float32 image of the end-to-end run (tiled with the largest tile and the
     first batch size, ``overlap`` input pixels of overlap but at most a quarter tile; default a
@@ -49,6 +50,7 @@ class BenchSettings:
     downsample: str = "bicubic"
     threads: int = 0
     options: dict[str, dict] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
 
 
 def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -65,12 +67,17 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def backend_options(backend: str, precision: str, settings: BenchSettings) -> dict:
-    """Backend options for one case, from its Config fields; EdgesrError if it cannot run it."""
+    """Backend options for one case, from its Config fields; EdgesrError if it cannot run it.
+
+    A precision with its own model file (``settings.artifacts``) needs no option; any other
+    precision but fp32 is passed as the backend's ``precision`` option, if it has one.
+    """
     known = {f.name for f in dataclasses.fields(config_for(backend))}
     options = dict(settings.options.get(backend, {}))
-    if precision != "fp32":
+    if precision != "fp32" and precision not in settings.artifacts:
         if "precision" not in known:
-            raise EdgesrError(f"backend {backend!r} has no precision option (fp32 only)")
+            raise EdgesrError(f"backend {backend!r} has no precision option and no {precision} "
+                              f"model was given ({precision}=FILE)")
         options["precision"] = precision
     if settings.threads and "threads" in known:
         options.setdefault("threads", settings.threads)
@@ -82,7 +89,8 @@ def registry_factory(model: str | None, settings: BenchSettings) -> CaseFactory:
     from edgesr.pipeline import open_runtime
 
     def open_case(backend: str, precision: str) -> Runtime:
-        return open_runtime(model, backend, **backend_options(backend, precision, settings))
+        options = backend_options(backend, precision, settings)
+        return open_runtime(settings.artifacts.get(precision, model), backend, **options)
 
     return open_case
 
@@ -228,7 +236,8 @@ def run_bench(model: str | None, settings: BenchSettings, *,
                      "tiles": list(settings.tiles), "batches": list(settings.batches),
                      "warmup": settings.warmup, "runs": settings.runs,
                      "image": list(settings.image.shape[:2]), "overlap": settings.overlap,
-                     "downsample": settings.downsample, "threads": settings.threads},
+                     "downsample": settings.downsample, "threads": settings.threads,
+                     "artifacts": dict(settings.artifacts)},
         "gemm_peak_gflops": gemm, "baseline": {"backend": BASELINE[0], "precision": BASELINE[1]},
         "cases": cases,
     }

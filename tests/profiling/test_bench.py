@@ -111,18 +111,25 @@ def test_precision_needs_a_backend_option():
     assert backend_options("torch", "fp32", settings) == {"threads": 1}
     with pytest.raises(EdgesrError, match="no precision option"):
         backend_options("torch", "int8", settings)
+    with_file = BenchSettings(backends=("torch",), artifacts={"int8": "x4_int8.onnx"})
+    assert backend_options("torch", "int8", with_file) == {}
 
 
 def test_cli_bench_and_compare(tmp_path, capsys):
     checkpoint = tmp_path / "compact_x2.pth"
     torch.save({"params_ema": make_tiny("compact_x2").state_dict()}, checkpoint)
-    args = ["bench", "-m", str(checkpoint), "-b", "torch,nosuch", "-p", "fp32,fp16",
+    other = tmp_path / "other.pth"  # stands in for a quantized model file of one precision
+    torch.save({"params_ema": make_tiny("compact_x2", seed=1).state_dict()}, other)
+    args = ["bench", "-m", str(checkpoint), "-b", "torch,nosuch", "-p", f"fp32,fp16,q={other}",
             "--tiles", "8,16", "--runs", "1", "--warmup", "0", "--image-size", "24x16"]
     assert main(args + ["-o", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
     assert "nosuch       fp32  unavailable: unknown backend 'nosuch'" in out
     assert "torch        fp16  unavailable: backend 'torch' has no precision option" in out
     report = load_report(tmp_path / "a" / "report.json")
+    q = next(c for c in report["cases"] if c["precision"] == "q" and c["backend"] == "torch")
+    assert q["status"] == "ok" and q["baseline_psnr_db"] < 60
+    assert report["settings"]["artifacts"] == {"q": str(other)}
     assert report["model"]["scale"] == 2 and report["model"]["flops_per_lr_pixel"] > 0
     with Image.open(tmp_path / "a" / "latency.png") as im:
         assert im.format == "PNG"
