@@ -1,0 +1,110 @@
+"""The runtime protocol, checked the same way on every backend (torch and onnxruntime)."""
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import make_tiny
+
+from edgesr.errors import (
+    BackendUnavailableError,
+    CheckpointError,
+    EdgesrError,
+    InferenceError,
+    RuntimeStateError,
+)
+from edgesr.export.onnx_export import export_onnx
+from edgesr.models import load_model
+from edgesr.runtimes import Runtime, create_runtime
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """backend -> the tiny compact x2 model in that backend's file format."""
+    folder = tmp_path_factory.mktemp("models")
+    checkpoint = folder / "tiny_x2.pth"
+    torch.save({"params_ema": make_tiny("compact_x2").state_dict()}, checkpoint)
+    export_onnx(load_model(checkpoint), folder / "tiny_x2.onnx", check=False)
+    return {"torch": checkpoint, "onnxruntime": folder / "tiny_x2.onnx"}
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def runtime(backend, model_files) -> Runtime:
+    """An inactive runtime of ``backend``."""
+    return create_runtime(backend, model_files[backend])
+
+
+def _batch(rng, n=2, c=3, h=6, w=7) -> np.ndarray:
+    return rng.random((n, c, h, w), np.float32)
+
+
+def test_use_before_activate_raises(runtime, rng):
+    assert not runtime.is_active
+    with pytest.raises(RuntimeStateError, match="infer\\(\\) called on an inactive runtime"):
+        runtime.infer(_batch(rng))
+    with pytest.raises(RuntimeStateError, match="info\\(\\)"):
+        _ = runtime.info
+
+
+def test_use_after_deactivate_raises(runtime, rng):
+    runtime.activate()
+    runtime.deactivate()
+    with pytest.raises(RuntimeStateError):
+        runtime.infer(_batch(rng))
+
+
+def test_context_manager_and_idempotence(runtime, rng):
+    with runtime as active:
+        assert active is runtime and runtime.is_active
+        assert runtime.activate() is runtime  # a second activate() is a no-op
+        out = runtime.infer(_batch(rng))
+    assert not runtime.is_active
+    runtime.deactivate()  # and so is a second deactivate()
+    assert out.shape == (2, 3, 12, 14) and out.dtype == np.float32
+
+
+def test_info_and_input_conversion(runtime, rng):
+    with runtime:
+        info = runtime.info
+        assert (info.scale, info.in_channels, info.out_channels) == (2, 3, 3)
+        assert info.dynamic and info.size_multiple == 1
+        batch = _batch(rng, h=8, w=8).astype(np.float64).transpose(0, 1, 3, 2)  # not contiguous
+        assert runtime.infer(batch).shape == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 6, 6), (3, 6, 6), (1, 1, 3, 6, 6)])
+def test_bad_batch_shape_raises_inference_error(runtime, rng, shape):
+    with runtime:
+        with pytest.raises(InferenceError, match="expected an NCHW batch with 3 channels"):
+            runtime.infer(rng.random(shape, np.float32))
+
+
+def test_backends_agree(model_files, rng):
+    batch = _batch(rng, n=3, h=9, w=5)
+    outputs = []
+    for name in BACKENDS:
+        with create_runtime(name, model_files[name]) as runtime:
+            outputs.append(runtime.infer(batch))
+    np.testing.assert_allclose(*outputs, atol=1e-4)
+
+
+def test_unknown_config_option(backend, model_files):
+    with pytest.raises(EdgesrError, match=f"backend '{backend}' has no option"):
+        create_runtime(backend, model_files[backend], no_such_option=1)
+
+
+def test_missing_model_file(backend, model_files, tmp_path):
+    missing = tmp_path / f"missing{model_files[backend].suffix}"
+    with pytest.raises(CheckpointError, match="not found"):
+        create_runtime(backend, missing).activate()
+
+
+def test_unknown_backend(model_files):
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'tflite'; available: "):
+        create_runtime("tflite", model_files["torch"])
