@@ -1,4 +1,4 @@
-"""Model FLOPs (PyTorch's FlopCounterMode) and the measured GEMM peak of this machine.
+"""Model FLOPs (PyTorch's FlopCounterMode, or ONNX shapes) and this machine's GEMM peak.
 
 FLOPs are counted once on a small probe input and divided by its pixel count: convolutional
 SR networks cost the same per low-resolution pixel at any tile size. One multiply-add counts
@@ -7,7 +7,9 @@ matmul (torch and NumPy, each on its own default threads), the yardstick for "ho
 hardware" a backend runs.
 """
 
+import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,3 +47,45 @@ def gemm_peak_gflops(n: int = 1024, repeats: int = 5) -> dict[str, float]:
     with torch.inference_mode():
         peak_torch = _best_gflops(torch.matmul, ta, tb, n, repeats)
     return {"torch": peak_torch, "numpy": _best_gflops(np.matmul, a, b, n, repeats)}
+
+
+def _shapes(model) -> dict[str, list[int | None]]:
+    import onnx
+
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    for info in (*graph.input, *graph.value_info, *graph.output):
+        dims = info.type.tensor_type.shape.dim
+        shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    return shapes
+
+
+def onnx_flops_per_lr_pixel(path: str | Path, probe: int = 32) -> float | None:
+    """FLOPs per input pixel of an ONNX model (Conv, QLinearConv, MatMul, Gemm), from shapes
+    inferred for a 1×C×probe×probe input; None when a shape cannot be inferred."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path))
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        for dim, value in zip(dims, (1, dims[1].dim_value or 3, probe, probe), strict=True):
+            dim.dim_value = value
+        shapes = _shapes(model)
+    except (OSError, ValueError, IndexError, DecodeError, onnx.shape_inference.InferenceError):
+        return None  # not a 4-D image model onnx can read: the backends will say why
+    total = 0
+    for node in model.graph.node:
+        weight = {"Conv": 1, "QLinearConv": 3}.get(node.op_type)
+        if weight is not None:
+            kernel, out = shapes.get(node.input[weight]), shapes.get(node.output[0])
+            per_output = kernel[1:] if kernel else None
+        elif node.op_type in ("MatMul", "Gemm"):
+            a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
+            per_output = a[-1:] if a else None
+        else:
+            continue
+        if not out or not per_output or None in out or None in per_output:
+            return None
+        total += 2 * math.prod(out) * math.prod(per_output)
+    return total / (probe * probe)

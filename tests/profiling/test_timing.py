@@ -7,7 +7,7 @@ from stub_runtimes import NearestRuntime
 from tiny_models import make_tiny
 
 from edgesr.models import ModelDescriptor
-from edgesr.profiling.flops import flops_per_lr_pixel, gemm_peak_gflops
+from edgesr.profiling.flops import flops_per_lr_pixel, gemm_peak_gflops, onnx_flops_per_lr_pixel
 from edgesr.profiling.system import INTERESTING_FLAGS, system_info
 from edgesr.profiling.timing import InferTimer, LatencyStats, MemoryWatch, time_calls
 
@@ -51,6 +51,24 @@ def test_flops_per_pixel_matches_the_conv_count():
     desc = ModelDescriptor(model=model, architecture="SRVGGNetCompact", scale=4, in_channels=3,
                            out_channels=3)
     assert flops_per_lr_pixel(desc) == 2 * 9 * (3 * 16 + 4 * 16 * 16 + 16 * 48)
+
+
+def test_onnx_flops_count_convs_at_any_input_size(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    w1 = numpy_helper.from_array(np.zeros((16, 3, 3, 3), np.float32), "w1")
+    w2 = numpy_helper.from_array(np.zeros((12, 16, 3, 3), np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["h", "w2"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("DepthToSpace", ["y"], ["z"], blocksize=2)]
+    graph = helper.make_graph(
+        nodes, "x2", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], [w1, w2])
+    path = tmp_path / "x2.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert onnx_flops_per_lr_pixel(path) == 2 * 9 * (3 * 16 + 16 * 12)
+    path.write_bytes(b"not onnx")
+    assert onnx_flops_per_lr_pixel(path) is None
 
 
 def test_gemm_peak_is_positive():
