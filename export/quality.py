@@ -178,21 +178,23 @@ def onnx_runner(path: str | Path, threads: int = 0) -> Runner:
     return lambda batch: session.run(None, {name: batch})[0].astype(np.float32)
 
 
-def openvino_runner(path: str | Path, inference_precision: str = "f32") -> Runner:
-    """OpenVINO CPU inference of an IR (.xml) or ONNX file at ``inference_precision``
-    (``f32`` or ``bf16``; OpenVINO would otherwise pick bf16 on its own on BF16 CPUs)."""
+def openvino_runner(path: str | Path, inference_precision: str | None = None) -> Runner:
+    """OpenVINO CPU inference of an IR (.xml) or ONNX file at ``inference_precision`` (``f32``
+    or ``bf16``; default: the hint the IR records, else ``f32``, since OpenVINO would otherwise
+    pick bf16 on its own on BF16 CPUs)."""
     import openvino as ov
 
-    compiled = ov.Core().compile_model(
-        str(path), "CPU", {"INFERENCE_PRECISION_HINT": inference_precision})
+    core = ov.Core()
+    model = core.read_model(str(path))
+    if inference_precision is None:
+        key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
+        inference_precision = (model.get_rt_info(key).astype(str) if model.has_rt_info(key)
+                               else "f32")
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": inference_precision})
     request = compiled.create_infer_request()
     return lambda batch: np.array(request.infer([batch])[0], dtype=np.float32)
 
 
-def artifact_runner(path: str | Path, precision: str = "fp32") -> Runner:
-    """A runner for a built artifact: ONNX files on ONNX Runtime, OpenVINO IR on OpenVINO
-    (``bf16`` precision runs there with the BF16 inference hint)."""
-    path = Path(path)
-    if path.suffix == ".xml":
-        return openvino_runner(path, "bf16" if precision == "bf16" else "f32")
-    return onnx_runner(path)
+def artifact_runner(path: str | Path) -> Runner:
+    """A runner for a built artifact: OpenVINO IR (.xml) on OpenVINO, ONNX on ONNX Runtime."""
+    return openvino_runner(path) if Path(path).suffix == ".xml" else onnx_runner(path)

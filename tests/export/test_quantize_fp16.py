@@ -70,8 +70,8 @@ def test_fp16_check_round_catches_what_the_margin_missed(tmp_path, overflow_mode
     assert report.kept_fp32 == ["big_conv", "scale_down"]
 
 
-def test_fp16_tiny_rrdb_close_to_fp32(tmp_path, calib):
-    descriptor = model_from_state_dict(make_tiny("rrdb_x4").state_dict())
+def test_fp16_tiny_model_close_to_fp32(tmp_path, calib):
+    descriptor = model_from_state_dict(make_tiny("compact_x4").state_dict())
     fp32 = export_onnx(descriptor, tmp_path / "m.onnx", check=False).path
     report = convert_fp16(fp32, tmp_path / "m16.onnx", calib)
     model = onnx.load(report.path)
