@@ -125,7 +125,8 @@ def _end_to_end(runtime: Runtime, settings: BenchSettings, image: np.ndarray
     from edgesr.upscaler import Upscaler
 
     timer = InferTimer(runtime).activate()
-    tile, batch = max(settings.tiles), settings.batches[0]
+    fixed = runtime.info.fixed_hw
+    tile, batch = fixed[0] if fixed else max(settings.tiles), settings.batches[0]
     overlap = min(settings.overlap, tile // 4)  # the Upscaler needs overlap < tile
     upscaler = Upscaler(timer, tile=tile, overlap=overlap, batch=batch)
     if settings.warmup:  # one tile's worth, so first-call costs stay out of the timing
@@ -143,10 +144,12 @@ def _end_to_end(runtime: Runtime, settings: BenchSettings, image: np.ndarray
             "speedup": None}, output
 
 
-def _unavailable(backend: str, precision: str, options: dict, reason: str) -> dict:
+def _case(backend: str, precision: str, options: dict, reason: str | None) -> dict:
+    """A case with nothing measured: unavailable for ``reason``, or ok to fill in (None)."""
     return {"backend": backend, "precision": precision, "options": options,
-            "status": "unavailable", "reason": reason, "peak_rss_mb": None, "rss_ratio": None,
-            "gpu_peak_mb": None, "consistency_psnr_db": None, "baseline_psnr_db": None,
+            "status": "ok" if reason is None else "unavailable", "reason": reason,
+            "peak_rss_mb": None, "rss_ratio": None, "gpu_peak_mb": None,
+            "consistency_psnr_db": None, "baseline_psnr_db": None,
             "rows": [], "e2e": None}
 
 
@@ -160,9 +163,9 @@ def run_case(open_case: CaseFactory, backend: str, precision: str, settings: Ben
             rows = _rows(runtime, settings, flops, peak)
             e2e, output = _end_to_end(runtime, settings, image)
     except EdgesrError as exc:
-        return _unavailable(backend, precision, options, str(exc)), None
-    case = _unavailable(backend, precision, options, "")
-    case.update(status="ok", reason=None, rows=rows, e2e=e2e, peak_rss_mb=memory.peak_rss_mb,
+        return _case(backend, precision, options, str(exc)), None
+    case = _case(backend, precision, options, None)
+    case.update(rows=rows, e2e=e2e, peak_rss_mb=memory.peak_rss_mb,
                 gpu_peak_mb=memory.gpu_peak_mb,
                 consistency_psnr_db=consistency_score(image, output, settings.downsample))
     return case, output
