@@ -1,0 +1,121 @@
+"""``edgesr quantize``: an FP16, INT8 or BF16 artifact, its quality report, and the PSNR gate.
+
+The artifact is built in a temporary folder, compared with the FP32 model on held-out images
+(the report is printed and written beside the output as ``<output>.quality.json``), and moved
+into place only if it passes ``--min-psnr``.
+"""
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgesr.errors import EdgesrError
+
+
+def register(sub) -> None:
+    q = sub.add_parser("quantize", help="build an FP16/INT8/BF16 model with a quality report")
+    q.add_argument("model", help="checkpoint, ncnn .param, FP32 .onnx or bundled model name")
+    q.add_argument("-o", "--output", required=True,
+                   help="artifact to write: .onnx (ONNX Runtime) or .xml (OpenVINO IR)")
+    q.add_argument("--precision", choices=("fp16", "int8", "bf16"), required=True)
+    q.add_argument("--backend", choices=("onnxruntime", "openvino"), default=None,
+                   help="target runtime (default: openvino for bf16 or a .xml output, else "
+                   "onnxruntime)")
+    q.add_argument("--calib", help="calibration set (.npz from edgesr calibrate) or an image "
+                   "folder (default: synthetic crops)")
+    q.add_argument("--tile", type=int, default=64, help="calibration crop size (default: 64)")
+    q.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
+                   help="INT8 activation calibration on ONNX Runtime (default: minmax)")
+    q.add_argument("--exclude", nargs="*", default=[], metavar="NODE",
+                   help="nodes kept in higher precision: names, or first, last, tail")
+    q.add_argument("--target-psnr", type=float, default=None, help="INT8: sweep which nodes "
+                   "to keep in FP32 until this PSNR is reached")
+    q.add_argument("--min-psnr", type=float, default=None,
+                   help="refuse to write the artifact if its PSNR vs FP32 is lower")
+    q.add_argument("--eval", help="held-out images for the quality report (default: synthetic)")
+    q.add_argument("--eval-count", type=int, default=4)
+    q.set_defaults(func=run)
+
+
+def _reference_and_onnx(model: str, tmp: Path):
+    """(reference runner, its name, FP32 ONNX path) for a model argument."""
+    from edgesr.export.quality import onnx_runner, torch_runner
+
+    path = Path(model)
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise EdgesrError(f"{path}: model file not found")
+        return onnx_runner(path), "FP32 ONNX", path
+    from edgesr.export.onnx_export import export_onnx
+    from edgesr.models import load_model
+    from edgesr.pipeline import resolve_model
+
+    descriptor = load_model(resolve_model(model))
+    onnx_path = export_onnx(descriptor, tmp / "fp32.onnx").path
+    return torch_runner(descriptor), "FP32 PyTorch", onnx_path
+
+
+def _calibration(args: argparse.Namespace):
+    from edgesr.calibration import CalibrationSet, build_calibration_set
+
+    if args.calib and Path(args.calib).suffix == ".npz":
+        return CalibrationSet.load(args.calib)
+    return build_calibration_set(args.calib, tile=args.tile)
+
+
+def _build(args, onnx_path: Path, target: Path, calib, images, reference) -> list[str]:
+    """Build the artifact at ``target``; return notes for the report."""
+    from edgesr.export.quantize_fp16 import convert_fp16
+    from edgesr.export.quantize_int8 import quantize_int8, sensitivity_sweep
+    from edgesr.export.quantize_openvino import quantize_openvino
+
+    if args.backend == "openvino":
+        report = quantize_openvino(onnx_path, target, calib, precision=args.precision,
+                                   keep=args.exclude)
+        return [f"OpenVINO {report.precision}, inference hint {report.inference_precision}"]
+    if args.precision == "fp16":
+        report = convert_fp16(onnx_path, target, calib, keep_fp32=args.exclude)
+        return [f"FP16; kept in FP32: {', '.join(report.kept_fp32) or 'none'}"]
+    if args.target_psnr is not None:
+        sweep = sensitivity_sweep(onnx_path, target, calib, images, target_psnr=args.target_psnr,
+                                  reference=reference, method=args.method, exclude=args.exclude,
+                                  log=print)
+        return [f"INT8 {args.method}, sweep kept {len(sweep.report.excluded)} node(s) in FP32"]
+    report = quantize_int8(onnx_path, target, calib, method=args.method, exclude=args.exclude)
+    return [f"INT8 {args.method}, {len(report.excluded)} node(s) in FP32"]
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgesr.calibration import evaluation_images
+    from edgesr.export.quality import artifact_runner, check_quality, quality_report
+
+    output = Path(args.output)
+    if args.backend is None:
+        args.backend = "openvino" if args.precision == "bf16" or output.suffix == ".xml" \
+            else "onnxruntime"
+    if args.backend == "openvino":
+        if args.precision == "fp16":
+            raise EdgesrError("fp16 is built for onnxruntime; OpenVINO takes bf16 or int8")
+        output = output.with_suffix(".xml")
+    elif args.precision == "bf16":
+        raise EdgesrError("bf16 is built for openvino (--backend openvino)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".edgesr-quantize-", dir=output.parent) as tmp:
+        tmp = Path(tmp)
+        reference, ref_name, onnx_path = _reference_and_onnx(args.model, tmp)
+        calib = _calibration(args) if args.precision != "bf16" else None
+        images = evaluation_images(args.eval, count=args.eval_count, size=args.tile)
+        built = tmp / output.name
+        notes = _build(args, onnx_path, built, calib, images, reference)
+        report = quality_report(reference, artifact_runner(built), images, artifact=str(output),
+                                precision=args.precision, reference_name=ref_name,
+                                extra={"notes": notes, "min_psnr": args.min_psnr})
+        print(report.summary())
+        json_path = report.write_json(output.with_name(output.name + ".quality.json"))
+        print(f"quality report -> {json_path}")
+        check_quality(report, args.min_psnr)
+        for part in ([built.with_suffix(".bin")] if built.suffix == ".xml" else []) + [built]:
+            shutil.move(str(part), output.with_suffix(part.suffix))
+    print(f"{args.precision} ({'; '.join(notes)}) -> {output}")
+    return 0

@@ -1,0 +1,49 @@
+"""``edgesr calibrate`` and ``edgesr quantize``: artifact, report, and the --min-psnr refusal."""
+
+import json
+
+import pytest
+import torch
+from tiny_models import make_tiny
+
+from edgesr.cli import main
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    ckpt = root / "compact.pth"
+    torch.save({"params_ema": make_tiny("compact_x4").state_dict()}, ckpt)
+    calib = root / "calib.npz"
+    assert main(["calibrate", "-o", str(calib), "--count", "3", "--tile", "16"]) == 0
+    return ckpt, calib
+
+
+def _quantize(ckpt, calib, out, *extra):
+    return main(["quantize", str(ckpt), "-o", str(out), "--calib", str(calib), "--tile", "16",
+                 "--eval-count", "1", *extra])
+
+
+def test_quantize_int8_writes_artifact_and_report(tmp_path, files, capsys):
+    ckpt, calib = files
+    out = tmp_path / "m_int8.onnx"
+    assert _quantize(ckpt, calib, out, "--precision", "int8", "--min-psnr", "30") == 0
+    report = json.loads((tmp_path / "m_int8.onnx.quality.json").read_text())
+    assert out.is_file() and report["psnr"] > 30 and report["reference"] == "FP32 PyTorch"
+    assert "PSNR" in capsys.readouterr().out
+
+
+def test_min_psnr_refuses_to_ship(tmp_path, files, capsys):
+    ckpt, calib = files
+    out = tmp_path / "bad.onnx"
+    assert _quantize(ckpt, calib, out, "--precision", "int8", "--min-psnr", "99") == 1
+    assert "below --min-psnr 99" in capsys.readouterr().err
+    assert not out.exists() and (tmp_path / "bad.onnx.quality.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx.quality.json"]
+
+
+def test_bf16_on_onnxruntime_is_one_clear_error(tmp_path, files, capsys):
+    ckpt, calib = files
+    code = _quantize(ckpt, calib, tmp_path / "m.onnx", "--precision", "bf16",
+                     "--backend", "onnxruntime")
+    assert code == 1 and "bf16 is built for openvino" in capsys.readouterr().err
