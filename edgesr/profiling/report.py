@@ -161,7 +161,7 @@ def compare_reports(a: dict, b: dict) -> str:
         key = (case_a["backend"], case_a["precision"])
         case_b = cases_b.get(key)
         if case_b is None or case_a["status"] != "ok" or case_b["status"] != "ok":
-            status = "missing" if case_b is None else f"{case_a['status']} / {case_b['status']}"
+            status = "only in A" if case_b is None else f"{case_a['status']} / {case_b['status']}"
             lines.append(f"{key[0]:<12} {key[1]:<5} {status}")
             continue
         rows_b = {(r["tile"], r["batch"]): r for r in case_b["rows"]}
@@ -177,4 +177,6 @@ def compare_reports(a: dict, b: dict) -> str:
             ea, eb = case_a["e2e"], case_b["e2e"]
             lines.append(f"{'':<18} end-to-end {ea['seconds']:.3f} s -> {eb['seconds']:.3f} s "
                          f"({_ratio(eb['seconds'], ea['seconds'])})")
+    keys_a = {(c["backend"], c["precision"]) for c in a["cases"]}
+    lines += [f"{key[0]:<12} {key[1]:<5} only in B" for key in cases_b if key not in keys_a]
     return "\n".join(lines)

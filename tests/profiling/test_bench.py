@@ -95,6 +95,10 @@ def test_table_png_json_and_compare(report, tmp_path):
     text = compare_reports(report, faster)
     assert "torch: " in text and "9.9" in text
     assert text.count("2.00x") == 3 * 4  # every ok case, every (tile, batch) row
+    fewer = copy.deepcopy(report)
+    fewer["cases"].pop(1)
+    assert "stub         fp32  only in A" in compare_reports(report, fewer)
+    assert "stub         fp32  only in B" in compare_reports(fewer, report)
 
 
 def test_load_report_rejects_non_reports(tmp_path):
