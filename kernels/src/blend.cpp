@@ -15,7 +15,7 @@
 
 namespace {
 
-constexpr int64_t kParallelMin = 1 << 16;  // elements below which threads cost more than they save
+constexpr int64_t kParallelMin = 1 << 20;  // elements below which threads cost more than they save
 
 // Python-style mapping of index i into [0, n) for reflect / replicate padding.
 int64_t source_index(int64_t i, int64_t n, int pad_mode) {
@@ -36,13 +36,18 @@ inline float round_even(float v) {
 template <typename T, int Max>
 int to_uint(const float *in, int64_t n, T *out) {
     if ((n > 0 && (in == nullptr || out == nullptr)) || n < 0) return EDGESR_EINVAL;
-    const float scale = static_cast<float>(Max);
-#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-        const float x = in[i];
-        float v = x > 0.0f ? x : 0.0f;  // NaN compares false: NaN -> 0, as C99 fmax(NaN, 0)
-        v = v < 1.0f ? v : 1.0f;
-        out[i] = static_cast<T>(static_cast<int32_t>(round_even(v * scale)));
+    constexpr int64_t block = 1 << 14;
+    const int64_t blocks = (n + block - 1) / block;
+#pragma omp parallel for if (n >= kParallelMin) schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t end = b * block + block < n ? b * block + block : n;
+        const float scale = static_cast<float>(Max);
+        for (int64_t i = b * block; i < end; ++i) {
+            const float x = in[i];
+            float v = x > 0.0f ? x : 0.0f;  // NaN compares false: NaN -> 0, as C99 fmax(NaN, 0)
+            v = v < 1.0f ? v : 1.0f;
+            out[i] = static_cast<T>(static_cast<int32_t>(round_even(v * scale)));
+        }
     }
     return EDGESR_OK;
 }
