@@ -44,7 +44,7 @@ class PngRowWriter:
         self._zip = zlib.compressobj(compress_level)
         self._pending = b""
         try:
-            self._file = open(self._tmp, "wb")  # noqa: SIM115  (closed by close/abort)
+            self._file = open(self._tmp, "wb")  # closed by close() or abort()
         except OSError as exc:
             raise ImageWriteError(f"cannot write {self.path}: {exc}") from None
         self._file.write(b"\x89PNG\r\n\x1a\n")

@@ -80,7 +80,7 @@ def to_uint(image: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     """Native ``blend.to_uint``: float image in [0, 1] to uint8 (bit_depth 8) or uint16 (16)."""
     if bit_depth not in (8, 16):
         raise TilingError(f"bit depth must be 8 or 16, got {bit_depth}")
-    values = np.ascontiguousarray(image, dtype=np.float32)
+    values = np.asarray(image, dtype=np.float32, order="C")
     out = np.empty(values.shape, np.uint8 if bit_depth == 8 else np.uint16)
     (_ext.to_u8 if bit_depth == 8 else _ext.to_u16)(values, out)
     return out
@@ -121,5 +121,5 @@ def _selected() -> str:
 #: The backend behind this module's functions: "native" or "numpy" (see EDGESR_KERNELS).
 BACKEND = _selected()
 if BACKEND == "numpy":
-    accumulate, normalize, to_uint, extract_tile = (  # noqa: F811
+    accumulate, normalize, to_uint, extract_tile = (
         getattr(blend, k) for k in KERNEL_NAMES)

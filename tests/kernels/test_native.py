@@ -98,6 +98,7 @@ def test_to_uint_exact_incl_ties_nan_and_out_of_range(ext, bit_depth):
     assert got.dtype == (np.uint8 if bit_depth == 8 else np.uint16)
     image = rng.random((7, 9, 3))[:, ::2]  # float64, strided, HWC
     np.testing.assert_array_equal(ext.to_uint(image, bit_depth), blend.to_uint(image, bit_depth))
+    assert ext.to_uint(np.float32(0.5), bit_depth).shape == ()
     with pytest.raises(TilingError, match="bit depth"):
         ext.to_uint(values, 12)
 
