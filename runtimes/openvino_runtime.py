@@ -1,0 +1,236 @@
+"""OpenVINO backend: IR builder and a runtime that overlaps tiles on async infer requests.
+
+The runtime compiles an edgesr ONNX model or an IR (``.xml`` + ``.bin``), optionally reshapes
+it to one static tile shape (faster on CPU than dynamic shapes), and deals the images of a batch
+round-robin to a pool of async infer requests so tiles run concurrently. (Not
+``AsyncInferQueue``: its Python callbacks deadlock OpenVINO 2026.4 when the compiled model is
+freed while an executor thread still waits for the GIL.)
+"""
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from edgesr.errors import BackendUnavailableError, EdgesrError, InferenceError
+from edgesr.runtimes.base import Runtime, RuntimeInfo
+
+#: edgesr precision name -> OpenVINO INFERENCE_PRECISION_HINT value.
+PRECISION_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+#: Where ``edgesr quantize`` records the inference precision an IR is meant to run at.
+RECORDED_HINT = ["runtime_options", "INFERENCE_PRECISION_HINT"]
+PERFORMANCE_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
+#: IR weight formats the builder writes (INT8 IRs come from NNCF, see the quantization tools).
+IR_PRECISIONS = ("fp32", "fp16")
+METADATA_FIELDS = ("arch", "scale", "in_channels", "out_channels", "size_multiple",
+                   "source_sha256")
+
+
+class OpenVINOError(EdgesrError):
+    """OpenVINO could not read, convert or compile a model."""
+
+
+def version() -> str:
+    """The OpenVINO runtime version string (part of every engine cache key)."""
+    return ov.get_version()
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenVINOConfig:
+    """How to compile and run the model.
+
+    ``device``: an OpenVINO device ("CPU", "GPU", "GPU.1", "NPU"). ``precision``: the
+    INFERENCE_PRECISION_HINT (fp32/fp16/bf16; None: the hint the IR records, else fp32; a device
+    without native support runs f32, see ``OpenVINORuntime.effective_precision``).
+    ``performance``: latency or throughput hint. ``num_requests``: async infer requests (0: the
+    device's optimal number). ``tile``: reshape to this static (height, width) input; None keeps
+    height and width dynamic. ``threads``: INFERENCE_NUM_THREADS (0: OpenVINO's default).
+    """
+
+    device: str = "CPU"
+    precision: str | None = None
+    performance: str = "latency"
+    num_requests: int = 0
+    tile: tuple[int, int] | None = None
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision is not None and self.precision not in PRECISION_HINTS:
+            raise EdgesrError(f"openvino: precision must be one of {', '.join(PRECISION_HINTS)}, "
+                              f"not {self.precision!r}")
+        if self.performance not in PERFORMANCE_HINTS:
+            raise EdgesrError(f"openvino: performance must be latency or throughput, "
+                              f"not {self.performance!r}")
+        if self.tile is not None and (len(self.tile) != 2 or min(self.tile) < 1):
+            raise EdgesrError(f"openvino: tile must be (height, width), got {self.tile!r}")
+
+    def compile_properties(self, model: ov.Model) -> dict[str, object]:
+        """The properties passed to ``Core.compile_model`` for ``model``."""
+        if self.precision is not None:
+            hint = PRECISION_HINTS[self.precision]
+        elif model.has_rt_info(RECORDED_HINT):
+            hint = model.get_rt_info(RECORDED_HINT).astype(str)
+        else:
+            hint = "f32"  # explicit: OpenVINO would pick bf16 by itself on AMX CPUs
+        props: dict[str, object] = {
+            "PERFORMANCE_HINT": PERFORMANCE_HINTS[self.performance],
+            "INFERENCE_PRECISION_HINT": hint,
+        }
+        if self.threads:
+            props["INFERENCE_NUM_THREADS"] = self.threads
+        return props
+
+
+def read_metadata(model_path: Path, model: ov.Model) -> dict[str, str]:
+    """edgesr metadata (``scale``, ``in_channels``, ...) of an ONNX file or an IR's rt_info.
+
+    IRs written by other tools (NNCF INT8, ``edgesr quantize``) carry none; for them scale,
+    channels and size multiple are read off OpenVINO's shape inference (``probe_metadata``).
+    """
+    if model_path.suffix == ".onnx":
+        from edgesr.export.onnx_export import read_onnx_metadata
+
+        meta = {k: str(v) for k, v in read_onnx_metadata(model_path).items()
+                if k in METADATA_FIELDS}
+    else:
+        meta = {k: model.get_rt_info(["edgesr", k]).astype(str)
+                for k in METADATA_FIELDS if model.has_rt_info(["edgesr", k])}
+    if not {"scale", "in_channels", "out_channels"} <= meta.keys():
+        meta = probe_metadata(model_path, model)
+    return meta
+
+
+def probe_metadata(model_path: Path, model: ov.Model) -> dict[str, str]:
+    """Scale, channels and size multiple of a model without edgesr metadata, by reshaping
+    copies of it to probe sizes (64 + m must pass for size multiple m)."""
+    in_channels = model.input(0).get_partial_shape()[1]
+    if in_channels.is_dynamic:
+        raise OpenVINOError(f"{model_path}: input channels are dynamic and no edgesr metadata "
+                            "says how many; export the model with `edgesr export`")
+    channels = in_channels.get_length()
+    for multiple in (1, 2, 4, 8):
+        probe = model.clone()
+        try:
+            probe.reshape({probe.input(0): ov.PartialShape([1, channels, 64 + multiple, 64])})
+        except RuntimeError:
+            continue
+        out = probe.output(0).get_partial_shape()
+        if out.is_static and out[2].get_length() % (64 + multiple) == 0:
+            scale = out[2].get_length() // (64 + multiple)
+            return {"scale": str(scale), "in_channels": str(channels),
+                    "out_channels": str(out[1].get_length()), "size_multiple": str(multiple)}
+    raise OpenVINOError(f"{model_path}: cannot tell its scale (no edgesr metadata, and shape "
+                        "inference fails); export the model with `edgesr export`")
+
+
+def build_ir(onnx_path: str | Path, xml_path: str | Path, *, precision: str = "fp32") -> Path:
+    """Convert an edgesr ONNX model to IR: FP32 weights, or FP16-compressed weights.
+
+    The edgesr metadata travels in the IR's rt_info. Both files are written under temporary
+    names and renamed into place, the ``.bin`` first, so a present ``.xml`` means a whole IR.
+    """
+    if precision not in IR_PRECISIONS:
+        raise OpenVINOError(f"openvino IR precision must be one of {', '.join(IR_PRECISIONS)}, "
+                            f"not {precision!r} (INT8 IRs are made by the NNCF quantizer)")
+    onnx_path, xml_path = Path(onnx_path), Path(xml_path)
+    try:
+        model = ov.Core().read_model(str(onnx_path))
+    except RuntimeError as exc:
+        raise OpenVINOError(f"{onnx_path}: OpenVINO cannot read it: {_first_line(exc)}") from None
+    for key, value in read_metadata(onnx_path, model).items():
+        model.set_rt_info(value, ["edgesr", key])
+    model.set_rt_info(precision, ["edgesr", "ir_precision"])
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_xml = xml_path.with_name(f".{xml_path.stem}.{uuid.uuid4().hex[:8]}.tmp.xml")
+    try:
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=precision == "fp16")
+        os.replace(tmp_xml.with_suffix(".bin"), xml_path.with_suffix(".bin"))
+        os.replace(tmp_xml, xml_path)
+    finally:
+        for leftover in (tmp_xml, tmp_xml.with_suffix(".bin")):
+            leftover.unlink(missing_ok=True)
+    return xml_path
+
+
+class OpenVINORuntime(Runtime):
+    """Runs an edgesr ONNX model or IR with OpenVINO; see ``OpenVINOConfig``."""
+
+    name = "openvino"
+
+    def __init__(self, model: str | Path, config: OpenVINOConfig | None = None):
+        super().__init__()
+        self.model_path = Path(model)
+        self.config = config or OpenVINOConfig()
+        self.compiled: ov.CompiledModel | None = None
+        self.requests: list[ov.InferRequest] = []
+        self.effective_precision: str | None = None
+        self._scale = 1
+
+    def activate_impl(self) -> RuntimeInfo:
+        cfg = self.config
+        core = ov.Core()
+        if cfg.device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
+            raise BackendUnavailableError(
+                f"openvino: device {cfg.device!r} not found; available: "
+                f"{', '.join(core.available_devices)}")
+        try:
+            model = core.read_model(str(self.model_path))
+        except RuntimeError as exc:
+            raise OpenVINOError(f"{self.model_path}: OpenVINO cannot read it: "
+                                f"{_first_line(exc)}") from None
+        meta = read_metadata(self.model_path, model)
+        in_channels = int(meta["in_channels"])
+        if cfg.tile is not None:
+            model.reshape({model.input(0): ov.PartialShape([1, in_channels, *cfg.tile])})
+        try:
+            self.compiled = core.compile_model(model, cfg.device, cfg.compile_properties(model))
+        except RuntimeError as exc:
+            raise OpenVINOError(f"openvino: compiling for {cfg.device} failed: "
+                                f"{_first_line(exc)}") from None
+        self.effective_precision = self.compiled.get_property(
+            "INFERENCE_PRECISION_HINT").to_string()
+        jobs = cfg.num_requests or int(
+            self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.requests = [self.compiled.create_infer_request() for _ in range(jobs)]
+        self._scale = int(meta["scale"])
+        return RuntimeInfo(scale=self._scale, in_channels=in_channels,
+                           out_channels=int(meta["out_channels"]), fixed_hw=cfg.tile,
+                           size_multiple=int(meta.get("size_multiple", 1)),
+                           preferred_batch=jobs)
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        assert self._info is not None
+        n, _, h, w = batch.shape
+        if self._info.fixed_hw is not None and (h, w) != self._info.fixed_hw:
+            raise InferenceError(f"openvino: the model was reshaped to tile {self._info.fixed_hw}, "
+                                 f"got a {h}x{w} batch")
+        out = np.empty((n, self._info.out_channels, h * self._scale, w * self._scale), np.float32)
+        jobs = len(self.requests)
+        for i in range(n):  # request i % jobs takes tile i once it has handed back tile i - jobs
+            request = self.requests[i % jobs]
+            if i >= jobs:
+                _collect(request, out, i - jobs)
+            request.start_async({0: batch[i:i + 1]})
+        for i in range(max(0, n - jobs), n):
+            _collect(self.requests[i % jobs], out, i)
+        return out
+
+    def deactivate_impl(self) -> None:
+        for request in self.requests:
+            request.wait()
+        self.requests = []
+        self.compiled = None
+
+
+def _collect(request: ov.InferRequest, out: np.ndarray, index: int) -> None:
+    """Wait for ``request`` and copy its output tile into ``out[index]``."""
+    request.wait()
+    out[index] = request.get_output_tensor(0).data[0]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

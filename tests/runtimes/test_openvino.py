@@ -1,0 +1,106 @@
+"""OpenVINO backend: FP32/FP16 IR parity with PyTorch, tile reshape, async requests, errors."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from tiny_models import make_tiny
+
+pytest.importorskip("openvino", reason="openvino is not installed (pip install edgesr[openvino])")
+
+from edgesr.errors import BackendUnavailableError, EdgesrError, InferenceError  # noqa: E402
+from edgesr.export.onnx_export import export_onnx  # noqa: E402
+from edgesr.models import model_from_state_dict  # noqa: E402
+from edgesr.runtimes import create_runtime  # noqa: E402
+from edgesr.runtimes.openvino_runtime import (  # noqa: E402
+    OpenVINOConfig,
+    OpenVINORuntime,
+    build_ir,
+)
+
+#: (max abs diff, min PSNR dB) against PyTorch FP32. FP16-compressed weights are rounded to
+#: 11 significant bits, so their outputs move by ~1e-4 on these random tiny models.
+THRESHOLDS = {"fp32": (1e-5, 100.0), "fp16": (1e-3, 65.0)}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """family -> (descriptor, onnx path), exported once per module."""
+    folder = tmp_path_factory.mktemp("ov")
+    out = {}
+    for family in ("rrdb_x2", "compact_x4"):
+        desc = model_from_state_dict(make_tiny(family).state_dict())
+        export_onnx(desc, folder / f"{family}.onnx", check=False)
+        out[family] = desc, folder / f"{family}.onnx"
+    return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def reference(desc, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return desc.model(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("family", ["rrdb_x2", "compact_x4"])
+def test_ir_parity_with_torch(models, tmp_path, family, precision):
+    desc, onnx_path = models[family]
+    xml = build_ir(onnx_path, tmp_path / f"{family}.xml", precision=precision)
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    x = np.random.default_rng(0).random((3, 3, 24, 32), np.float32)
+    with OpenVINORuntime(xml, OpenVINOConfig(num_requests=2)) as rt:
+        assert (rt.info.scale, rt.info.size_multiple) == (desc.scale, desc.size_multiple)
+        assert rt.effective_precision == "f32"
+        out = rt.infer(x)
+    ref = reference(desc, x)
+    max_diff, min_psnr = THRESHOLDS[precision]
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() < max_diff
+    assert psnr(out, ref) > min_psnr
+
+
+def test_fp16_ir_is_smaller(models, tmp_path):
+    _, onnx_path = models["compact_x4"]
+    fp32 = build_ir(onnx_path, tmp_path / "a.xml", precision="fp32").with_suffix(".bin")
+    fp16 = build_ir(onnx_path, tmp_path / "b.xml", precision="fp16").with_suffix(".bin")
+    assert fp16.stat().st_size < 0.6 * fp32.stat().st_size
+
+
+def test_onnx_direct_with_tile_reshape_and_registry(models):
+    desc, onnx_path = models["compact_x4"]
+    x = np.random.default_rng(1).random((5, 3, 16, 16), np.float32)
+    rt = create_runtime("openvino", onnx_path, tile=(16, 16), num_requests=3,
+                        performance="throughput")
+    with rt:
+        assert rt.info.fixed_hw == (16, 16) and rt.info.preferred_batch == 3
+        out = rt.infer(x)
+        with pytest.raises(InferenceError, match="reshaped to tile"):
+            rt.infer(x[:, :, :8])
+    np.testing.assert_allclose(out, reference(desc, x), atol=1e-4)
+
+
+def test_ir_without_edgesr_metadata_is_probed(models, tmp_path):
+    desc, onnx_path = models["rrdb_x2"]
+    stripped = onnx.load(str(onnx_path))
+    del stripped.metadata_props[:]
+    onnx.save(stripped, str(tmp_path / "bare.onnx"))
+    with OpenVINORuntime(tmp_path / "bare.onnx") as rt:
+        assert (rt.info.scale, rt.info.size_multiple, rt.info.out_channels) == (2, 2, 3)
+
+
+def test_errors_are_edgesr_errors(models, tmp_path):
+    _, onnx_path = models["compact_x4"]
+    with pytest.raises(EdgesrError, match="precision"):
+        OpenVINOConfig(precision="int4")
+    with pytest.raises(EdgesrError, match="INT8"):
+        build_ir(onnx_path, tmp_path / "x.xml", precision="int8")
+    with pytest.raises(BackendUnavailableError, match="NOSUCH"):
+        OpenVINORuntime(onnx_path, OpenVINOConfig(device="NOSUCH")).activate()
+    (tmp_path / "junk.xml").write_text("<not-an-ir/>")
+    with pytest.raises(EdgesrError, match="cannot read"):
+        OpenVINORuntime(tmp_path / "junk.xml").activate()
