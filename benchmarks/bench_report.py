@@ -36,13 +36,13 @@ def markdown(report: dict) -> str:
         f"{report['settings']['runs']} timed runs after {report['settings']['warmup']} warm-up.",
         "",
         "| backend | precision | tile | batch | p50 ms | p95 ms | LR MP/s | GFLOP/s | "
-        "vs PyTorch | end to end | consistency |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "vs PyTorch | end to end | consistency | PSNR vs PyTorch |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for case in report["cases"]:
         if case["status"] != "ok":
             lines.append(f"| {case['backend']} | {case['precision']} | | | unavailable: "
-                         f"{case['reason'].splitlines()[0]} | | | | | | |")
+                         f"{case['reason'].splitlines()[0]} | | | | | | | |")
             continue
         e2e = case["e2e"]
         for row in case["rows"]:
@@ -51,7 +51,8 @@ def markdown(report: dict) -> str:
                 f"| {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['lr_mps']:.3g} "
                 f"| {_fmt(row['gflops'], '.1f')} | {_fmt(row['speedup'], '.2f', '×')} "
                 f"| {e2e['seconds']:.2f} s ({e2e['outside_infer_share'] * 100:.0f}% tiling+blend)"
-                f" | {_fmt(case['consistency_psnr_db'], '.1f', ' dB')} |")
+                f" | {_fmt(case['consistency_psnr_db'], '.1f', ' dB')} "
+                f"| {_fmt(case['baseline_psnr_db'], '.1f', ' dB')} |")
     e2e = report["cases"][0]["e2e"]
     if e2e:
         lines += ["", f"End to end: a {e2e['width']}×{e2e['height']} image, tile {e2e['tile']}, "
