@@ -126,6 +126,21 @@ def probe_metadata(model_path: Path, model: ov.Model) -> dict[str, str]:
                         "inference fails); export the model with `edgesr export`")
 
 
+#: Engine-cache builder protocol (see ``edgesr.runtimes.engine_cache.build_engine``).
+ARTIFACT = "model.xml"
+SOURCE_SUFFIXES = (".onnx",)
+
+
+def identity(options) -> tuple[str, str, str]:
+    """(version, device, profile) of an IR build: IRs are device- and shape-independent."""
+    return version(), "any", "dynamic"
+
+
+def build(source: Path, target: Path, options) -> None:
+    """Engine-cache builder: ``build_ir`` at ``options.precision``."""
+    build_ir(source, target, precision=options.precision)
+
+
 def build_ir(onnx_path: str | Path, xml_path: str | Path, *, precision: str = "fp32") -> Path:
     """Convert an edgesr ONNX model to IR: FP32 weights, or FP16-compressed weights.
 

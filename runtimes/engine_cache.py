@@ -1,0 +1,227 @@
+"""Engine cache: built engines (TensorRT plans, OpenVINO IRs, CoreML packages) keyed by every
+input of their build, so a stale or foreign engine is rebuilt and never loaded.
+
+An entry is a folder ``<root>/<backend>/<name>/`` holding the artifact and ``manifest.json``
+(the full key plus the sha256 of every file). The folder name encodes the model, precision,
+shape profile and device (after vs-mlrt's engine names); the backend version lives only in the
+manifest, so upgrading a backend rebuilds the entry in place instead of piling up old ones.
+Builds go to a temporary folder that is renamed into place, under an ``fcntl`` lock that keeps
+two builders from building the same entry at once (flock locks belong to the open file, so
+this holds across threads of one process as well as across processes).
+"""
+
+import fcntl
+import hashlib
+import importlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgesr.errors import BackendUnavailableError, EdgesrError
+from edgesr.models.descriptor import sha256_file
+
+MANIFEST = "manifest.json"
+#: Backends that build engines: name -> module exposing the builder protocol (see build_engine).
+BUILDERS = {
+    "openvino": "edgesr.runtimes.openvino_runtime",
+    "tensorrt": "edgesr.runtimes.tensorrt_build",
+    "coreml": "edgesr.runtimes.coreml_convert",
+}
+
+
+class EngineCacheError(EdgesrError):
+    """An engine could not be built into, or read from, the engine cache."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShapeProfile:
+    """Input shapes an engine accepts: (height, width) and batch, each as min / opt / max."""
+
+    min_hw: tuple[int, int] = (16, 16)
+    opt_hw: tuple[int, int] = (64, 64)
+    max_hw: tuple[int, int] = (256, 256)
+    batch: tuple[int, int, int] = (1, 1, 1)
+
+    def __post_init__(self) -> None:
+        hws = (self.min_hw, self.opt_hw, self.max_hw)
+        ordered = all(a <= b <= c for a, b, c in zip(*hws, strict=True))
+        if not ordered or not (1 <= self.batch[0] <= self.batch[1] <= self.batch[2]) \
+                or min(self.min_hw) < 1:
+            raise EdgesrError(f"shape profile needs 1 <= min <= opt <= max: {self.label}")
+
+    @classmethod
+    def fixed(cls, tile: int | tuple[int, int], batch: int = 1) -> "ShapeProfile":
+        """A one-shape profile: every tile is ``tile`` (padded by the tiler), batch ``batch``."""
+        hw = (tile, tile) if isinstance(tile, int) else tuple(tile)
+        return cls(min_hw=hw, opt_hw=hw, max_hw=hw, batch=(batch, batch, batch))
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.min_hw == self.max_hw and self.batch[0] == self.batch[2]
+
+    @property
+    def label(self) -> str:
+        """``b1_64x64`` for a fixed profile, else ``b1-2-4_16x16-64x64-256x256``."""
+        if self.is_fixed:
+            return f"b{self.batch[0]}_{self.opt_hw[0]}x{self.opt_hw[1]}"
+        hws = "-".join(f"{h}x{w}" for h, w in (self.min_hw, self.opt_hw, self.max_hw))
+        return f"b{'-'.join(map(str, self.batch))}_{hws}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    """What to build: ``precision`` (backend-specific names, e.g. fp32/fp16/int8), the shape
+    ``profile``, the target ``device`` (None: the backend's default) and, for TensorRT, the
+    builder ``workspace_mb`` limit."""
+
+    precision: str = "fp32"
+    profile: ShapeProfile = ShapeProfile()
+    device: str | None = None
+    workspace_mb: int = 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineKey:
+    """Everything an engine depends on. ``profile`` labels the shape profile, ``device`` the
+    hardware the engine is specific to (e.g. a GPU name and compute capability)."""
+
+    model_sha256: str
+    backend: str
+    backend_version: str
+    precision: str
+    profile: str
+    device: str
+
+    @property
+    def name(self) -> str:
+        """The entry folder name: readable, and unique per key except the backend version."""
+        label = f"{self.model_sha256[:16]}-{self.precision}-{self.profile}-{self.device}"
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:160]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A valid cache entry: ``artifact`` is the engine file or folder; ``built`` is True when
+    this call built it (a miss) and False on a hit."""
+
+    artifact: Path
+    key: EngineKey
+    built: bool
+
+
+def default_root() -> Path:
+    """``$EDGESR_CACHE/engines`` (default ``~/.cache/edgesr/engines``)."""
+    root = os.environ.get("EDGESR_CACHE") or Path.home() / ".cache" / "edgesr"
+    return Path(root) / "engines"
+
+
+class EngineCache:
+    """Engines on disk under ``root``; see the module docstring for the layout."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+
+    def entry_dir(self, key: EngineKey) -> Path:
+        return self.root / key.backend / key.name
+
+    def lookup(self, key: EngineKey, artifact_name: str) -> Path | None:
+        """The artifact of a valid entry for ``key``, or None when it is missing, was built
+        for another key (stale or foreign), or any of its files fails its checksum."""
+        folder = self.entry_dir(key)
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(manifest, dict) or manifest.get("key") != asdict(key):
+            return None
+        files = manifest.get("files")
+        if not isinstance(files, dict) or not (folder / artifact_name).exists():
+            return None
+        for name, digest in files.items():
+            path = folder / name
+            if not path.is_file() or sha256_file(path) != digest:
+                return None
+        return folder / artifact_name
+
+    def get_or_build(self, key: EngineKey, artifact_name: str,
+                     build: Callable[[Path], None]) -> CacheEntry:
+        """Return the cached artifact for ``key``, building it first on a miss.
+
+        ``build(path)`` must write the artifact (a file or a folder) at ``path``; it runs in a
+        temporary folder that replaces the entry only once the build and manifest are done.
+        """
+        found = self.lookup(key, artifact_name)
+        if found is not None:
+            return CacheEntry(found, key, built=False)
+        folder = self.entry_dir(key)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            found = self.lookup(key, artifact_name)  # another builder may have finished
+            if found is not None:
+                return CacheEntry(found, key, built=False)
+            tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+            tmp.mkdir()
+            try:
+                build(tmp / artifact_name)
+                if not (tmp / artifact_name).exists():
+                    raise EngineCacheError(f"{key.backend}: the build wrote no {artifact_name}")
+                files = {str(p.relative_to(tmp)): sha256_file(p)
+                         for p in sorted(tmp.rglob("*")) if p.is_file()}
+                manifest = {"key": asdict(key), "files": files}
+                (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+                _replace_dir(tmp, folder)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return CacheEntry(folder / artifact_name, key, built=True)
+
+
+def model_sha256(path: Path) -> str:
+    """sha256 of a model file; for an ncnn .param, of its bytes followed by its .bin's."""
+    if path.suffix != ".param":
+        return sha256_file(path)
+    digest = hashlib.sha256(path.read_bytes())
+    digest.update(path.with_suffix(".bin").read_bytes())
+    return digest.hexdigest()
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Rename folder ``src`` to ``dst``, moving an existing (stale) ``dst`` aside first."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.old")
+        os.replace(dst, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(src, dst)
+
+
+def build_engine(backend: str, source: str | Path, options: BuildOptions = BuildOptions(), *,
+                 cache: EngineCache | None = None) -> CacheEntry:
+    """Build (or find in ``cache``) the engine of ``backend`` for model file ``source``.
+
+    Each builder module in ``BUILDERS`` exposes ``ARTIFACT`` (the artifact's file name),
+    ``SOURCE_SUFFIXES`` (model files it builds from), ``identity(options)`` returning
+    ``(backend_version, device, profile_label)``, and ``build(source, target, options)``.
+    """
+    if backend not in BUILDERS:
+        raise BackendUnavailableError(f"backend {backend!r} builds no engines; engine backends: "
+                                      f"{', '.join(BUILDERS)}")
+    try:
+        builder = importlib.import_module(BUILDERS[backend])
+    except ImportError as exc:
+        raise BackendUnavailableError(f"backend {backend!r} is unavailable: {exc}") from None
+    source = Path(source)
+    if source.suffix not in builder.SOURCE_SUFFIXES:
+        raise EngineCacheError(f"{source}: {backend} builds from "
+                               f"{' or '.join(builder.SOURCE_SUFFIXES)} files")
+    if not source.is_file():
+        raise EngineCacheError(f"{source}: model file not found")
+    version, device, profile = builder.identity(options)
+    key = EngineKey(model_sha256=model_sha256(source), backend=backend, backend_version=version,
+                    precision=options.precision, profile=profile, device=device)
+    return (cache or EngineCache()).get_or_build(
+        key, builder.ARTIFACT, lambda target: builder.build(source, target, options))

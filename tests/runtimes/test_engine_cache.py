@@ -1,0 +1,147 @@
+"""Engine cache: hit, miss, stale backend version, foreign entry, corrupt file, atomic builds,
+one builder at a time, and a real OpenVINO IR build through build_engine."""
+
+import json
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+from tiny_models import make_tiny
+
+from edgesr.errors import BackendUnavailableError, EdgesrError
+from edgesr.runtimes.engine_cache import (
+    MANIFEST,
+    BuildOptions,
+    EngineCache,
+    EngineCacheError,
+    EngineKey,
+    ShapeProfile,
+    build_engine,
+)
+
+KEY = EngineKey(model_sha256="ab" * 32, backend="fake", backend_version="1.0",
+                precision="fp16", profile=ShapeProfile.fixed(64).label, device="cpu")
+
+
+class Builder:
+    """Counts builds; writes ``payload`` as the artifact."""
+
+    def __init__(self, payload: bytes = b"engine", delay: float = 0.0):
+        self.calls = 0
+        self.payload = payload
+        self.delay = delay
+
+    def __call__(self, target):
+        self.calls += 1
+        time.sleep(self.delay)
+        target.write_bytes(self.payload)
+
+
+def test_miss_then_hit(tmp_path):
+    cache, build = EngineCache(tmp_path), Builder()
+    first = cache.get_or_build(KEY, "model.plan", build)
+    assert first.built and first.artifact.read_bytes() == b"engine"
+    assert first.artifact.parent.name == "abababababababab-fp16-b1_64x64-cpu"
+    second = cache.get_or_build(KEY, "model.plan", build)
+    assert not second.built and second.artifact == first.artifact and build.calls == 1
+    assert cache.lookup(KEY, "model.plan") == first.artifact
+
+
+def test_stale_backend_version_is_rebuilt_in_place(tmp_path):
+    cache = EngineCache(tmp_path)
+    old = cache.get_or_build(KEY, "model.plan", Builder(b"old"))
+    newer = replace(KEY, backend_version="2.0")
+    assert cache.lookup(newer, "model.plan") is None
+    entry = cache.get_or_build(newer, "model.plan", Builder(b"new"))
+    assert entry.built and entry.artifact == old.artifact and entry.artifact.read_bytes() == b"new"
+    assert json.loads((entry.artifact.parent / MANIFEST).read_text())["key"]["backend_version"] \
+        == "2.0"
+    assert sorted(p.name for p in (tmp_path / "fake").iterdir()) == [
+        entry.artifact.parent.name, entry.artifact.parent.name + ".lock"]
+
+
+def test_foreign_entry_is_never_loaded(tmp_path):
+    cache = EngineCache(tmp_path)
+    other = replace(KEY, device="gpu0")
+    built = cache.get_or_build(other, "model.plan", Builder(b"gpu engine"))
+    # an entry copied under our name from another machine still names its own key
+    target = cache.entry_dir(KEY)
+    built.artifact.parent.rename(target)
+    assert cache.lookup(KEY, "model.plan") is None
+    assert cache.get_or_build(KEY, "model.plan", Builder(b"cpu engine")).artifact.read_bytes() \
+        == b"cpu engine"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest", "missing"])
+def test_corrupt_entry_is_rebuilt(tmp_path, damage):
+    cache = EngineCache(tmp_path)
+    artifact = cache.get_or_build(KEY, "model.plan", Builder(b"engine bytes")).artifact
+    if damage == "truncate":
+        artifact.write_bytes(b"eng")
+    elif damage == "flip":
+        artifact.write_bytes(b"Engine bytes")
+    elif damage == "manifest":
+        (artifact.parent / MANIFEST).write_text("{not json")
+    else:
+        artifact.unlink()
+    assert cache.lookup(KEY, "model.plan") is None
+    build = Builder(b"engine bytes")
+    assert cache.get_or_build(KEY, "model.plan", build).built and build.calls == 1
+
+
+def test_failed_build_leaves_nothing(tmp_path):
+    cache = EngineCache(tmp_path)
+
+    def broken(target):
+        target.write_bytes(b"half")
+        raise EdgesrError("builder crashed")
+
+    with pytest.raises(EdgesrError, match="crashed"):
+        cache.get_or_build(KEY, "model.plan", broken)
+    with pytest.raises(EngineCacheError, match="wrote no"):
+        cache.get_or_build(KEY, "model.plan", lambda target: None)
+    assert [p.name for p in (tmp_path / "fake").iterdir()] == [cache.entry_dir(KEY).name + ".lock"]
+
+
+def test_two_builders_build_once(tmp_path):
+    build = Builder(delay=0.3)
+    results = []
+
+    def worker():
+        results.append(EngineCache(tmp_path).get_or_build(KEY, "model.plan", build))
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert build.calls == 1 and sorted(r.built for r in results) == [False, False, True]
+
+
+def test_profile_labels_and_validation():
+    assert ShapeProfile.fixed(64, batch=4).label == "b4_64x64"
+    dynamic = ShapeProfile(min_hw=(16, 16), opt_hw=(64, 64), max_hw=(128, 96), batch=(1, 2, 4))
+    assert dynamic.label == "b1-2-4_16x16-64x64-128x96" and not dynamic.is_fixed
+    with pytest.raises(EdgesrError, match="min <= opt <= max"):
+        ShapeProfile(min_hw=(64, 64), opt_hw=(32, 32))
+
+
+def test_build_engine_openvino_ir(tmp_path):
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from edgesr.export.onnx_export import export_onnx
+    from edgesr.models import model_from_state_dict
+
+    onnx_path = tmp_path / "m.onnx"
+    export_onnx(model_from_state_dict(make_tiny("compact_x2").state_dict()), onnx_path,
+                check=False)
+    cache = EngineCache(tmp_path / "cache")
+    entry = build_engine("openvino", onnx_path, BuildOptions(precision="fp16"), cache=cache)
+    assert entry.built and entry.artifact.name == "model.xml"
+    assert entry.artifact.with_suffix(".bin").is_file()
+    again = build_engine("openvino", onnx_path, BuildOptions(precision="fp16"), cache=cache)
+    assert not again.built and again.artifact == entry.artifact
+    with pytest.raises(EngineCacheError, match="builds from .onnx"):
+        build_engine("openvino", tmp_path / "m.pth", cache=cache)
+    with pytest.raises(BackendUnavailableError, match="builds no engines"):
+        build_engine("torch", onnx_path, cache=cache)
