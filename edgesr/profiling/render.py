@@ -46,7 +46,7 @@ def format_table(report: dict) -> str:
     for case in report["cases"]:
         label = f"{case['backend']:<12} {case['precision']:<5}"
         if case["status"] != "ok":
-            lines.append(f"{label} unavailable: {case['reason']}")
+            lines.append(f"{label} unavailable: {case['reason'].splitlines()[0]}")
             continue
         for row in case["rows"]:
             fraction = row["peak_fraction"]
