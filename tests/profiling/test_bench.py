@@ -148,3 +148,13 @@ def test_cli_bench_and_compare(tmp_path, capsys):
 def test_cli_bench_missing_model_is_one_error(tmp_path, capsys):
     assert main(["bench", "-m", str(tmp_path / "none.pth")]) == 1
     assert "model file not found" in capsys.readouterr().err
+
+
+def test_backend_options_from_the_command_line():
+    from edgesr.commands.bench import parse_options
+
+    assert parse_options(["onnxruntime:threads=2", "ov:hint=true", "ov:device=CPU",
+                          "ov:scale=0.5"]) == {"onnxruntime": {"threads": 2},
+                                               "ov": {"hint": True, "device": "CPU", "scale": 0.5}}
+    with pytest.raises(EdgesrError, match="BACKEND:KEY=VALUE"):
+        parse_options(["threads=2"])
