@@ -24,6 +24,7 @@ from edgesr.upscaler import Upscaler
 
 _PNG_COLOUR = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type
 _IDAT_BYTES = 1 << 20
+_FLUSH_ROWS = 32  # output rows normalised, converted and written at a time
 
 
 class PngRowWriter:
@@ -126,9 +127,11 @@ def upscale_to_png(upscaler: Upscaler, image: np.ndarray, path: str | os.PathLik
 
     def flush(n: int) -> None:
         """Write the band's first n rows, move the rest up (copies of <= n rows: no overlap)."""
-        out = normalize(band[:, :n], weight_sum[:n]).reshape(n_planes, c_model, n, -1)
-        merged = np.clip(upscaler._merge(out, chw.shape[0], False), 0, 1)
-        writer.write(to_uint(merged.transpose(1, 2, 0), bit_depth))
+        for r in range(0, n, _FLUSH_ROWS):  # in slices: temporaries stay small
+            k = min(_FLUSH_ROWS, n - r)
+            out = normalize(band[:, r:r + k], weight_sum[r:r + k])
+            out = upscaler._merge(out.reshape(n_planes, c_model, k, -1), chw.shape[0], False)
+            writer.write(to_uint(np.clip(out, 0, 1).transpose(1, 2, 0), bit_depth))
         for i in range(0, len(weight_sum) - n, n):
             src = slice(i + n, min(i + 2 * n, len(weight_sum)))
             dst = slice(i, src.stop - n)
