@@ -26,6 +26,11 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def describe() -> str:
+    """coremltools version, for ``edgesr backends``."""
+    return f"coremltools {ct.__version__}; compute units: {', '.join(COMPUTE_UNITS)}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class CoreMLConfig:
     """``compute_units``: all, cpu, cpu_gpu or cpu_ne (Neural Engine). ``precision`` and

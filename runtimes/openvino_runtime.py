@@ -38,6 +38,13 @@ def version() -> str:
     return ov.get_version()
 
 
+def describe() -> str:
+    """OpenVINO version and devices, for ``edgesr backends``."""
+    core = ov.Core()
+    names = [f"{d} ({core.get_property(d, 'FULL_DEVICE_NAME')})" for d in core.available_devices]
+    return f"OpenVINO {version().split('-')[0]}; devices: {', '.join(names)}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class OpenVINOConfig:
     """How to compile and run the model.

@@ -13,18 +13,24 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesr.errors import EdgesrError, InferenceError
+from edgesr.errors import BackendUnavailableError, EdgesrError, InferenceError
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 from edgesr.runtimes.tensorrt_build import (
     PRECISIONS,
     TensorRTError,
     cuda_call,
     cudart,
-    require_tensorrt,
+    device_label,
     trt,
+    unavailable_reason,
 )
 
 PLAN_SUFFIXES = (".plan", ".engine", ".trt")
+
+
+def describe() -> str:
+    """TensorRT version and GPU, for ``edgesr backends`` (call when available)."""
+    return f"TensorRT {trt.__version__} on {device_label(0)}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,7 +83,9 @@ class TensorRTRuntime(Runtime):
         self._host: dict[str, np.ndarray] = {}
 
     def activate_impl(self) -> RuntimeInfo:
-        require_tensorrt()
+        reason = unavailable_reason()
+        if reason:
+            raise BackendUnavailableError(f"tensorrt: {reason}")
         if self.model_path.suffix in PLAN_SUFFIXES:
             self.plan_path = self.model_path
         else:

@@ -145,3 +145,22 @@ def test_build_engine_openvino_ir(tmp_path):
         build_engine("openvino", tmp_path / "m.pth", cache=cache)
     with pytest.raises(BackendUnavailableError, match="builds no engines"):
         build_engine("torch", onnx_path, cache=cache)
+
+
+def test_build_command_prints_where_the_engine_went(tmp_path, capsys):
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from edgesr.cli import main
+    from edgesr.export.onnx_export import export_onnx
+    from edgesr.models import model_from_state_dict
+
+    onnx_path = tmp_path / "m.onnx"
+    export_onnx(model_from_state_dict(make_tiny("compact_x2").state_dict()), onnx_path,
+                check=False)
+    args = ["build", str(onnx_path), "-b", "openvino", "-p", "fp32", "--cache",
+            str(tmp_path / "c")]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "built in" in first and first.strip().endswith("model.xml")
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    assert "(cached)" in second and second.split()[-1] == first.split()[-1]

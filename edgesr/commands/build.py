@@ -1,0 +1,53 @@
+"""``edgesr build``: a model to a backend engine (OpenVINO IR, TensorRT plan, CoreML package)
+in the engine cache, printing where it went."""
+
+import argparse
+import time
+
+
+def register(sub) -> None:
+    b = sub.add_parser("build", help="build an engine for openvino, tensorrt or coreml into the "
+                       "engine cache and print its path")
+    b.add_argument("model", nargs="?", help="checkpoint, ncnn .param, .onnx or bundled model "
+                   "name (default: realesrgan-x4plus)")
+    b.add_argument("-b", "--backend", required=True, choices=("openvino", "tensorrt", "coreml"))
+    b.add_argument("-p", "--precision", default="fp16",
+                   help="openvino: fp32|fp16; tensorrt: fp32|fp16|int8 (from a Q/DQ .onnx); "
+                   "coreml: fp32|fp16|int8 (INT8 weights). Default: fp16")
+    b.add_argument("--tile", type=int, help="one fixed tile size (default: a dynamic profile)")
+    b.add_argument("--min-tile", type=int, default=16)
+    b.add_argument("--opt-tile", type=int, default=256)
+    b.add_argument("--max-tile", type=int, default=512)
+    b.add_argument("--batch", type=int, default=1, help="largest batch (tensorrt)")
+    b.add_argument("--device", help="tensorrt: CUDA device index (default 0)")
+    b.add_argument("--workspace-mb", type=int, default=2048, help="tensorrt builder workspace")
+    b.add_argument("--cache", help="engine cache folder (default: $EDGESR_CACHE/engines)")
+    b.set_defaults(func=run)
+
+
+def profile_from(args: argparse.Namespace):
+    """The ShapeProfile the tile options describe."""
+    from edgesr.runtimes.engine_cache import ShapeProfile
+
+    batch = (1, args.batch, args.batch)
+    if args.tile:
+        hw = (args.tile, args.tile)
+        return ShapeProfile(min_hw=hw, opt_hw=hw, max_hw=hw, batch=batch)
+    return ShapeProfile(min_hw=(args.min_tile,) * 2, opt_hw=(args.opt_tile,) * 2,
+                        max_hw=(args.max_tile,) * 2, batch=batch)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgesr.pipeline import onnx_for_checkpoint, resolve_model
+    from edgesr.runtimes.engine_cache import BuildOptions, EngineCache, build_engine
+
+    source = resolve_model(args.model)
+    if args.backend != "coreml" and source.suffix != ".onnx":
+        source = onnx_for_checkpoint(source)
+    options = BuildOptions(precision=args.precision, profile=profile_from(args),
+                           device=args.device, workspace_mb=args.workspace_mb)
+    start = time.perf_counter()
+    entry = build_engine(args.backend, source, options, cache=EngineCache(args.cache))
+    verb = f"built in {time.perf_counter() - start:.1f} s" if entry.built else "cached"
+    print(f"{args.backend} {args.precision} {entry.key.profile} ({verb}): {entry.artifact}")
+    return 0
