@@ -104,3 +104,19 @@ def test_errors_are_edgesr_errors(models, tmp_path):
     (tmp_path / "junk.xml").write_text("<not-an-ir/>")
     with pytest.raises(EdgesrError, match="cannot read"):
         OpenVINORuntime(tmp_path / "junk.xml").activate()
+
+
+def test_pipeline_routes_checkpoints_and_irs(models, tmp_path, monkeypatch):
+    from edgesr.pipeline import open_runtime
+
+    monkeypatch.setenv("EDGESR_CACHE", str(tmp_path / "cache"))
+    desc, onnx_path = models["compact_x4"]
+    ckpt = tmp_path / "compact_x4.pth"
+    torch.save({"params_ema": desc.model.state_dict()}, ckpt)
+    x = np.random.default_rng(2).random((1, 3, 16, 16), np.float32)
+    with open_runtime(str(ckpt), "openvino") as rt:  # exported to a cached ONNX first
+        np.testing.assert_allclose(rt.infer(x), reference(desc, x), atol=1e-4)
+    xml = build_ir(onnx_path, tmp_path / "m.xml")
+    assert open_runtime(str(xml)).name == "openvino"
+    with pytest.raises(EdgesrError, match="openvino engine"):
+        open_runtime(str(xml), "torch")
