@@ -59,11 +59,11 @@ def unavailable_reason() -> str | None:
                 "GPU: pip install 'edgesr[tensorrt]'")
     try:
         runtime = cudart()
-    except ImportError:
-        return "cuda-python is not installed (pip install cuda-python)"
+    except ImportError as exc:
+        return f"cuda-python is not usable ({exc}); pip install cuda-python"
     err, count = runtime.cudaGetDeviceCount()
     if int(err) != 0 or count == 0:
-        return "no CUDA GPU is visible (cudaGetDeviceCount found none)"
+        return f"no CUDA GPU is usable here ({getattr(err, 'name', err)})"
     return None
 
 

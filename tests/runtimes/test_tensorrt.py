@@ -70,3 +70,148 @@ def test_engine_is_cached(tiny_onnx, tmp_path):
     assert first.built and not second.built
     assert first.artifact.with_suffix(".json").is_file()
     assert list((tmp_path / "tensorrt").glob("timing-*.cache"))
+
+
+class FakeCudart:
+    """cuda-python's runtime API over host bytearrays: enough to run TensorRTRuntime's buffer
+    logic (pinning, async copies, chunking) on a machine without a GPU."""
+
+    class cudaMemcpyKind:  # noqa: N801 - cuda-python's name
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+    def __init__(self):
+        self.mem: dict[int, bytearray] = {}
+        self.pinned: set[int] = set()
+
+    def cudaSetDevice(self, device):  # noqa: N802
+        return (0,)
+
+    def cudaStreamCreate(self):  # noqa: N802
+        return 0, 7
+
+    def cudaStreamSynchronize(self, stream):  # noqa: N802
+        return (0,)
+
+    def cudaStreamDestroy(self, stream):  # noqa: N802
+        return (0,)
+
+    def cudaMalloc(self, size):  # noqa: N802
+        pointer = 1000 + len(self.mem)
+        self.mem[pointer] = bytearray(size)
+        return 0, pointer
+
+    def cudaFree(self, pointer):  # noqa: N802
+        del self.mem[pointer]
+        return (0,)
+
+    def cudaHostRegister(self, pointer, size, flags):  # noqa: N802
+        self.pinned.add(pointer)
+        return (0,)
+
+    def cudaHostUnregister(self, pointer):  # noqa: N802
+        self.pinned.discard(pointer)
+        return (0,)
+
+    def cudaMemcpyAsync(self, dst, src, count, kind, stream):  # noqa: N802
+        import ctypes
+
+        if kind == 1:
+            self.mem[dst][:count] = ctypes.string_at(src, count)
+        else:
+            ctypes.memmove(dst, bytes(self.mem[src][:count]), count)
+        return (0,)
+
+
+class FakeTensorRT:
+    """The slice of the tensorrt module the runtime uses; the 'engine' is a nearest x2."""
+
+    __version__ = "10.fake"
+    PROFILE = [(1, 3, 8, 8), (2, 3, 16, 16), (2, 3, 32, 32)]
+
+    class Logger:
+        WARNING = 0
+
+        def __init__(self, severity):
+            pass
+
+    class TensorIOMode:
+        INPUT, OUTPUT = "input", "output"
+
+    def __init__(self, cuda: FakeCudart):
+        self.cuda = cuda
+        fake = self
+
+        class Runtime:
+            def __init__(self, logger):
+                pass
+
+            def deserialize_cuda_engine(self, data):
+                return fake if data == b"plan" else None
+
+        self.Runtime = Runtime
+
+    @staticmethod
+    def nptype(dtype):
+        return dtype
+
+    # engine
+    num_io_tensors = 2
+
+    def get_tensor_name(self, i):
+        return ("input", "output")[i]
+
+    def get_tensor_mode(self, name):
+        return name
+
+    def get_tensor_profile_shape(self, name, profile):
+        return self.PROFILE
+
+    def get_tensor_dtype(self, name):
+        return np.float32
+
+    def create_execution_context(self):
+        self.shape, self.address = None, {}
+        return self
+
+    # execution context
+    def set_input_shape(self, name, shape):
+        self.shape = tuple(shape)
+
+    def get_tensor_shape(self, name):
+        n, c, h, w = self.shape
+        return (n, c, 2 * h, 2 * w)
+
+    def set_tensor_address(self, name, pointer):
+        self.address[name] = pointer
+
+    def execute_async_v3(self, stream):
+        size = int(np.prod(self.shape))
+        x = np.frombuffer(bytes(self.cuda.mem[self.address["input"]]), np.float32)[:size]
+        y = x.reshape(self.shape).repeat(2, axis=2).repeat(2, axis=3)
+        self.cuda.mem[self.address["output"]][:y.nbytes] = y.tobytes()
+        return True
+
+
+def test_runtime_buffers_and_chunking_with_a_fake_gpu(tmp_path, monkeypatch):
+    from edgesr.errors import InferenceError
+    from edgesr.runtimes import tensorrt_runtime
+    from edgesr.runtimes.tensorrt_build import TensorRTError
+
+    cuda = FakeCudart()
+    monkeypatch.setattr(tensorrt_runtime, "trt", FakeTensorRT(cuda))
+    monkeypatch.setattr(tensorrt_runtime, "cudart", lambda: cuda)
+    monkeypatch.setattr(tensorrt_runtime, "unavailable_reason", lambda: None)
+    plan = tmp_path / "m.plan"
+    plan.write_bytes(b"plan")
+    plan.with_suffix(".json").write_text('{"scale": 2, "size_multiple": 1}')
+    x = np.random.default_rng(0).random((5, 3, 12, 20), np.float32)
+    with TensorRTRuntime(plan) as rt:
+        assert (rt.info.scale, rt.info.max_batch, rt.info.preferred_batch) == (2, 2, 2)
+        assert rt.info.dynamic and len(cuda.pinned) == 2 and len(cuda.mem) == 2
+        np.testing.assert_array_equal(rt.infer(x), x.repeat(2, axis=2).repeat(2, axis=3))
+        with pytest.raises(InferenceError, match="outside the engine's profile"):
+            rt.infer(np.zeros((1, 3, 40, 8), np.float32))
+    assert not cuda.mem and not cuda.pinned
+    plan.write_bytes(b"junk")
+    with pytest.raises(TensorRTError, match="not a TensorRT plan"):
+        TensorRTRuntime(plan).activate()
