@@ -111,13 +111,17 @@ class TensorRTRuntime(Runtime):
         self._context.set_input_shape(self._in, hi)
         out_max = tuple(self._context.get_tensor_shape(self._out))
         meta = self._metadata(out_max[2] // hi[2], out_max[1])
-        self._stream = cuda_call(rt.cudaStreamCreate())
-        for name, shape in ((self._in, hi), (self._out, out_max)):
-            host = np.empty(shape, trt.nptype(self._engine.get_tensor_dtype(name)))
-            cuda_call(rt.cudaHostRegister(host.ctypes.data, host.nbytes, 0))
-            self._host[name] = host
-            self._device_buffers.append(cuda_call(rt.cudaMalloc(host.nbytes)))
-            self._context.set_tensor_address(name, self._device_buffers[-1])
+        try:
+            self._stream = cuda_call(rt.cudaStreamCreate())
+            for name, shape in ((self._in, hi), (self._out, out_max)):
+                host = np.empty(shape, trt.nptype(self._engine.get_tensor_dtype(name)))
+                cuda_call(rt.cudaHostRegister(host.ctypes.data, host.nbytes, 0))
+                self._host[name] = host
+                self._device_buffers.append(cuda_call(rt.cudaMalloc(host.nbytes)))
+                self._context.set_tensor_address(name, self._device_buffers[-1])
+        except TensorRTError:
+            self.deactivate_impl()  # free what was allocated before the failure
+            raise
         fixed = lo[2:] == hi[2:]
         return RuntimeInfo(scale=meta["scale"], in_channels=hi[1], out_channels=out_max[1],
                            fixed_hw=tuple(hi[2:]) if fixed else None,
