@@ -75,6 +75,10 @@ def variants(descriptor, d: Path, args, calib) -> list[tuple[str, Callable]]:
                               max_batch=args.batch)
 
     def coreml(precision: str):
+        from edgesr.runtimes.coreml_runtime import unavailable_reason
+
+        if unavailable_reason():  # don't convert a package nothing here can run
+            raise BackendUnavailableError(f"coreml: {unavailable_reason()}")
         options = BuildOptions(precision=precision, profile=ShapeProfile.fixed(args.tile))
         package = build_engine("coreml", model_file, options, cache=cache).artifact
         return create_runtime("coreml", package)
