@@ -15,7 +15,10 @@ from edgesr.models.zoo import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 from edgesr.runtimes import Runtime, create_runtime
 from edgesr.upscaler import Upscaler
 
-ONNX_BACKENDS = ("onnxruntime",)
+ONNX_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+#: Built engines, run as they are by their backend.
+ENGINE_SUFFIXES = {".xml": "openvino", ".plan": "tensorrt", ".engine": "tensorrt",
+                   ".mlpackage": "coreml"}
 
 
 def resolve_model(model: str | None) -> Path:
@@ -28,7 +31,9 @@ def resolve_model(model: str | None) -> Path:
 
 
 def default_backend(model_path: Path) -> str:
-    """ONNX files run on ONNX Runtime; checkpoints on PyTorch."""
+    """Engines run on their backend, ONNX files on ONNX Runtime, checkpoints on PyTorch."""
+    if model_path.suffix in ENGINE_SUFFIXES:
+        return ENGINE_SUFFIXES[model_path.suffix]
     return "onnxruntime" if model_path.suffix == ".onnx" else "torch"
 
 
@@ -53,10 +58,15 @@ def onnx_for_checkpoint(model_path: Path) -> Path:
 def open_runtime(model: str | None = None, backend: str | None = None, **options) -> Runtime:
     """Create an (inactive) runtime for ``model`` on ``backend`` with backend options."""
     model_path = resolve_model(model)
-    if not model_path.is_file():
+    if not model_path.exists():  # a .mlpackage is a folder
         raise EdgesrError(f"{model_path}: model file not found")
     backend = backend or default_backend(model_path)
-    if backend in ONNX_BACKENDS and model_path.suffix != ".onnx":
+    engine_backend = ENGINE_SUFFIXES.get(model_path.suffix)
+    if engine_backend:
+        if backend != engine_backend:
+            raise EdgesrError(f"{model_path}: a {engine_backend} engine; it runs on "
+                              f"--backend {engine_backend}, not {backend!r}")
+    elif backend in ONNX_BACKENDS and model_path.suffix != ".onnx":
         model_path = onnx_for_checkpoint(model_path)
     elif backend not in ONNX_BACKENDS and model_path.suffix == ".onnx":
         raise EdgesrError(f"{model_path}: an ONNX model needs an ONNX backend "

@@ -106,5 +106,5 @@ class Runtime(ABC):
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         """Run one contiguous float32 NCHW batch."""
 
-    def deactivate_impl(self) -> None:
+    def deactivate_impl(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release resources (default: nothing to release)."""

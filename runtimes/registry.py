@@ -24,6 +24,12 @@ BACKENDS: dict[str, BackendEntry] = {
     "torch": BackendEntry("edgesr.runtimes.torch_runtime", "TorchRuntime", "TorchConfig", "torch"),
     "onnxruntime": BackendEntry("edgesr.runtimes.onnxruntime_runtime", "OnnxRuntime",
                                 "OnnxRuntimeConfig", "onnxruntime"),
+    "openvino": BackendEntry("edgesr.runtimes.openvino_runtime", "OpenVINORuntime",
+                             "OpenVINOConfig", "openvino"),
+    "tensorrt": BackendEntry("edgesr.runtimes.tensorrt_runtime", "TensorRTRuntime",
+                             "TensorRTConfig", "tensorrt cuda-python"),
+    "coreml": BackendEntry("edgesr.runtimes.coreml_runtime", "CoreMLRuntime", "CoreMLConfig",
+                           "coremltools"),
 }
 
 

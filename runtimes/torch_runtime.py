@@ -12,7 +12,7 @@ from edgesr.runtimes.base import Runtime, RuntimeInfo
 
 @dataclass(frozen=True, kw_only=True)
 class TorchConfig:
-    """``device``: a torch device string; ``threads``: intra-op threads (0 keeps torch's default)."""
+    """``device``: a torch device string; ``threads``: intra-op threads (0: torch's default)."""
 
     device: str = "cpu"
     threads: int = 0

@@ -122,7 +122,8 @@ def normalize_keys(state_dict: StateDict) -> dict[str, torch.Tensor]:
 
 
 def _rename_old_esrgan(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    n_blocks = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"model\.1\.sub\.(\d+)\.RDB", k)))
+    block_ids = {int(m.group(1)) for k in sd if (m := re.match(r"model\.1\.sub\.(\d+)\.RDB", k))}
+    n_blocks = max(block_ids) + 1
     fixed = {"model.0": "conv_first", f"model.1.sub.{n_blocks}": "conv_body", "model.3": "conv_up1",
              "model.6": "conv_up2", "model.8": "conv_hr", "model.10": "conv_last"}
     out = {}

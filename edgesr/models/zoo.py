@@ -33,7 +33,8 @@ def ncnn_models_dir() -> Path:
 def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
     """Path of the ncnn .param file of a bundled model, e.g. ``realesrgan-x4plus``."""
     if name not in BUNDLED_MODELS:
-        raise CheckpointError(f"unknown bundled model {name!r}; choose from {', '.join(BUNDLED_MODELS)}")
+        raise CheckpointError(
+            f"unknown bundled model {name!r}; choose from {', '.join(BUNDLED_MODELS)}")
     path = ncnn_models_dir() / f"{name}.param"
     if not path.is_file():
         raise CheckpointError(f"bundled model {name!r} missing from {path.parent}")

@@ -1,0 +1,121 @@
+"""End-to-end runs of the ``edgesr`` command on tiny checkpoints and synthetic images."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import smooth_image
+from PIL import Image
+from tiny_models import make_tiny
+
+from edgesr.cli import main
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    path = tmp_path / "tiny_x2.pth"
+    torch.save({"params": make_tiny("compact_x2").state_dict()}, path)
+    return path
+
+
+def _write_png(path, rng, h=20, w=24):
+    Image.fromarray((smooth_image(rng, h, w) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("upscale", "export", "info", "models"):
+        assert command in out
+
+
+def test_upscale_file(tmp_path, checkpoint, rng):
+    src = _write_png(tmp_path / "in.png", rng)
+    dst = tmp_path / "out" / "in_x2.png"
+    assert main(["upscale", str(src), "-o", str(dst), "-m", str(checkpoint), "--tile", "16",
+                 "--overlap", "4", "-q"]) == 0
+    assert Image.open(dst).size == (48, 40)
+
+
+def test_upscale_outscale(tmp_path, checkpoint, rng):
+    src = _write_png(tmp_path / "in.png", rng)
+    dst = tmp_path / "in_x3.png"
+    assert main(["upscale", str(src), "-o", str(dst), "-m", str(checkpoint), "-s", "3", "-q"]) == 0
+    assert Image.open(dst).size == (72, 60)
+
+
+def test_folder_run_reports_bad_file_and_carries_on(tmp_path, checkpoint, rng, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _write_png(folder / "a.png", rng)
+    _write_png(folder / "c.png", rng)
+    (folder / "b.png").write_text("this is not an image")
+    out = tmp_path / "out"
+    code = main(["upscale", str(folder), "-o", str(out), "-m", str(checkpoint), "-q"])
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+    err = capsys.readouterr().err
+    assert "b.png" in err and "1 of 3 images failed" in err
+
+
+def test_onnxruntime_backend_on_checkpoint(tmp_path, checkpoint, rng, monkeypatch):
+    monkeypatch.setenv("EDGESR_CACHE", str(tmp_path / "cache"))
+    src = _write_png(tmp_path / "in.png", rng)
+    ref, ort = tmp_path / "ref.png", tmp_path / "ort.png"
+    assert main(["upscale", str(src), "-o", str(ref), "-m", str(checkpoint), "-q"]) == 0
+    assert main(["upscale", str(src), "-o", str(ort), "-m", str(checkpoint), "-q",
+                 "--backend", "onnxruntime"]) == 0
+    a, b = (np.asarray(Image.open(p), dtype=np.int16) for p in (ref, ort))
+    assert np.abs(a - b).max() <= 1
+    assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+
+
+def test_export_then_upscale_with_onnx(tmp_path, checkpoint, rng, capsys):
+    onnx_path = tmp_path / "tiny.onnx"
+    assert main(["export", str(checkpoint), "-o", str(onnx_path)]) == 0
+    assert "max abs diff" in capsys.readouterr().out
+    src = _write_png(tmp_path / "in.png", rng)
+    dst = tmp_path / "out.png"
+    assert main(["upscale", str(src), "-o", str(dst), "-m", str(onnx_path), "-q"]) == 0
+    assert Image.open(dst).size == (48, 40)
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda t, c, s: ["upscale", str(s), "-o", str(t / "o.png"), "-m", str(t / "nope.pth")],
+         "not found"),
+        (lambda t, c, s: ["upscale", str(t / "missing.png"), "-o", str(t / "o.png"), "-m", str(c)],
+         "missing.png"),
+        (lambda t, c, s: ["upscale", str(s), "-o", str(t / "o.png"), "-m", str(c), "-b", "nope"],
+         "unknown backend"),
+        (lambda t, c, s: ["upscale", str(s), "-o", str(t / "o.xyz"), "-m", str(c)], "o.xyz"),
+    ],
+    ids=["missing-model", "missing-input", "unknown-backend", "unknown-output-format"],
+)
+def test_bad_input_gives_one_line_and_no_file(tmp_path, checkpoint, rng, capsys, make_args,
+                                              message):
+    src = _write_png(tmp_path / "in.png", rng)
+    before = set(tmp_path.iterdir())
+    assert main(make_args(tmp_path, checkpoint, src)) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edgesr: error:") and message in err
+    assert len(err.splitlines()) == 1
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_corrupt_checkpoint(tmp_path, rng, capsys):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"\x80\x04garbage")
+    src = _write_png(tmp_path / "in.png", rng)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "o.png"), "-m", str(bad)]) == 1
+    assert "bad.pth" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_info(checkpoint, capsys):
+    assert main(["info", str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert "SRVGGNetCompact x2" in out and "sha256" in out
