@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from edgesr.pipeline import onnx_for_checkpoint, resolve_model
     from edgesr.runtimes.engine_cache import BuildOptions, EngineCache, build_engine
 
+    if args.backend == "tensorrt":  # say so before spending minutes on an ONNX export
+        from edgesr.runtimes.tensorrt_build import require_tensorrt
+
+        require_tensorrt()
     source = resolve_model(args.model)
     if args.backend != "coreml" and source.suffix != ".onnx":
         source = onnx_for_checkpoint(source)
