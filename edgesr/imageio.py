@@ -23,7 +23,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 from edgesr.errors import ImageReadError, ImageWriteError
-from edgesr.kernels.blend import to_uint
+from edgesr.kernels.native import to_uint
 
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
             ".tiff": "TIFF"}

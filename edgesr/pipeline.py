@@ -13,6 +13,7 @@ from edgesr.errors import EdgesrError
 from edgesr.imageio import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from edgesr.models.zoo import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 from edgesr.runtimes import Runtime, create_runtime
+from edgesr.streaming import auto_tile, upscale_to_png
 from edgesr.upscaler import Upscaler
 
 ONNX_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
@@ -81,12 +82,44 @@ class FileResult:
     error: str | None = None
 
 
+def parse_size(text: str) -> float:
+    """Bytes from a size such as ``1.5G``, ``512M`` or ``800MB``."""
+    units = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    number = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = number[-1:] if number[-1:] in units else ""
+    try:
+        value = float(number[: len(number) - len(unit)]) * units[unit]
+    except ValueError:
+        raise EdgesrError(f"not a memory size: {text!r} (examples: 2G, 512M)") from None
+    if value <= 0:
+        raise EdgesrError(f"memory size must be positive, got {text!r}")
+    return value
+
+
 def upscale_file(upscaler: Upscaler, source: Path, target: Path, *, outscale: float | None = None,
-                 bit_depth: int | None = None) -> Path:
-    """Read, upscale and atomically write one image; return the written path."""
+                 bit_depth: int | None = None, stream: bool = False,
+                 max_memory: float | None = None) -> Path:
+    """Read, upscale and atomically write one image; return the written path.
+
+    ``max_memory`` (bytes) picks the tile size for this image from a memory budget;
+    ``stream`` writes a PNG row band by row band, so memory stays flat in image size.
+    """
     image = read_image(source)
+    bit_depth = bit_depth or image.bit_depth
+    height, width = image.pixels.shape[:2]
+    info = upscaler.runtime.info
+    if max_memory:
+        upscaler = upscaler.with_tile(auto_tile(
+            max_memory, width=width, scale=info.scale, channels=image.pixels.shape[2],
+            multiple=info.size_multiple, batch=upscaler.batch))
+    if stream:
+        if target.suffix.lower() != ".png" or image.has_alpha or outscale:
+            raise EdgesrError(f"{source}: --stream writes PNG at the native scale from images "
+                              "without alpha; drop --stream for this one")
+        upscale_to_png(upscaler, image.pixels, target, bit_depth=bit_depth)
+        return target
     pixels = upscaler.upscale(image.pixels, outscale=outscale)
-    write_image(target, pixels, bit_depth=bit_depth or image.bit_depth, like=image)
+    write_image(target, pixels, bit_depth=bit_depth, like=image)
     return target
 
 

@@ -74,6 +74,12 @@ class Upscaler:
                               "(need 1 -> 1 or 3 -> 3)")
         self.plan(1, 1)  # checks tile, overlap and the runtime's shape constraints together
 
+    def with_tile(self, tile: int) -> "Upscaler":
+        """A copy of this upscaler with another tile size."""
+        return Upscaler(self.runtime, tile=tile, overlap=self.overlap, batch=self.batch,
+                        blend=self.blend, pad_mode=self.pad_mode,
+                        premultiply_alpha=self.premultiply_alpha, progress=self.progress)
+
     def plan(self, height: int, width: int) -> list[Tile]:
         """The tiles an image of this size is cut into (input pixels)."""
         info = self.runtime.info

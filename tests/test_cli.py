@@ -119,3 +119,27 @@ def test_info(checkpoint, capsys):
     assert main(["info", str(checkpoint)]) == 0
     out = capsys.readouterr().out
     assert "SRVGGNetCompact x2" in out and "sha256" in out
+
+
+def test_stream_and_max_memory_match_plain_run(tmp_path, checkpoint, rng):
+    src = _write_png(tmp_path / "in.png", rng, h=40, w=52)
+    plain, streamed = tmp_path / "plain.png", tmp_path / "streamed.png"
+    common = ["-m", str(checkpoint), "--tile", "16", "--overlap", "4", "-q"]
+    assert main(["upscale", str(src), "-o", str(plain), *common]) == 0
+    assert main(["upscale", str(src), "-o", str(streamed), "--stream", *common]) == 0
+    assert np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(streamed)))
+    budget = tmp_path / "budget.png"
+    assert main(["upscale", str(src), "-o", str(budget), "--max-memory", "1G", "-m",
+                 str(checkpoint), "-q"]) == 0
+    assert Image.open(budget).size == (104, 80)
+
+
+def test_stream_refuses_what_it_cannot_write(tmp_path, checkpoint, rng, capsys):
+    src = _write_png(tmp_path / "in.png", rng)
+    code = main(["upscale", str(src), "-o", str(tmp_path / "o.jpg"), "--stream", "-m",
+                 str(checkpoint), "-q"])
+    assert code == 1 and "--stream writes PNG" in capsys.readouterr().err
+    assert not (tmp_path / "o.jpg").exists()
+    assert main(["upscale", str(src), "-o", str(tmp_path / "o.png"), "--max-memory", "lots",
+                 "-m", str(checkpoint)]) == 1
+    assert "not a memory size" in capsys.readouterr().err

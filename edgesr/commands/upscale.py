@@ -23,6 +23,10 @@ def register(sub) -> None:
                     help="final scale, if other than the model's native scale")
     up.add_argument("--bit-depth", type=int, choices=(8, 16), default=None,
                     help="output bit depth (default: the input's)")
+    up.add_argument("--max-memory", metavar="SIZE", help="pick the tile size per image from a "
+                    "memory budget, e.g. 2G (overrides --tile)")
+    up.add_argument("--stream", action="store_true", help="write PNG output row band by row "
+                    "band: memory stays flat in image size (for very large images)")
     up.add_argument("--ext", help="output extension for folder runs, e.g. .png")
     up.add_argument("--threads", type=int, default=0, help="CPU threads for the backend")
     up.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -34,9 +38,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesr.pipeline import open_runtime, plan_outputs, upscale_many
+    from edgesr.pipeline import open_runtime, parse_size, plan_outputs, upscale_many
     from edgesr.upscaler import Upscaler
 
+    max_memory = parse_size(args.max_memory) if args.max_memory else None
     options = {"threads": args.threads} if args.threads else {}
     with open_runtime(args.model, args.backend, **options) as runtime:
         label = f"x{args.outscale or runtime.info.scale:g}"
@@ -55,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
                 tqdm.write(f"{result.source} -> {result.target}")
 
         results = upscale_many(upscaler, pairs, report, outscale=args.outscale,
-                               bit_depth=args.bit_depth)
+                               bit_depth=args.bit_depth, stream=args.stream,
+                               max_memory=max_memory)
         files.close()
     failed = [r for r in results if r.error]
     if failed and len(results) > 1:
