@@ -9,7 +9,6 @@ megapixels/s, the parity of ORT's output against PyTorch, and the ORT / PyTorch 
 import argparse
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +18,8 @@ import torch
 from edgesr.export.onnx_export import export_onnx
 from edgesr.models import load_model
 from edgesr.pipeline import resolve_model
+from edgesr.profiling.timing import LatencyStats, time_calls
 from edgesr.runtimes import create_runtime
-
-
-def time_runtime(runtime, batch: np.ndarray, warmup: int, runs: int) -> tuple[np.ndarray, list]:
-    """Warm up, then time ``runs`` calls of runtime.infer; return (last output, seconds list)."""
-    for _ in range(warmup):
-        out = runtime.infer(batch)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = runtime.infer(batch)
-        times.append(time.perf_counter() - start)
-    return out, times
 
 
 def main() -> None:
@@ -57,16 +45,17 @@ def main() -> None:
         results = {}
         for name, source in (("torch", descriptor), ("onnxruntime", onnx_path)):
             with create_runtime(name, source) as runtime:
-                results[name] = time_runtime(runtime, batch, args.warmup, args.runs)
+                seconds = time_calls(lambda rt=runtime: rt.infer(batch), warmup=args.warmup,
+                                     runs=args.runs)
+                results[name] = (runtime.infer(batch), LatencyStats.from_seconds(seconds))
 
     mp = args.batch * args.tile * args.tile / 1e6
     print(f"{'backend':<12} {'p50 ms':>9} {'p95 ms':>9} {'LR MP/s':>9}")
-    for name, (_, times) in results.items():
-        p50, p95 = np.percentile(times, [50, 95])
-        print(f"{name:<12} {p50 * 1e3:9.1f} {p95 * 1e3:9.1f} {mp / p50:9.3f}")
+    for name, (_, stats) in results.items():
+        print(f"{name:<12} {stats.p50_ms:9.1f} {stats.p95_ms:9.1f} {mp / stats.p50_ms * 1e3:9.4f}")
     ref, ort = results["torch"][0], results["onnxruntime"][0]
     print(f"ORT vs torch max abs diff: {np.abs(ref - ort).max():.2e}")
-    ratio = np.median(results["torch"][1]) / np.median(results["onnxruntime"][1])
+    ratio = results["torch"][1].p50_ms / results["onnxruntime"][1].p50_ms
     print(f"speed ratio onnxruntime / torch (p50): {ratio:.2f}x")
 
 
