@@ -13,7 +13,8 @@ def register(sub) -> None:
     up.add_argument("-o", "--output", help="output file or folder (default: beside the input)")
     up.add_argument("-m", "--model", help="checkpoint (.pth/.safetensors), ncnn .param, .onnx, "
                     "or a bundled model name (default: realesrgan-x4plus)")
-    up.add_argument("-b", "--backend", help="torch or onnxruntime (default: by model file type)")
+    up.add_argument("-b", "--backend", help="torch, onnxruntime, openvino, tensorrt or coreml "
+                    "(default: by model file type)")
     up.add_argument("--tile", type=int, default=256, help="tile size in input pixels; 0 = whole "
                     "image (default: 256)")
     up.add_argument("--overlap", type=int, default=32, help="tile overlap in input pixels")
