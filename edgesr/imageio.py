@@ -3,8 +3,9 @@
 Pixels are HWC float32 in [0, 1] with 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels.
 Pillow does the work except for 16-bit colour, for which it has no pixel mode: such files are
 decoded by Pillow twice, once for the high and once for the low byte of every sample, and written
-by the small PNG and TIFF encoders at the end of this module. Outputs go to a temporary file
-beside the target that is renamed into place, so a failed write never leaves a partial image.
+by ``edgesr.png.PngRowWriter`` or the small TIFF encoder at the end of this module. Outputs go to
+a temporary file beside the target that is renamed into place, so a failed write never leaves a
+partial image.
 """
 
 import os
@@ -24,6 +25,7 @@ from PIL import ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 from edgesr.errors import ImageReadError, ImageWriteError
 from edgesr.kernels.native import to_uint
+from edgesr.png import PngRowWriter
 
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
             ".tiff": "TIFF"}
@@ -213,7 +215,13 @@ def _encode(f: BinaryIO, fmt: str, data: np.ndarray, icc: bytes | None,
             dpi: tuple[float, float] | None, quality: int) -> None:
     """Write uint8/uint16 HWC ``data`` to ``f`` as ``fmt``."""
     if data.dtype == np.uint16 and data.shape[2] > 1:
-        f.write(_png16(data, icc, dpi) if fmt == "PNG" else _tiff16(data, icc, dpi))
+        if fmt == "PNG":
+            height, width, channels = data.shape
+            with PngRowWriter(f, width, height, channels, 16, icc_profile=icc, dpi=dpi,
+                              adaptive_filter=True) as png:
+                png.write(data)
+        else:
+            f.write(_tiff16(data, icc, dpi))
         return
     options: dict = {"icc_profile": icc} if icc else {}
     if dpi and fmt != "WEBP":
@@ -225,46 +233,6 @@ def _encode(f: BinaryIO, fmt: str, data: np.ndarray, icc: bytes | None,
     elif fmt == "TIFF":
         options["compression"] = "tiff_adobe_deflate"
     PILImage.fromarray(data[..., 0] if data.shape[2] == 1 else data).save(f, fmt, **options)
-
-
-def _png16(data: np.ndarray, icc: bytes | None, dpi: tuple[float, float] | None) -> bytes:
-    """A 16-bit gray+alpha, RGB or RGBA PNG file."""
-    height, width, channels = data.shape
-    rows = data.astype(">u2").view(np.uint8).reshape(height, -1)
-    z = zlib.compressobj(6)
-    idat, above = [], np.zeros_like(rows[:1])
-    for y in range(0, height, 64):
-        idat.append(z.compress(_png_filter(rows[y:y + 64], above, 2 * channels)))
-        above = rows[y + 63:y + 64]
-    idat.append(z.flush())
-    color_type = {2: 4, 3: 2, 4: 6}[channels]
-    chunks = [(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0))]
-    if icc:
-        chunks.append((b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)))
-    if dpi:
-        chunks.append((b"pHYs", struct.pack(">IIB", *(round(d / 0.0254) for d in dpi), 1)))
-    chunks += [(b"IDAT", b"".join(idat)), (b"IEND", b"")]
-    return b"\x89PNG\r\n\x1a\n" + b"".join(
-        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        for kind, body in chunks)
-
-
-def _png_filter(rows: np.ndarray, above: np.ndarray, bpp: int) -> bytes:
-    """PNG scanlines: each of ``rows`` (uint8; ``above`` is the line before them) prefixed by
-    the filter type that minimises its sum of absolute signed bytes (libpng's heuristic)."""
-    x = rows.astype(np.int16)
-    up = np.concatenate([above, rows[:-1]]).astype(np.int16)
-    left, upleft = np.zeros_like(x), np.zeros_like(x)
-    left[:, bpp:], upleft[:, bpp:] = x[:, :-bpp], up[:, :-bpp]
-    p = left + up - upleft
-    pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upleft)
-    paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
-    candidates = np.stack([x, x - left, x - up, x - (left + up) // 2, x - paeth]).astype(np.uint8)
-    cost = np.minimum(candidates, 256 - candidates.astype(np.int16)).sum(axis=2)
-    best = cost.argmin(axis=0)
-    lines = np.empty((len(x), x.shape[1] + 1), np.uint8)
-    lines[:, 0], lines[:, 1:] = best, candidates[best, np.arange(len(x))]
-    return lines.tobytes()
 
 
 def _tiff16(data: np.ndarray, icc: bytes | None, dpi: tuple[float, float] | None) -> bytes:

@@ -11,95 +11,15 @@ by ``kernels.blend.to_uint``, bit for bit. ``auto_tile`` picks the tile size fro
 
 import itertools
 import os
-import struct
-import zlib
-from pathlib import Path
 
 import numpy as np
 
-from edgesr.errors import ImageWriteError
 from edgesr.kernels.native import accumulate, extract_tile, normalize, tile_weight, to_uint
+from edgesr.png import PngRowWriter
 from edgesr.tiling import TilingError
 from edgesr.upscaler import Upscaler
 
-_PNG_COLOUR = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type
-_IDAT_BYTES = 1 << 20
 _FLUSH_ROWS = 32  # output rows normalised, converted and written at a time
-
-
-class PngRowWriter:
-    """Writes a PNG top to bottom from (rows, width, channels) uint8/uint16 blocks.
-
-    The file appears under ``path`` (renamed from a temporary name) only when ``close`` has seen
-    all ``height`` rows; a writer left early (an exception in a ``with`` block) leaves nothing.
-    """
-
-    def __init__(self, path: str | os.PathLike, width: int, height: int, channels: int,
-                 bit_depth: int = 8, compress_level: int = 6):
-        if channels not in _PNG_COLOUR or bit_depth not in (8, 16) or width < 1 or height < 1:
-            raise ImageWriteError(f"cannot write a {width}x{height} PNG with {channels} channels "
-                                  f"at {bit_depth} bits")
-        self.path, self.width, self.height = Path(path), width, height
-        self.channels, self.bit_depth, self.rows = channels, bit_depth, 0
-        self._tmp = self.path.with_name(f".{self.path.name}.partial")
-        self._zip = zlib.compressobj(compress_level)
-        self._pending = b""
-        try:
-            self._file = open(self._tmp, "wb")  # closed by close() or abort()
-        except OSError as exc:
-            raise ImageWriteError(f"cannot write {self.path}: {exc}") from None
-        self._file.write(b"\x89PNG\r\n\x1a\n")
-        self._chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth,
-                                         _PNG_COLOUR[channels], 0, 0, 0))
-
-    def _chunk(self, kind: bytes, data: bytes) -> None:
-        self._file.write(struct.pack(">I", len(data)) + kind + data)
-        self._file.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(kind))))
-
-    def _idat(self, data: bytes, final: bool = False) -> None:
-        self._pending += data
-        if len(self._pending) >= _IDAT_BYTES or (final and self._pending):
-            self._chunk(b"IDAT", self._pending)
-            self._pending = b""
-
-    def write(self, rows: np.ndarray) -> None:
-        """Append rows: (n, width, channels) (or (n, width) for grey) of the writer's depth."""
-        dtype = np.uint8 if self.bit_depth == 8 else np.uint16
-        rows = rows[..., None] if rows.ndim == 2 else rows
-        if (rows.dtype != dtype or rows.ndim != 3 or rows.shape[1:] != (self.width, self.channels)
-                or self.rows + len(rows) > self.height):
-            raise ImageWriteError(f"{self.path}: rows {rows.dtype} {rows.shape} do not fit a "
-                                  f"{self.width}x{self.height}x{self.channels} {dtype.__name__} "
-                                  f"image with {self.rows} rows written")
-        data = np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder(">"))
-        lines = np.zeros((len(rows), 1 + rows[0].nbytes), np.uint8)  # filter byte 0: none
-        lines[:, 1:] = data.view(np.uint8).reshape(len(rows), -1)
-        self._idat(self._zip.compress(lines.tobytes()))
-        self.rows += len(rows)
-
-    def close(self) -> None:
-        """Finish the file and move it into place; an error if rows are missing."""
-        if self.rows != self.height:
-            self.abort()
-            raise ImageWriteError(f"{self.path}: {self.rows} of {self.height} rows written")
-        self._idat(self._zip.flush(), final=True)
-        self._chunk(b"IEND", b"")
-        self._file.close()
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        """Drop the partial file."""
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> "PngRowWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def _to_float(tile: np.ndarray) -> np.ndarray:

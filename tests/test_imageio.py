@@ -94,7 +94,8 @@ def test_exif_orientation_is_applied(tmp_path, rng):
 
     # 16-bit colour is decoded twice: both decodings must be turned.
     pixels16 = (levels(rng, 3, 16, 8, 12) * 65535).astype(np.uint16)
-    png = imageio._png16(pixels16, None, None)
+    write_image(tmp_path / "rot16.png", pixels16)
+    png = (tmp_path / "rot16.png").read_bytes()
     (tmp_path / "rot16.png").write_bytes(_png_with_orientation(png, 6))
     image = read_image(tmp_path / "rot16.png")
     assert image.bit_depth == 16
@@ -213,7 +214,7 @@ def _failing_encoder(*args):
 
 @pytest.mark.parametrize("name, bit_depth, patch", [
     ("out.png", 8, (PILImage.Image, "save", _failing_save)),
-    ("out.png", 16, (imageio, "_png16", _failing_encoder)),
+    ("out.png", 16, (imageio.PngRowWriter, "write", _failing_encoder)),
     ("out.tif", 16, (imageio, "_tiff16", _failing_encoder)),
 ])
 def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, name, bit_depth, patch):

@@ -10,7 +10,8 @@ from stub_runtimes import NearestRuntime
 
 from edgesr.errors import EdgesrError
 from edgesr.kernels.blend import to_uint
-from edgesr.streaming import PngRowWriter, auto_tile, upscale_to_png
+from edgesr.png import PngRowWriter
+from edgesr.streaming import auto_tile, upscale_to_png
 from edgesr.upscaler import Upscaler
 
 
