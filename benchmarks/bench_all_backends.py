@@ -25,20 +25,9 @@ from edgesr.errors import BackendUnavailableError, EdgesrError
 from edgesr.export.onnx_export import export_onnx
 from edgesr.models import load_model
 from edgesr.models.zoo import bundled_model_path
+from edgesr.profiling.timing import LatencyStats, time_calls
 from edgesr.runtimes import create_runtime
 from edgesr.runtimes.engine_cache import BuildOptions, EngineCache, ShapeProfile, build_engine
-
-
-def time_runtime(runtime, batch: np.ndarray, warmup: int, runs: int) -> tuple[np.ndarray, list]:
-    """Warm up, then time ``runs`` calls of runtime.infer; return (last output, seconds)."""
-    for _ in range(warmup):
-        out = runtime.infer(batch)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = runtime.infer(batch)
-        times.append(time.perf_counter() - start)
-    return out, times
 
 
 def variants(descriptor, d: Path, args, calib) -> list[tuple[str, Callable]]:
@@ -126,7 +115,9 @@ def main() -> None:
                 runtime = make()
                 with runtime:
                     build = time.perf_counter() - start
-                    out, times = time_runtime(runtime, batch, args.warmup, args.runs)
+                    seconds = time_calls(lambda rt=runtime: rt.infer(batch),
+                                         warmup=args.warmup, runs=args.runs)
+                    out, stats = runtime.infer(batch), LatencyStats.from_seconds(seconds)
                     ran = getattr(runtime, "effective_precision", None) or ""
             except BackendUnavailableError as exc:
                 skipped[label] = f"unavailable: {str(exc).splitlines()[0]}"
@@ -134,21 +125,20 @@ def main() -> None:
             except EdgesrError as exc:
                 skipped[label] = f"failed: {str(exc).splitlines()[0]}"
                 continue
-            results[label] = out, times, build, ran
+            results[label] = out, stats, build, ran
             print(f"  done: {label}", flush=True)
 
-    ref, ref_times = results["torch fp32"][0], results["torch fp32"][1]
-    ref_p50 = float(np.median(ref_times))
+    ref, ref_stats = results["torch fp32"][:2]
     mp = args.batch * args.tile * args.tile / 1e6
     print(f"\n{'backend precision':<18} {'build s':>8} {'p50 ms':>9} {'p95 ms':>9} "
           f"{'LR MP/s':>8} {'vs eager':>8} {'max|diff|':>10} {'PSNR dB':>8}  ran")
-    for label, (out, times, build, ran) in results.items():
-        p50, p95 = np.percentile(times, [50, 95])
+    for label, (out, stats, build, ran) in results.items():
         diff = np.abs(out.astype(np.float64) - ref)
         mse = float(np.mean(diff ** 2))
         psnr = float("inf") if mse == 0 else 10 * np.log10(1 / mse)
-        print(f"{label:<18} {build:8.1f} {p50 * 1e3:9.1f} {p95 * 1e3:9.1f} {mp / p50:8.4f} "
-              f"{ref_p50 / p50:7.2f}x {diff.max():10.2e} {psnr:8.1f}  {ran}")
+        print(f"{label:<18} {build:8.1f} {stats.p50_ms:9.1f} {stats.p95_ms:9.1f} "
+              f"{mp / stats.p50_ms * 1e3:8.4f} {ref_stats.p50_ms / stats.p50_ms:7.2f}x "
+              f"{diff.max():10.2e} {psnr:8.1f}  {ran}")
     for label, reason in skipped.items():
         print(f"{label:<18} {reason}")
 
