@@ -1,15 +1,22 @@
-"""Shared fixtures: tiny models written as checkpoint files, synthetic images."""
+"""Shared fixtures and helpers: tiny models (as checkpoint files, descriptors, exported ONNX),
+quantization inputs, synthetic images."""
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from edgesr.models import model_from_state_dict
+from edgesr.models.descriptor import OutputResize
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_models import TINY_MODELS, make_tiny  # noqa: E402
+
+RESIZED = {"resize_x2": 0.5, "resize_x3": 0.75}  # animevideov3 x2/x3: compact x4 + bicubic
 
 
 @pytest.fixture(params=sorted(TINY_MODELS))
@@ -40,3 +47,58 @@ def smooth_image(rng: np.random.Generator, h: int, w: int, c: int = 3) -> np.nda
         img[..., ch] = 0.5 + 0.35 * np.sin(fx * xx + phase) * np.cos(fy * yy)
     img += rng.normal(0, 0.03, img.shape).astype(np.float32)
     return np.clip(img, 0, 1)
+
+
+def tiny_descriptor(family: str):
+    """The descriptor of a tiny model: a ``TINY_MODELS`` family or one of ``RESIZED``."""
+    if family in RESIZED:
+        desc = model_from_state_dict(make_tiny("compact_x4").state_dict())
+        factor = RESIZED[family]
+        return replace(desc, model=OutputResize(desc.model, factor).eval(), scale=int(4 * factor))
+    return model_from_state_dict(make_tiny(family).state_dict())
+
+
+def torch_forward(desc, x: np.ndarray) -> np.ndarray:
+    """The PyTorch model's output for an NCHW float32 batch."""
+    with torch.no_grad():
+        return desc.model(torch.from_numpy(x)).numpy()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """family -> (descriptor, ONNX path, export report) of ``tiny_descriptor(family)``, each
+    family exported once per test module."""
+    from edgesr.export.onnx_export import export_onnx
+
+    cache = {}
+    folder = tmp_path_factory.mktemp("onnx")
+
+    def get(family: str):
+        if family not in cache:
+            desc = tiny_descriptor(family)
+            path = folder / f"{family}.onnx"
+            cache[family] = desc, path, export_onnx(desc, path)
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def quantize_setup(tmp_path_factory):
+    """(descriptor, FP32 ONNX path, calibration set, held-out images) of tiny compact x4."""
+    from edgesr.calibration import build_calibration_set, evaluation_images
+    from edgesr.export.onnx_export import export_onnx
+
+    descriptor = tiny_descriptor("compact_x4")
+    path = export_onnx(descriptor, tmp_path_factory.mktemp("m") / "m.onnx", check=False).path
+    return (descriptor, path, build_calibration_set(count=3, tile=16, seed=0),
+            evaluation_images(count=2, size=16))
+
+
+def quantized_psnr(setup, path) -> float:
+    """PSNR of an artifact (ONNX or OpenVINO IR) against ``quantize_setup``'s PyTorch model."""
+    from edgesr.export.quality import artifact_runner, quality_report, torch_runner
+
+    descriptor, _, _, images = setup
+    return quality_report(torch_runner(descriptor), artifact_runner(path), images,
+                          artifact=str(path), precision="quantized").psnr

@@ -7,6 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import RESIZED, tiny_descriptor, torch_forward
 from tiny_models import TINY_MODELS, make_tiny
 
 from edgesr import __version__
@@ -20,44 +21,13 @@ from edgesr.export.specs import (
     encode_metadata,
     spec_for,
 )
-from edgesr.models import load_model, model_from_state_dict
-from edgesr.models.descriptor import OutputResize
+from edgesr.models import load_model
 
-RESIZED = {"resize_x2": 0.5, "resize_x3": 0.75}  # animevideov3 x2/x3: compact x4 + bicubic
 FAMILIES = sorted(TINY_MODELS) + sorted(RESIZED)
-
-
-def tiny_descriptor(family: str):
-    if family in RESIZED:
-        desc = model_from_state_dict(make_tiny("compact_x4").state_dict())
-        factor = RESIZED[family]
-        return replace(desc, model=OutputResize(desc.model, factor).eval(), scale=int(4 * factor))
-    return model_from_state_dict(make_tiny(family).state_dict())
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """family -> (descriptor, onnx path, report), each family exported once per module."""
-    cache = {}
-    folder = tmp_path_factory.mktemp("onnx")
-
-    def get(family: str):
-        if family not in cache:
-            desc = tiny_descriptor(family)
-            path = folder / f"{family}.onnx"
-            cache[family] = desc, path, export_onnx(desc, path)
-        return cache[family]
-
-    return get
 
 
 def _dims(value_info) -> list:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
-
-
-def _torch(desc, x: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return desc.model(torch.from_numpy(x)).numpy()
 
 
 def _only_file(folder, name):
@@ -107,7 +77,8 @@ def test_dynamic_axes_named_and_really_dynamic(exported, family):
         x = rng.random(shape, np.float32)
         out = session.run(None, {"input": x})[0]
         assert out.shape == (shape[0], 3, shape[2] * desc.scale, shape[3] * desc.scale)
-        np.testing.assert_allclose(out, _torch(desc, x), atol=spec_for(desc.architecture).atol)
+        atol = spec_for(desc.architecture).atol
+        np.testing.assert_allclose(out, torch_forward(desc, x), atol=atol)
 
 
 def test_opset(tmp_path):

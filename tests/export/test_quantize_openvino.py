@@ -2,28 +2,10 @@
 
 import openvino as ov
 import pytest
-from tiny_models import make_tiny
+from conftest import quantized_psnr
 
-from edgesr.calibration import build_calibration_set, evaluation_images
-from edgesr.export.onnx_export import export_onnx
-from edgesr.export.quality import artifact_runner, quality_report, torch_runner
 from edgesr.export.quantize_common import QuantizeError
 from edgesr.export.quantize_openvino import HINT_KEY, quantize_openvino
-from edgesr.models import model_from_state_dict
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    descriptor = model_from_state_dict(make_tiny("compact_x4").state_dict())
-    path = export_onnx(descriptor, tmp_path_factory.mktemp("m") / "m.onnx", check=False).path
-    return (descriptor, path, build_calibration_set(count=3, tile=16, seed=0),
-            evaluation_images(count=2, size=16))
-
-
-def _psnr(setup, path) -> float:
-    descriptor, _, _, images = setup
-    return quality_report(torch_runner(descriptor), artifact_runner(path), images,
-                          artifact=str(path), precision="ov").psnr
 
 
 def _fake_quantized(path) -> set[str]:
@@ -36,12 +18,12 @@ def _int8_weights(path) -> int:
                for op in ov.Core().read_model(str(path)).get_ordered_ops())
 
 
-def test_nncf_int8_close_to_fp32_and_keep(tmp_path, setup):
-    _, fp32, calib, _ = setup
+def test_nncf_int8_close_to_fp32_and_keep(tmp_path, quantize_setup):
+    _, fp32, calib, _ = quantize_setup
     report = quantize_openvino(fp32, tmp_path / "int8.xml", calib)
     assert report.path.is_file() and report.path.with_suffix(".bin").is_file()
     assert report.inference_precision == "f32" and _fake_quantized(report.path)
-    assert 35.0 < _psnr(setup, report.path) < 99.0
+    assert 35.0 < quantized_psnr(quantize_setup, report.path) < 99.0
     first = next(n.name for n in __import__("onnx").load(fp32).graph.node if n.op_type == "Conv")
     kept = quantize_openvino(fp32, tmp_path / "keep.xml", calib, keep=[first], bf16_rest=True)
     assert _int8_weights(kept.path) == _int8_weights(report.path) - 1
@@ -49,16 +31,16 @@ def test_nncf_int8_close_to_fp32_and_keep(tmp_path, setup):
     assert model.get_rt_info(HINT_KEY).astype(str) == "bf16"
 
 
-def test_bf16_artifact(tmp_path, setup):
-    _, fp32, _, _ = setup
+def test_bf16_artifact(tmp_path, quantize_setup):
+    _, fp32, _, _ = quantize_setup
     report = quantize_openvino(fp32, tmp_path / "bf16.xml", precision="bf16")
     assert report.inference_precision == "bf16" and not _fake_quantized(report.path)
-    assert _psnr(setup, report.path) > 40.0  # exact where the CPU lacks BF16
+    assert quantized_psnr(quantize_setup, report.path) > 40.0  # exact where the CPU lacks BF16
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_openvino_errors(tmp_path, setup):
-    _, fp32, _, _ = setup
+def test_openvino_errors(tmp_path, quantize_setup):
+    _, fp32, _, _ = quantize_setup
     with pytest.raises(QuantizeError, match="needs a calibration set"):
         quantize_openvino(fp32, tmp_path / "x.xml")
     with pytest.raises(QuantizeError, match="unknown OpenVINO precision"):

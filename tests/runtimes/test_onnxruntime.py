@@ -1,50 +1,17 @@
 """The ONNX Runtime backend: parity with PyTorch, RuntimeInfo from metadata or probing, errors."""
 
-from dataclasses import replace
-
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
+from conftest import tiny_descriptor, torch_forward
 from onnx import TensorProto, helper
-from tiny_models import make_tiny
 
 from edgesr.errors import BackendUnavailableError, CheckpointError, EdgesrError, InferenceError
 from edgesr.export.onnx_export import export_onnx
 from edgesr.export.specs import spec_for
-from edgesr.models import model_from_state_dict
-from edgesr.models.descriptor import OutputResize
 from edgesr.runtimes import create_runtime
 from edgesr.runtimes.onnxruntime_runtime import OnnxRuntime, OnnxRuntimeConfig
-
-
-def tiny_descriptor(family: str):
-    if family == "resize_x3":  # the animevideov3 x3 layout: compact x4 + bicubic 0.75
-        desc = model_from_state_dict(make_tiny("compact_x4").state_dict())
-        return replace(desc, model=OutputResize(desc.model, 0.75).eval(), scale=3)
-    return model_from_state_dict(make_tiny(family).state_dict())
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """family -> (descriptor, onnx path), exported once per module (dynamic shapes, no check)."""
-    cache = {}
-    folder = tmp_path_factory.mktemp("onnx")
-
-    def get(family: str):
-        if family not in cache:
-            desc = tiny_descriptor(family)
-            export_onnx(desc, folder / f"{family}.onnx", check=False)
-            cache[family] = desc, folder / f"{family}.onnx"
-        return cache[family]
-
-    return get
-
-
-def _torch(desc, x: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return desc.model(torch.from_numpy(x)).numpy()
 
 
 def _strip_metadata(src, dst):
@@ -65,7 +32,7 @@ def _save_graph(path, node, inputs, output, initializers=()):
 
 @pytest.mark.parametrize("family", ["rrdb_x1", "compact_x2", "resize_x3"])
 def test_matches_torch(exported, family, rng):
-    desc, path = exported(family)
+    desc, path, _ = exported(family)
     multiple = desc.size_multiple
     x = rng.random((2, 3, 5 * multiple, 7 * multiple), np.float32)
     with OnnxRuntime(path) as runtime:
@@ -74,17 +41,17 @@ def test_matches_torch(exported, family, rng):
     assert (info.scale, info.size_multiple, info.fixed_hw, info.max_batch) == (
         desc.scale, multiple, None, None)
     assert out.dtype == np.float32
-    np.testing.assert_allclose(out, _torch(desc, x), atol=spec_for(desc.architecture).atol)
+    np.testing.assert_allclose(out, torch_forward(desc, x), atol=spec_for(desc.architecture).atol)
 
 
 def test_config_options(exported, rng):
-    desc, path = exported("compact_x2")
+    desc, path, _ = exported("compact_x2")
     x = rng.random((1, 3, 9, 11), np.float32)
     runtime = create_runtime("onnxruntime", path, threads=1, graph_optimization="disable",
                              preferred_batch=4, providers=("CPUExecutionProvider",))
     with runtime:
         assert runtime.info.preferred_batch == 4
-        np.testing.assert_allclose(runtime.infer(x), _torch(desc, x), atol=1e-4)
+        np.testing.assert_allclose(runtime.infer(x), torch_forward(desc, x), atol=1e-4)
     with pytest.raises(EdgesrError, match="unknown device 'npu'"):
         OnnxRuntimeConfig(device="npu")
     with pytest.raises(EdgesrError, match="unknown graph_optimization"):
@@ -95,7 +62,7 @@ def test_config_options(exported, rng):
 
 @pytest.mark.parametrize("family", ["rrdb_x1", "resize_x3"])
 def test_onnx_without_metadata_is_probed(exported, tmp_path, family):
-    desc, path = exported(family)
+    desc, path, _ = exported(family)
     foreign = _strip_metadata(path, tmp_path / "foreign.onnx")
     with OnnxRuntime(foreign) as runtime:
         assert (runtime.info.scale, runtime.info.size_multiple) == (desc.scale, desc.size_multiple)
@@ -144,7 +111,7 @@ def test_fixed_shape_model(tmp_path, rng):
         out = runtime.infer(x)  # 3 = one full batch of 2 + one padded batch
         with pytest.raises(InferenceError, match="12x16 inputs only, got 12x18"):
             runtime.infer(rng.random((1, 3, 12, 18), np.float32))
-    np.testing.assert_allclose(out, _torch(desc, x), atol=spec_for("RRDBNet").atol)
+    np.testing.assert_allclose(out, torch_forward(desc, x), atol=spec_for("RRDBNet").atol)
 
 
 def test_size_multiple_violation(exported, rng):
