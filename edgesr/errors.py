@@ -35,3 +35,7 @@ class RuntimeStateError(EdgesrError):
 
 class InferenceError(EdgesrError):
     """A backend failed while running the model."""
+
+
+class TilingError(EdgesrError):
+    """Invalid tiling or blending arguments, or an image the upscaler cannot take."""

@@ -14,9 +14,9 @@ import os
 
 import numpy as np
 
+from edgesr.errors import TilingError
 from edgesr.kernels.native import accumulate, extract_tile, normalize, tile_weight, to_uint
 from edgesr.png import PngRowWriter
-from edgesr.tiling import TilingError
 from edgesr.upscaler import Upscaler
 
 _FLUSH_ROWS = 32  # output rows normalised, converted and written at a time

@@ -13,11 +13,7 @@ engine needs one shape only.
 import operator
 from dataclasses import dataclass
 
-from edgesr.errors import EdgesrError
-
-
-class TilingError(EdgesrError):
-    """Invalid tiling or blending arguments, or an image the upscaler cannot take."""
+from edgesr.errors import TilingError  # defined there, still importable from here
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from edgesr.errors import InferenceError
+from edgesr.errors import InferenceError, TilingError
 from edgesr.kernels.native import (
     BLEND_KINDS,
     DEFAULT_BLEND,
@@ -31,7 +31,7 @@ from edgesr.kernels.native import (
     tile_weight,
 )
 from edgesr.runtimes.base import Runtime
-from edgesr.tiling import Tile, TilingError, plan_tiles, round_up
+from edgesr.tiling import Tile, plan_tiles, round_up
 
 #: Below this upscaled alpha (half a 16-bit step) a pixel is invisible: its colour becomes 0.
 ALPHA_EPS = 0.5 / 65535

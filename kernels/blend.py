@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgesr.tiling import TilingError
+from edgesr.errors import TilingError
 
 WEIGHT_FLOOR = 2.0 ** -100
 PAD_MODES = ("reflect", "replicate")

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from edgesr.errors import EdgesrError
+from edgesr.errors import EdgesrError, TilingError
 from edgesr.kernels import blend
 from edgesr.kernels.blend import (  # noqa: F401  (re-exported for the tiler)
     BLEND_KINDS,
@@ -24,7 +24,6 @@ from edgesr.kernels.blend import (  # noqa: F401  (re-exported for the tiler)
     tile_weight,
     window_1d,
 )
-from edgesr.tiling import TilingError
 
 try:
     from edgesr.kernels import _blend_native as _ext
