@@ -1,7 +1,8 @@
 """OpenVINO artifacts: INT8 by NNCF post-training quantization, and BF16 execution.
 
 ``int8`` quantizes the ONNX model with NNCF on the calibration set; ``keep`` names ONNX nodes
-(as ``quantize_int8`` reports them) that stay unquantized. ``bf16`` keeps FP32 weights and
+(as ``quantize_int8`` reports them, or its ``first``/``last``/``tail`` presets) that stay
+unquantized. ``bf16`` keeps FP32 weights and
 records the BF16 inference hint, so AVX512_BF16 / AMX CPUs run it in bfloat16; ``int8`` with
 ``bf16_rest=True`` runs its unquantized layers in BF16 too. The hint lives in the IR's
 ``runtime_options``; ``edgesr.export.quality.openvino_runner`` reads it back. Both the .xml and
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgesr.calibration import CalibrationSet
-from edgesr.export.quantize_common import QuantizeError
+from edgesr.export.quantize_common import QuantizeError, load_onnx, name_nodes
+from edgesr.export.quantize_int8 import resolve_exclusions
 
 PRECISIONS = ("int8", "bf16")
 HINT_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]
@@ -63,6 +65,7 @@ def quantize_openvino(model_path: str | Path, output_path: str | Path,
         raise QuantizeError(f"unknown OpenVINO precision {precision!r}; "
                             f"choose {', '.join(PRECISIONS)}")
     output_path = Path(output_path).with_suffix(".xml")
+    keep = resolve_exclusions(name_nodes(load_onnx(model_path)), keep) if keep else []
     model = _read(model_path)
     if precision == "int8":
         if calib is None:
@@ -80,4 +83,4 @@ def quantize_openvino(model_path: str | Path, output_path: str | Path,
         except (OSError, RuntimeError) as exc:
             raise QuantizeError(f"{output_path}: cannot write the OpenVINO IR ({exc})") from None
     return OpenVinoReport(path=output_path, precision=precision, inference_precision=hint,
-                          kept=sorted(keep))
+                          kept=keep)
