@@ -1,5 +1,6 @@
-"""OpenVINO artifacts: NNCF INT8 close to FP32, kept nodes stay float, BF16 hint recorded."""
+"""OpenVINO artifacts: NNCF INT8 close to FP32, kept nodes (and presets) stay float, BF16 hint."""
 
+import onnx
 import openvino as ov
 import pytest
 from conftest import quantized_psnr
@@ -24,11 +25,23 @@ def test_nncf_int8_close_to_fp32_and_keep(tmp_path, quantize_setup):
     assert report.path.is_file() and report.path.with_suffix(".bin").is_file()
     assert report.inference_precision == "f32" and _fake_quantized(report.path)
     assert 35.0 < quantized_psnr(quantize_setup, report.path) < 99.0
-    first = next(n.name for n in __import__("onnx").load(fp32).graph.node if n.op_type == "Conv")
+    first = next(n.name for n in onnx.load(fp32).graph.node if n.op_type == "Conv")
     kept = quantize_openvino(fp32, tmp_path / "keep.xml", calib, keep=[first], bf16_rest=True)
     assert _int8_weights(kept.path) == _int8_weights(report.path) - 1
     model = ov.Core().read_model(str(kept.path))
     assert model.get_rt_info(HINT_KEY).astype(str) == "bf16"
+
+
+def test_nncf_keep_presets(tmp_path, quantize_setup):
+    _, fp32, calib, _ = quantize_setup
+    convs = [n.name for n in onnx.load(fp32).graph.node if n.op_type == "Conv"]
+    plain = quantize_openvino(fp32, tmp_path / "int8.xml", calib)
+    safe = quantize_openvino(fp32, tmp_path / "safe.xml", calib, keep=["first", "tail"])
+    assert convs[0] in safe.kept and convs[-1] in safe.kept
+    assert _int8_weights(safe.path) == _int8_weights(plain.path) - 2
+    assert 35.0 < quantized_psnr(quantize_setup, safe.path) < 99.0
+    with pytest.raises(QuantizeError, match="no node named"):
+        quantize_openvino(fp32, tmp_path / "x.xml", calib, keep=["nope"])
 
 
 def test_bf16_artifact(tmp_path, quantize_setup):
