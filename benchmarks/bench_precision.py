@@ -8,7 +8,7 @@ time per tile, speedup over eager, and PSNR/SSIM against eager's output on held-
 (the numbers are only honest on an idle machine). INT8 on ONNX Runtime runs every op quantized
 and the ``sr-safe`` preset (convs only, first conv and upsampling tail FP32); the sweep starts
 from ``sr-safe`` and keeps the blocks of convs that cost the most PSNR in FP32 until
-``--target-psnr`` is met; its FP32 list is reused as NNCF's ignored scope for OpenVINO.
+``--target-psnr`` is met; OpenVINO rows mirror both (NNCF ``conv_only`` and ignored scope).
 """
 
 import argparse
@@ -93,11 +93,12 @@ def main() -> None:
         ov_bf16 = quantize_openvino(fp32, d / "ov_bf16.xml", precision="bf16")
         ov_int8 = quantize_openvino(fp32, d / "ov_int8.xml", calib)
         ov_int8_safe = quantize_openvino(fp32, d / "ov_int8_safe.xml", calib,
-                                         keep=safe["exclude"])
-        log("OpenVINO INT8 (NNCF): defaults, first conv + tail FP32")
-        ov_int8_keep = quantize_openvino(fp32, d / "ov_int8_keep.xml", calib, keep=kept)
+                                         keep=safe["exclude"], conv_only=True)
+        log("OpenVINO INT8 (NNCF): defaults, sr-safe")
+        ov_int8_keep = quantize_openvino(fp32, d / "ov_int8_keep.xml", calib, keep=kept,
+                                         conv_only=True)
         ov_int8_keep_bf16 = quantize_openvino(fp32, d / "ov_int8_keep_bf16.xml", calib,
-                                              keep=kept, bf16_rest=True)
+                                              keep=kept, conv_only=True, bf16_rest=True)
         log("OpenVINO INT8 with the sweep's FP32 nodes kept")
         rows = [
             ("PyTorch eager FP32", eager),
@@ -110,8 +111,9 @@ def main() -> None:
             ("OpenVINO FP32", openvino_runner(fp32, "f32")),
             ("OpenVINO BF16 hint", artifact_runner(ov_bf16.path)),
             ("OpenVINO INT8 NNCF", artifact_runner(ov_int8.path)),
-            ("OpenVINO INT8 NNCF, first conv + tail FP32", artifact_runner(ov_int8_safe.path)),
-            (f"OpenVINO INT8 NNCF, sweep's {len(kept)} nodes FP32",
+            ("OpenVINO INT8 NNCF sr-safe (convs only, first + tail FP32)",
+             artifact_runner(ov_int8_safe.path)),
+            (f"OpenVINO INT8 NNCF convs only, sweep's {len(kept)} nodes FP32",
              artifact_runner(ov_int8_keep.path)),
             ("  same, unquantized layers BF16", artifact_runner(ov_int8_keep_bf16.path)),
         ]

@@ -2,7 +2,8 @@
 
 ``int8`` quantizes the ONNX model with NNCF on the calibration set; ``keep`` names ONNX nodes
 (as ``quantize_int8`` reports them, or its ``first``/``last``/``tail`` presets) that stay
-unquantized. ``bf16`` keeps FP32 weights and
+unquantized; ``conv_only`` leaves every op but convolutions (residual sums, concats, LeakyReLU,
+upsampling) in float. ``bf16`` keeps FP32 weights and
 records the BF16 inference hint, so AVX512_BF16 / AMX CPUs run it in bfloat16; ``int8`` with
 ``bf16_rest=True`` runs its unquantized layers in BF16 too. The hint lives in the IR's
 ``runtime_options``; ``edgesr.export.quality.openvino_runner`` reads it back. Both the .xml and
@@ -21,6 +22,8 @@ from edgesr.export.quantize_common import QuantizeError, load_onnx, name_nodes
 from edgesr.export.quantize_int8 import resolve_exclusions
 
 PRECISIONS = ("int8", "bf16")
+#: OpenVINO op types ``conv_only`` keeps out of NNCF quantization (ONNX LeakyRelu is PRelu).
+NON_CONV_TYPES = ("Add", "Multiply", "Concat", "Interpolate", "PRelu")
 HINT_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]
 
 
@@ -43,11 +46,11 @@ def _read(model_path: str | Path):
         raise QuantizeError(f"{model_path}: OpenVINO cannot read the model ({exc})") from None
 
 
-def _nncf_int8(model, calib: CalibrationSet, keep: Sequence[str]):
+def _nncf_int8(model, calib: CalibrationSet, keep: Sequence[str], conv_only: bool):
     import nncf
 
     ignored = nncf.IgnoredScope(patterns=[f"{re.escape(name)}(/.*)?" for name in keep],
-                                validate=False)
+                                types=list(NON_CONV_TYPES) if conv_only else [], validate=False)
     try:
         return nncf.quantize(model, nncf.Dataset(calib), subset_size=len(calib),
                              ignored_scope=ignored)
@@ -57,7 +60,8 @@ def _nncf_int8(model, calib: CalibrationSet, keep: Sequence[str]):
 
 def quantize_openvino(model_path: str | Path, output_path: str | Path,
                       calib: CalibrationSet | None = None, *, precision: str = "int8",
-                      keep: Sequence[str] = (), bf16_rest: bool = False) -> OpenVinoReport:
+                      keep: Sequence[str] = (), conv_only: bool = False,
+                      bf16_rest: bool = False) -> OpenVinoReport:
     """Build an OpenVINO IR (``output_path``, .xml) from an FP32 ONNX model (see module doc)."""
     import openvino as ov
 
@@ -70,7 +74,7 @@ def quantize_openvino(model_path: str | Path, output_path: str | Path,
     if precision == "int8":
         if calib is None:
             raise QuantizeError("OpenVINO INT8 needs a calibration set")
-        model = _nncf_int8(model, calib, keep)
+        model = _nncf_int8(model, calib, keep, conv_only)
     hint = "bf16" if precision == "bf16" or bf16_rest else "f32"
     model.set_rt_info(hint, HINT_KEY)
     output_path.parent.mkdir(parents=True, exist_ok=True)

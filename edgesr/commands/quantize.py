@@ -29,7 +29,7 @@ def register(sub) -> None:
                    help="INT8 activation calibration on ONNX Runtime (default: minmax)")
     q.add_argument("--preset", choices=("sr-safe", "all-ops"), default="sr-safe",
                    help="INT8 layout: sr-safe quantizes convs only and keeps the first conv and "
-                   "the upsampling tail in FP32 (+7 dB on Real-ESRGAN x4plus); all-ops "
+                   "the upsampling tail in FP32 (+4 to +7 dB on Real-ESRGAN x4plus); all-ops "
                    "quantizes every supported op (default: sr-safe)")
     q.add_argument("--weights", choices=("int8", "int7", "uint8"), default="int8",
                    help="INT8 weight type on ONNX Runtime: int7/uint8 avoid AVX2 saturation "
@@ -81,7 +81,7 @@ def _build(args, onnx_path: Path, target: Path, calib, images, reference) -> lis
     exclude = [*preset["exclude"], *args.exclude]
     if args.backend == "openvino":
         report = quantize_openvino(onnx_path, target, calib, precision=args.precision,
-                                   keep=exclude)
+                                   keep=exclude, conv_only=bool(preset.get("op_types")))
         return [f"OpenVINO {report.precision}, inference hint {report.inference_precision}"]
     if args.precision == "fp16":
         report = convert_fp16(onnx_path, target, calib, keep_fp32=args.exclude)

@@ -44,6 +44,19 @@ def test_nncf_keep_presets(tmp_path, quantize_setup):
         quantize_openvino(fp32, tmp_path / "x.xml", calib, keep=["nope"])
 
 
+def test_nncf_conv_only(tmp_path, quantize_setup):
+    _, fp32, calib, _ = quantize_setup
+    plain = quantize_openvino(fp32, tmp_path / "int8.xml", calib)
+    conv = quantize_openvino(fp32, tmp_path / "conv.xml", calib, conv_only=True)
+    model = ov.Core().read_model(str(conv.path))
+    readers = {t.get_node().get_type_name() for op in model.get_ordered_ops()
+               if op.get_type_name() == "FakeQuantize"
+               for t in op.output(0).get_target_inputs()}
+    assert readers == {"Convolution"}
+    assert len(_fake_quantized(conv.path)) < len(_fake_quantized(plain.path))
+    assert 35.0 < quantized_psnr(quantize_setup, conv.path) < 99.0
+
+
 def test_bf16_artifact(tmp_path, quantize_setup):
     _, fp32, _, _ = quantize_setup
     report = quantize_openvino(fp32, tmp_path / "bf16.xml", precision="bf16")
