@@ -47,3 +47,17 @@ def test_bf16_on_onnxruntime_is_one_clear_error(tmp_path, files, capsys):
     code = _quantize(ckpt, calib, tmp_path / "m.onnx", "--precision", "bf16",
                      "--backend", "onnxruntime")
     assert code == 1 and "bf16 is built for openvino" in capsys.readouterr().err
+
+
+def test_presets_choose_what_is_quantized(tmp_path, files):
+    import onnx
+
+    ckpt, calib = files
+    counts = {}
+    for preset in ("sr-safe", "all-ops"):
+        out = tmp_path / f"{preset}.onnx"
+        assert _quantize(ckpt, calib, out, "--precision", "int8", "--preset", preset,
+                         "--weights", "int7") == 0
+        ops = [node.op_type for node in onnx.load(str(out)).graph.node]
+        counts[preset] = ops.count("QuantizeLinear")
+    assert 0 < counts["sr-safe"] < counts["all-ops"]
