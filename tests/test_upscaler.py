@@ -312,7 +312,7 @@ class CachedRuntime(Runtime):
 @pytest.mark.skipif(not os.environ.get("EDGESR_SLOW_TESTS"),
                     reason="Real-ESRGAN x4plus at 160x160 takes minutes on a CPU; "
                            "set EDGESR_SLOW_TESTS=1")
-def test_real_x4plus_tile_128_overlap_32():
+def test_real_x4plus_tile_128_on_160_pixels():
     from edgesr.export.ncnn import load_ncnn_model
 
     image = smooth_image(np.random.default_rng(0), 160, 160)
@@ -321,17 +321,29 @@ def test_real_x4plus_tile_128_overlap_32():
         got = {kind: psnr(Upscaler(rt, tile=128, overlap=32, blend=kind).upscale(image), whole)
                for kind in BLEND_KINDS}
     print("PSNR(tiled, untiled) dB:", {k: round(v, 2) for k, v in got.items()})
+    # On 160 px, tiles of 128 asked to overlap by 32 sit at 0 and 32: the real overlap is 96.
     # measured: hann8 48.09, hann4 47.64, hann2 45.69, cosine 44.46, hann 42.62, linear 41.90
-    # (a hard crop at the overlap middle: 47.38). 50 dB needs denser tiles here: see the notes.
+    # (a hard crop at the overlap middle: 47.38).
     assert got[DEFAULT_BLEND] > 47.5
     assert got[DEFAULT_BLEND] > got["linear"] + 5
 
 
-def test_real_anime_model_tile_128_overlap_32_at_least_50_db():
-    """The spine's bound on real weights, run in CI: official x4plus-anime (6 RRDB blocks)."""
-    image = smooth_image(np.random.default_rng(0), 160, 160)
+def test_real_anime_model_tiled_vs_whole_image():
+    """Real weights in CI: official x4plus-anime (6 RRDB blocks), tiles of 128 on a 224² image.
+
+    With a true overlap of 32 the tiles' borders lack context the whole-image run has, and the
+    spine's 50 dB bound is not reached; it takes an overlap of about 96.
+    """
+    image = smooth_image(np.random.default_rng(0), 224, 224)
     with TorchRuntime(bundled_model_path("realesrgan-x4plus-anime")) as rt:
         whole = Upscaler(rt, tile=0).upscale(image)
-        tiled = Upscaler(rt, tile=128, overlap=32).upscale(image)
-    # measured: 60.1 dB with the default hann8 window
-    assert psnr(tiled, whole) >= 50.0
+        got = {}
+        for overlap in (32, 96):
+            upscaler = Upscaler(rt, tile=128, overlap=overlap)
+            tiles = upscaler.plan(224, 224)
+            assert tiles[1].x == 128 - overlap  # the planned overlap is exactly the one asked
+            got[overlap] = psnr(upscaler.upscale(image), whole)
+    print("PSNR(tiled, untiled) dB by overlap:", got)
+    # measured: overlap 32 -> 32.6 dB (linear window: 32.0); overlap 96 -> 57.1 dB
+    assert got[32] > 30.0
+    assert got[96] >= 50.0
