@@ -83,16 +83,21 @@ def exported(tmp_path_factory):
     return get
 
 
-@pytest.fixture(scope="module")
-def quantize_setup(tmp_path_factory):
-    """(descriptor, FP32 ONNX path, calibration set, held-out images) of tiny compact x4."""
+def make_quantize_setup(family: str, folder: Path):
+    """(descriptor, FP32 ONNX path, calibration set, held-out images) of tiny model ``family``."""
     from edgesr.calibration import build_calibration_set, evaluation_images
     from edgesr.export.onnx_export import export_onnx
 
-    descriptor = tiny_descriptor("compact_x4")
-    path = export_onnx(descriptor, tmp_path_factory.mktemp("m") / "m.onnx", check=False).path
+    descriptor = tiny_descriptor(family)
+    path = export_onnx(descriptor, folder / f"{family}.onnx", check=False).path
     return (descriptor, path, build_calibration_set(count=3, tile=16, seed=0),
             evaluation_images(count=2, size=16))
+
+
+@pytest.fixture(scope="module")
+def quantize_setup(tmp_path_factory):
+    """``make_quantize_setup`` of tiny compact x4."""
+    return make_quantize_setup("compact_x4", tmp_path_factory.mktemp("m"))
 
 
 def quantized_psnr(setup, path) -> float:

@@ -2,7 +2,7 @@
 
 import onnx
 import pytest
-from conftest import quantized_psnr, tiny_descriptor
+from conftest import make_quantize_setup, quantized_psnr
 
 from edgesr.export.quality import torch_runner
 from edgesr.export.quantize_common import QuantizeError
@@ -58,13 +58,7 @@ def test_sweep_meets_a_target_plain_int8_misses(tmp_path, quantize_setup):
 @pytest.fixture(scope="module")
 def rrdb(tmp_path_factory):
     """``quantize_setup`` for tiny RRDB x4 (residual sums, concats, nearest upsampling)."""
-    from edgesr.calibration import build_calibration_set, evaluation_images
-    from edgesr.export.onnx_export import export_onnx
-
-    descriptor = tiny_descriptor("rrdb_x4")
-    path = export_onnx(descriptor, tmp_path_factory.mktemp("r") / "r.onnx", check=False).path
-    return (descriptor, path, build_calibration_set(count=3, tile=16, seed=0),
-            evaluation_images(count=2, size=16))
+    return make_quantize_setup("rrdb_x4", tmp_path_factory.mktemp("r"))
 
 
 def _dq_readers(path) -> dict[str, str]:
