@@ -71,8 +71,8 @@ _KINDS = {
 }
 #: Every window kind, for ``--blend`` choices and error messages.
 BLEND_KINDS = tuple(_KINDS)
-#: The default. On Real-ESRGAN x4plus (tiled vs whole image) it was within 0.1 dB of the best
-#: kind at sparse overlaps (tile 128/32, 96/48, 64/16) and 1.3-1.9 dB ahead of hann4 at dense ones.
+#: The default. Tiled vs whole-image on real photos (README): within 0.4 dB of a linear ramp at
+#: a true overlap of 32, where context is what limits; 6-13 dB ahead of it at an overlap of 64.
 DEFAULT_BLEND = "hann8"
 
 

@@ -49,6 +49,20 @@ def smooth_image(rng: np.random.Generator, h: int, w: int, c: int = 3) -> np.nda
     return np.clip(img, 0, 1)
 
 
+PHOTO = Path(__file__).parent / "data" / "grace_hopper_480.jpg"
+
+
+def photo(size: int) -> np.ndarray:
+    """The centre size x size crop of a real photo (tests/data/README.md), HWC float32 in [0, 1]."""
+    from PIL import Image
+
+    with Image.open(PHOTO) as im:
+        pixels = np.asarray(im.convert("RGB"), np.float32) / 255
+    top = (pixels.shape[0] - size) // 2
+    left = (pixels.shape[1] - size) // 2
+    return np.ascontiguousarray(pixels[top:top + size, left:left + size])
+
+
 def tiny_descriptor(family: str):
     """The descriptor of a tiny model: a ``TINY_MODELS`` family or one of ``RESIZED``."""
     if family in RESIZED:
