@@ -3,8 +3,9 @@ input of their build, so a stale or foreign engine is rebuilt and never loaded.
 
 An entry is a folder ``<root>/<backend>/<name>/`` holding the artifact and ``manifest.json``
 (the full key plus the sha256 of every file). The folder name encodes the model, precision,
-shape profile and device (after vs-mlrt's engine names); the backend version lives only in the
-manifest, so upgrading a backend rebuilds the entry in place instead of piling up old ones.
+further build inputs (as a digest: an INT8 build's calibration set and layout), shape profile
+and device (after vs-mlrt's engine names); the backend version lives only in the manifest, so
+upgrading a backend rebuilds the entry in place instead of piling up old ones.
 Builds go to a temporary folder that is renamed into place, under an ``fcntl`` lock that keeps
 two builders from building the same entry at once (flock locks belong to the open file, so
 this holds across threads of one process as well as across processes).
@@ -31,6 +32,13 @@ BUILDERS = {
     "openvino": "edgesr.runtimes.openvino_runtime",
     "tensorrt": "edgesr.runtimes.tensorrt_build",
     "coreml": "edgesr.runtimes.coreml_convert",
+}
+#: Why a backend's builds take no calibration set (a builder's ``CALIBRATED`` names the
+#: precisions that need one).
+NO_CALIB = {
+    "tensorrt": "TensorRT INT8 is built from a Q/DQ .onnx (edgesr quantize --precision int8 "
+                "--calib ...), which carries its own calibration",
+    "coreml": "CoreML int8 quantizes the weights only",
 }
 
 
@@ -76,19 +84,25 @@ class ShapeProfile:
 @dataclass(frozen=True, kw_only=True)
 class BuildOptions:
     """What to build: ``precision`` (backend-specific names, e.g. fp32/fp16/int8), the shape
-    ``profile``, the target ``device`` (None: the backend's default) and, for TensorRT, the
-    builder ``workspace_mb`` limit."""
+    ``profile``, the target ``device`` (None: the backend's default), for TensorRT the builder
+    ``workspace_mb`` limit, and for calibrated precisions (OpenVINO int8) the calibration set
+    file ``calib`` (.npz from ``edgesr calibrate``), the nodes to ``keep`` in float and
+    ``conv_only`` (quantize convolutions only), as ``quantize_openvino`` takes them."""
 
     precision: str = "fp32"
     profile: ShapeProfile = ShapeProfile()
     device: str | None = None
     workspace_mb: int = 1024
+    calib: Path | None = None
+    keep: tuple[str, ...] = ()
+    conv_only: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
 class EngineKey:
     """Everything an engine depends on. ``profile`` labels the shape profile, ``device`` the
-    hardware the engine is specific to (e.g. a GPU name and compute capability)."""
+    hardware the engine is specific to (e.g. a GPU name and compute capability), ``inputs``
+    any further build input as JSON (see ``check_options``; empty when there is none)."""
 
     model_sha256: str
     backend: str
@@ -96,11 +110,13 @@ class EngineKey:
     precision: str
     profile: str
     device: str
+    inputs: str = ""
 
     @property
     def name(self) -> str:
         """The entry folder name: readable, and unique per key except the backend version."""
-        label = f"{self.model_sha256[:16]}-{self.precision}-{self.profile}-{self.device}"
+        extra = f"-{hashlib.sha256(self.inputs.encode()).hexdigest()[:12]}" if self.inputs else ""
+        label = f"{self.model_sha256[:16]}-{self.precision}{extra}-{self.profile}-{self.device}"
         return re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:160]
 
 
@@ -199,21 +215,56 @@ def _replace_dir(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
+def _builder(backend: str):
+    """The builder module of ``backend``."""
+    if backend not in BUILDERS:
+        raise BackendUnavailableError(f"backend {backend!r} builds no engines; engine backends: "
+                                      f"{', '.join(BUILDERS)}")
+    try:
+        return importlib.import_module(BUILDERS[backend])
+    except ImportError as exc:
+        raise BackendUnavailableError(f"backend {backend!r} is unavailable: {exc}") from None
+
+
+def check_options(backend: str, options: BuildOptions) -> str:
+    """Check the calibration options of a build; return the key's ``inputs``.
+
+    A precision the builder lists in ``CALIBRATED`` needs ``options.calib``, a calibration set;
+    ``inputs`` is then the JSON of its sha256, ``keep`` and ``conv_only``. Any other precision
+    takes none of the three and has empty ``inputs``.
+    """
+    builder = _builder(backend)
+    calibrated = getattr(builder, "CALIBRATED", ())
+    if options.precision not in calibrated:
+        if options.calib is not None or options.keep or options.conv_only:
+            why = NO_CALIB.get(backend) or f"only {', '.join(calibrated)} does"
+            raise EngineCacheError(f"{backend} {options.precision} takes no calibration set or "
+                                   f"kept nodes: {why}")
+        return ""
+    if options.calib is None:
+        raise EngineCacheError(f"{backend} {options.precision} needs a calibration set: "
+                               "--calib calib.npz, written by edgesr calibrate")
+    calib = Path(options.calib)
+    if not calib.is_file():
+        raise EngineCacheError(f"{calib}: calibration set not found")
+    from edgesr.calibration import CalibrationSet
+
+    CalibrationSet.load(calib)  # a clear error now for a file that is not one
+    return json.dumps({"calib_sha256": sha256_file(calib), "keep": list(options.keep),
+                       "conv_only": options.conv_only}, sort_keys=True)
+
+
 def build_engine(backend: str, source: str | Path, options: BuildOptions = BuildOptions(), *,
                  cache: EngineCache | None = None) -> CacheEntry:
     """Build (or find in ``cache``) the engine of ``backend`` for model file ``source``.
 
     Each builder module in ``BUILDERS`` exposes ``ARTIFACT`` (the artifact's file name),
     ``SOURCE_SUFFIXES`` (model files it builds from), ``identity(options)`` returning
-    ``(backend_version, device, profile_label)``, and ``build(source, target, options)``.
+    ``(backend_version, device, profile_label)``, and ``build(source, target, options)``;
+    optionally ``CALIBRATED``, the precisions built from a calibration set (``check_options``).
     """
-    if backend not in BUILDERS:
-        raise BackendUnavailableError(f"backend {backend!r} builds no engines; engine backends: "
-                                      f"{', '.join(BUILDERS)}")
-    try:
-        builder = importlib.import_module(BUILDERS[backend])
-    except ImportError as exc:
-        raise BackendUnavailableError(f"backend {backend!r} is unavailable: {exc}") from None
+    inputs = check_options(backend, options)
+    builder = _builder(backend)
     source = Path(source)
     if source.suffix not in builder.SOURCE_SUFFIXES:
         raise EngineCacheError(f"{source}: {backend} builds from "
@@ -222,6 +273,7 @@ def build_engine(backend: str, source: str | Path, options: BuildOptions = Build
         raise EngineCacheError(f"{source}: model file not found")
     version, device, profile = builder.identity(options)
     key = EngineKey(model_sha256=model_sha256(source), backend=backend, backend_version=version,
-                    precision=options.precision, profile=profile, device=device)
+                    precision=options.precision, profile=profile, device=device,
+                    inputs=inputs)
     return (cache or EngineCache()).get_or_build(
         key, builder.ARTIFACT, lambda target: builder.build(source, target, options))

@@ -1,4 +1,5 @@
-"""OpenVINO backend: IR builder and a runtime that overlaps tiles on async infer requests.
+"""OpenVINO backend: IR builder (FP32, FP16, and NNCF INT8 from a calibration set) and a runtime
+that overlaps tiles on async infer requests.
 
 The runtime compiles an edgesr ONNX model or an IR (``.xml`` + ``.bin``), optionally reshapes
 it to one static tile shape (faster on CPU than dynamic shapes), and deals the images of a batch
@@ -23,7 +24,7 @@ PRECISION_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 #: Where ``edgesr quantize`` records the inference precision an IR is meant to run at.
 RECORDED_HINT = ["runtime_options", "INFERENCE_PRECISION_HINT"]
 PERFORMANCE_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
-#: IR weight formats the builder writes (INT8 IRs come from NNCF, see the quantization tools).
+#: IR weight formats ``build_ir`` writes (INT8 IRs come from NNCF, see ``build``).
 IR_PRECISIONS = ("fp32", "fp16")
 METADATA_FIELDS = ("arch", "scale", "in_channels", "out_channels", "size_multiple",
                    "source_sha256")
@@ -136,6 +137,7 @@ def probe_metadata(model_path: Path, model: ov.Model) -> dict[str, str]:
 #: Engine-cache builder protocol (see ``edgesr.runtimes.engine_cache.build_engine``).
 ARTIFACT = "model.xml"
 SOURCE_SUFFIXES = (".onnx",)
+CALIBRATED = ("int8",)
 
 
 def identity(options) -> tuple[str, str, str]:
@@ -144,8 +146,16 @@ def identity(options) -> tuple[str, str, str]:
 
 
 def build(source: Path, target: Path, options) -> None:
-    """Engine-cache builder: ``build_ir`` at ``options.precision``."""
-    build_ir(source, target, precision=options.precision)
+    """Engine-cache builder: ``build_ir`` at ``options.precision``; int8 quantizes with NNCF on
+    the calibration set ``options.calib`` (``edgesr.export.quantize_openvino``)."""
+    if options.precision not in CALIBRATED:
+        build_ir(source, target, precision=options.precision)
+        return
+    from edgesr.calibration import CalibrationSet
+    from edgesr.export.quantize_openvino import quantize_openvino
+
+    quantize_openvino(source, target, CalibrationSet.load(options.calib), keep=options.keep,
+                      conv_only=options.conv_only)
 
 
 def build_ir(onnx_path: str | Path, xml_path: str | Path, *, precision: str = "fp32") -> Path:
@@ -156,7 +166,8 @@ def build_ir(onnx_path: str | Path, xml_path: str | Path, *, precision: str = "f
     """
     if precision not in IR_PRECISIONS:
         raise OpenVINOError(f"openvino IR precision must be one of {', '.join(IR_PRECISIONS)}, "
-                            f"not {precision!r} (INT8 IRs are made by the NNCF quantizer)")
+                            f"not {precision!r} (INT8 IRs are quantized by NNCF from a calibration "
+                            "set: edgesr build -p int8 --calib)")
     onnx_path, xml_path = Path(onnx_path), Path(xml_path)
     try:
         model = ov.Core().read_model(str(onnx_path))

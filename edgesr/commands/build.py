@@ -3,6 +3,9 @@ in the engine cache, printing where it went."""
 
 import argparse
 import time
+from pathlib import Path
+
+from edgesr.commands.quantize import add_layout_options, int8_layout
 
 
 def register(sub) -> None:
@@ -12,8 +15,12 @@ def register(sub) -> None:
                    "name (default: realesrgan-x4plus)")
     b.add_argument("-b", "--backend", required=True, choices=("openvino", "tensorrt", "coreml"))
     b.add_argument("-p", "--precision", default="fp16",
-                   help="openvino: fp32|fp16; tensorrt: fp32|fp16|int8 (from a Q/DQ .onnx); "
-                   "coreml: fp32|fp16|int8 (INT8 weights). Default: fp16")
+                   help="openvino: fp32|fp16|int8 (NNCF, needs --calib); tensorrt: "
+                   "fp32|fp16|int8 (from a Q/DQ .onnx); coreml: fp32|fp16|int8 (INT8 weights). "
+                   "Default: fp16")
+    b.add_argument("--calib", type=Path, help="openvino int8: calibration set (.npz from "
+                   "edgesr calibrate)")
+    add_layout_options(b)
     b.add_argument("--tile", type=int, help="one fixed tile size (default: a dynamic profile)")
     b.add_argument("--min-tile", type=int, default=16)
     b.add_argument("--opt-tile", type=int, default=256)
@@ -39,8 +46,19 @@ def profile_from(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from edgesr.pipeline import onnx_for_checkpoint, resolve_model
-    from edgesr.runtimes.engine_cache import BuildOptions, EngineCache, build_engine
+    from edgesr.runtimes.engine_cache import (
+        BuildOptions,
+        EngineCache,
+        build_engine,
+        check_options,
+    )
 
+    # the INT8 layout applies to calibrated builds; check_options refuses it for any other
+    op_types, keep = int8_layout(args) if args.calib else (None, args.exclude)
+    options = BuildOptions(precision=args.precision, profile=profile_from(args),
+                           device=args.device, workspace_mb=args.workspace_mb, calib=args.calib,
+                           keep=tuple(keep), conv_only=bool(op_types))
+    check_options(args.backend, options)  # a bad --calib fails before the ONNX export
     if args.backend == "tensorrt":  # say so before spending minutes on an ONNX export
         from edgesr.runtimes.tensorrt_build import require_tensorrt
 
@@ -48,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
     source = resolve_model(args.model)
     if args.backend != "coreml" and source.suffix != ".onnx":
         source = onnx_for_checkpoint(source)
-    options = BuildOptions(precision=args.precision, profile=profile_from(args),
-                           device=args.device, workspace_mb=args.workspace_mb)
     start = time.perf_counter()
     entry = build_engine(args.backend, source, options, cache=EngineCache(args.cache))
     verb = f"built in {time.perf_counter() - start:.1f} s" if entry.built else "cached"

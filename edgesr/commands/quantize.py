@@ -27,15 +27,10 @@ def register(sub) -> None:
     q.add_argument("--tile", type=int, default=64, help="calibration crop size (default: 64)")
     q.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
                    help="INT8 activation calibration on ONNX Runtime (default: minmax)")
-    q.add_argument("--preset", choices=("sr-safe", "all-ops"), default="sr-safe",
-                   help="INT8 layout: sr-safe quantizes convs only and keeps the first conv and "
-                   "the upsampling tail in FP32 (+4 to +7 dB on Real-ESRGAN x4plus); all-ops "
-                   "quantizes every supported op (default: sr-safe)")
+    add_layout_options(q)
     q.add_argument("--weights", choices=("int8", "int7", "uint8"), default="int8",
                    help="INT8 weight type on ONNX Runtime: int7/uint8 avoid AVX2 saturation "
                    "(int7 coarser, uint8 slow; default: int8)")
-    q.add_argument("--exclude", nargs="*", default=[], metavar="NODE",
-                   help="nodes kept in higher precision: names, or first, last, tail")
     q.add_argument("--target-psnr", type=float, default=None, help="INT8: sweep which nodes "
                    "to keep in FP32 until this PSNR is reached")
     q.add_argument("--min-psnr", type=float, default=None,
@@ -43,6 +38,25 @@ def register(sub) -> None:
     q.add_argument("--eval", help="held-out images for the quality report (default: synthetic)")
     q.add_argument("--eval-count", type=int, default=4)
     q.set_defaults(func=run)
+
+
+def add_layout_options(parser) -> None:
+    """``--preset`` and ``--exclude``, the INT8 layout; ``edgesr build`` shares them."""
+    parser.add_argument("--preset", choices=("sr-safe", "all-ops"), default="sr-safe",
+                        help="INT8 layout: sr-safe quantizes convs only and keeps the first conv "
+                        "and the upsampling tail in FP32 (+4 to +7 dB on Real-ESRGAN x4plus); "
+                        "all-ops quantizes every supported op (default: sr-safe)")
+    parser.add_argument("--exclude", nargs="*", default=[], metavar="NODE",
+                        help="nodes kept in higher precision: names, or first, last, tail")
+
+
+def int8_layout(args: argparse.Namespace) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """(op types to quantize, None for all; nodes kept in float) of ``--preset`` and
+    ``--exclude``."""
+    from edgesr.export.quantize_int8 import INT8_PRESETS
+
+    preset = INT8_PRESETS[args.preset]
+    return preset["op_types"], (*preset["exclude"], *args.exclude)
 
 
 def _reference_and_onnx(model: str, tmp: Path):
@@ -74,20 +88,19 @@ def _calibration(args: argparse.Namespace):
 def _build(args, onnx_path: Path, target: Path, calib, images, reference) -> list[str]:
     """Build the artifact at ``target``; return notes for the report."""
     from edgesr.export.quantize_fp16 import convert_fp16
-    from edgesr.export.quantize_int8 import INT8_PRESETS, quantize_int8, sensitivity_sweep
+    from edgesr.export.quantize_int8 import quantize_int8, sensitivity_sweep
     from edgesr.export.quantize_openvino import quantize_openvino
 
-    preset = INT8_PRESETS[args.preset] if args.precision == "int8" else {"exclude": ()}
-    exclude = [*preset["exclude"], *args.exclude]
+    op_types, exclude = int8_layout(args) if args.precision == "int8" else (None, args.exclude)
     if args.backend == "openvino":
         report = quantize_openvino(onnx_path, target, calib, precision=args.precision,
-                                   keep=exclude, conv_only=bool(preset.get("op_types")))
+                                   keep=exclude, conv_only=bool(op_types))
         return [f"OpenVINO {report.precision}, inference hint {report.inference_precision}"]
     if args.precision == "fp16":
         report = convert_fp16(onnx_path, target, calib, keep_fp32=args.exclude)
         return [f"FP16; kept in FP32: {', '.join(report.kept_fp32) or 'none'}"]
-    options = {"method": args.method, "weights": args.weights, "op_types": preset["op_types"],
-               "exclude": exclude}
+    options = {"method": args.method, "weights": args.weights, "op_types": op_types,
+               "exclude": list(exclude)}
     label = f"INT8 {args.preset}, {args.method}, {args.weights} weights"
     if args.target_psnr is not None:
         sweep = sensitivity_sweep(onnx_path, target, calib, images, target_psnr=args.target_psnr,
