@@ -4,6 +4,8 @@ Every (backend, precision) case is opened through a factory (by default the runt
 ``pipeline.open_runtime``), timed per tile and batch, then run end to end over an image through
 the Upscaler. The PyTorch eager FP32 baseline always runs first, and every case is also given as
 a ratio to it. A case that cannot open is kept in the report as ``unavailable`` with the reason.
+Through the registry, each case runs in a child process of its own (``isolation``), so its peak
+memory is its alone.
 """
 
 import dataclasses
@@ -144,11 +146,11 @@ def _end_to_end(runtime: Runtime, settings: BenchSettings, image: np.ndarray
             "speedup": None}, output
 
 
-def _case(backend: str, precision: str, options: dict, reason: str | None) -> dict:
+def empty_case(backend: str, precision: str, options: dict, reason: str | None) -> dict:
     """A case with nothing measured: unavailable for ``reason``, or ok to fill in (None)."""
     return {"backend": backend, "precision": precision, "options": options,
             "status": "ok" if reason is None else "unavailable", "reason": reason,
-            "peak_rss_mb": None, "rss_ratio": None, "gpu_peak_mb": None,
+            "peak_rss_mb": None, "startup_rss_mb": None, "rss_ratio": None, "gpu_peak_mb": None,
             "consistency_psnr_db": None, "baseline_psnr_db": None,
             "rows": [], "e2e": None}
 
@@ -163,8 +165,8 @@ def run_case(open_case: CaseFactory, backend: str, precision: str, settings: Ben
             rows = _rows(runtime, settings, flops, peak)
             e2e, output = _end_to_end(runtime, settings, image)
     except EdgesrError as exc:
-        return _case(backend, precision, options, str(exc)), None
-    case = _case(backend, precision, options, None)
+        return empty_case(backend, precision, options, str(exc)), None
+    case = empty_case(backend, precision, options, None)
     case.update(rows=rows, e2e=e2e, peak_rss_mb=memory.peak_rss_mb,
                 gpu_peak_mb=memory.gpu_peak_mb,
                 consistency_psnr_db=consistency_score(image, output, settings.downsample))
@@ -209,16 +211,19 @@ def _model_info(model: str | None) -> tuple[dict, float | None]:
 
 def run_bench(model: str | None, settings: BenchSettings, *,
               open_case: CaseFactory | None = None, model_info: dict | None = None,
+              isolate: bool = True,
               log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> dict:
     """Benchmark every backend × precision (baseline first); return the report dict.
 
     ``open_case`` and ``model_info`` replace the registry factory and the model's loaded
-    description (tests pass stubs).
+    description (tests pass stubs). Through the registry, each case runs in its own child
+    process unless ``isolate`` is false; a given ``open_case`` always runs in this process.
     """
     if model_info is None:
         model_info, flops = _model_info(model)
     else:
         flops = model_info["flops_per_lr_pixel"]
+    isolate = isolate and open_case is None
     open_case = open_case or registry_factory(model, settings)
     log("measuring the GEMM peak")
     gemm = gemm_peak_gflops()
@@ -228,8 +233,13 @@ def run_bench(model: str | None, settings: BenchSettings, *,
     cases, outputs = [], []
     for backend, precision in combos:
         log(f"benchmarking {backend} {precision}")
-        case, output = run_case(open_case, backend, precision, settings, settings.image, flops,
-                                peak)
+        if isolate:
+            from edgesr.profiling.isolation import run_isolated
+
+            case, output = run_isolated(model, backend, precision, settings, flops, peak)
+        else:
+            case, output = run_case(open_case, backend, precision, settings, settings.image,
+                                    flops, peak)
         cases.append(case)
         outputs.append(output)
     if cases[0]["status"] != "ok":
@@ -249,7 +259,7 @@ def run_bench(model: str | None, settings: BenchSettings, *,
                      "warmup": settings.warmup, "runs": settings.runs,
                      "image": list(settings.image.shape[:2]), "overlap": settings.overlap,
                      "downsample": settings.downsample, "threads": settings.threads,
-                     "artifacts": dict(settings.artifacts)},
+                     "artifacts": dict(settings.artifacts), "isolate": isolate},
         "gemm_peak_gflops": gemm, "baseline": {"backend": BASELINE[0], "precision": BASELINE[1]},
         "cases": cases,
     }
