@@ -57,6 +57,9 @@ def register(sub) -> None:
     bench.add_argument("--threads", type=int, default=0, help="CPU threads for the backends")
     bench.add_argument("-O", "--option", action="append", default=[], metavar="BACKEND:KEY=VALUE",
                        help="extra backend option, e.g. onnxruntime:graph_level=all (repeatable)")
+    bench.add_argument("--no-isolate", dest="isolate", action="store_false",
+                       help="run every case in this process, not each in its own (quicker to "
+                       "start, easier to debug; a case's peak RSS then includes earlier cases')")
     bench.add_argument("-o", "--out", help="folder for report.json and latency.png")
     bench.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                        help="show the change between two reports and exit")
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         batches=args.batches, warmup=args.warmup, runs=args.runs, image=image,
         overlap=args.overlap, downsample=args.consistency_downsample, threads=args.threads,
         options=parse_options(args.option))
-    report = run_bench(args.model, settings)
+    report = run_bench(args.model, settings, isolate=args.isolate)
     print(format_table(report))
     if args.out:
         out = Path(args.out)

@@ -59,11 +59,14 @@ def format_table(report: dict) -> str:
     if ok:
         e2e = ok[0]["e2e"]
         head = (f"{'backend':<12} {'prec':<5} {'e2e s':>8} {'x':>7} {'infer s':>8} "
-                f"{'tiling+blend':>12} {'RSS MB':>8} {'x':>6} {'consist dB':>10} "
-                f"{'vs base dB':>10}")
+                f"{'tiling+blend':>12} {'RSS MB':>8} {'x':>6} {'start MB':>8} "
+                f"{'consist dB':>10} {'vs base dB':>10}")
+        memory = ("RSS MB = peak RSS of the case's own process; start MB = its RSS before "
+                  "the model was opened" if report["settings"].get("isolate") else
+                  "RSS MB = peak RSS of this process during the case (earlier cases included)")
         lines += ["", f"end to end: {e2e['width']}x{e2e['height']} image, tile {e2e['tile']}, "
                   f"overlap {e2e['overlap']}, batch {e2e['batch']}; consistency = PSNR of "
-                  f"{report['settings']['downsample']}-downscaled output vs input",
+                  f"{report['settings']['downsample']}-downscaled output vs input", memory,
                   head, "-" * len(head)]
         for case in ok:
             e = case["e2e"]
@@ -71,7 +74,8 @@ def format_table(report: dict) -> str:
                 f"{case['backend']:<12} {case['precision']:<5} {e['seconds']:>8.3f} "
                 f"{_ratio(e['speedup']):>7} {e['infer_seconds']:>8.3f} "
                 f"{e['outside_infer_share'] * 100:>11.1f}% {_num(case['peak_rss_mb'], '8.0f'):>8} "
-                f"{_ratio(case['rss_ratio']):>6} {_num(case['consistency_psnr_db'], '10.2f'):>10} "
+                f"{_ratio(case['rss_ratio']):>6} {_num(case.get('startup_rss_mb'), '8.0f'):>8} "
+                f"{_num(case['consistency_psnr_db'], '10.2f'):>10} "
                 f"{_num(case['baseline_psnr_db'], '10.2f'):>10}")
     return "\n".join(lines)
 

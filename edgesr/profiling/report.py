@@ -2,8 +2,9 @@
 
 The schema is documented in docs/bench-schema.md. A report is a plain dict; ``SCHEMA`` below is
 the machine-readable form the validator walks (no jsonschema dependency): a dict maps required
-keys to their specs, a one-element list is a list of that spec, a tuple lists allowed types,
-and ``None`` among them allows null.
+keys to their specs (a key ending in ``?`` may be missing: added after version 1 came out), a
+one-element list is a list of that spec, a tuple lists allowed types, and ``None`` among them
+allows null.
 """
 
 import json
@@ -32,7 +33,8 @@ E2E = {
 }
 CASE = {
     "backend": str, "precision": str, "options": dict, "status": str, "reason": (str, None),
-    "peak_rss_mb": OPT_NUM, "rss_ratio": OPT_NUM, "gpu_peak_mb": OPT_NUM,
+    "peak_rss_mb": OPT_NUM, "startup_rss_mb?": OPT_NUM, "rss_ratio": OPT_NUM,
+    "gpu_peak_mb": OPT_NUM,
     "consistency_psnr_db": OPT_NUM, "baseline_psnr_db": OPT_NUM,
     "rows": [ROW], "e2e": (E2E, None),
 }
@@ -44,7 +46,7 @@ SCHEMA = {
     "model": {"source": str, "name": str, "scale": int, "flops_per_lr_pixel": OPT_NUM},
     "settings": {"backends": [str], "precisions": [str], "tiles": [int], "batches": [int],
                  "warmup": int, "runs": int, "image": [int], "overlap": int,
-                 "downsample": str, "threads": int, "artifacts": dict},
+                 "downsample": str, "threads": int, "artifacts": dict, "isolate?": bool},
     "gemm_peak_gflops": {"torch": NUM, "numpy": NUM},
     "baseline": {"backend": str, "precision": str},
     "cases": [CASE],
@@ -60,9 +62,12 @@ def _check(value, spec, where: str) -> None:
         if not isinstance(value, dict):
             raise ReportError(f"{where}: expected an object, got {type(value).__name__}")
         for key, sub in spec.items():
-            if key not in value:
+            name = key.removesuffix("?")
+            if name not in value:
+                if name != key:
+                    continue
                 raise ReportError(f"{where}: missing key {key!r}")
-            _check(value[key], sub, f"{where}.{key}")
+            _check(value[name], sub, f"{where}.{name}")
     elif isinstance(spec, list):
         if not isinstance(value, list):
             raise ReportError(f"{where}: expected a list, got {type(value).__name__}")
