@@ -1,5 +1,5 @@
-"""Engine cache: hit, miss, stale backend version, foreign entry, corrupt file, atomic builds,
-one builder at a time, and a real OpenVINO IR build through build_engine."""
+"""Engine cache: hit, miss, build inputs, stale backend version, foreign entry, corrupt file,
+atomic builds, one builder at a time, and a real OpenVINO IR build through build_engine."""
 
 import json
 import threading
@@ -46,6 +46,17 @@ def test_miss_then_hit(tmp_path):
     second = cache.get_or_build(KEY, "model.plan", build)
     assert not second.built and second.artifact == first.artifact and build.calls == 1
     assert cache.lookup(KEY, "model.plan") == first.artifact
+
+
+def test_build_inputs_get_their_own_entry(tmp_path):
+    cache = EngineCache(tmp_path)
+    calibrated = replace(KEY, inputs='{"calib_sha256": "cd"}')
+    assert calibrated.name.startswith("abababababababab-fp16-") and calibrated.name != KEY.name
+    assert calibrated.name.endswith("-b1_64x64-cpu")
+    plain = cache.get_or_build(KEY, "model.plan", Builder(b"plain"))
+    entry = cache.get_or_build(calibrated, "model.plan", Builder(b"calibrated"))
+    assert entry.built and entry.artifact != plain.artifact
+    assert cache.lookup(KEY, "model.plan") == plain.artifact
 
 
 def test_stale_backend_version_is_rebuilt_in_place(tmp_path):
