@@ -35,25 +35,21 @@ def setup(tmp_path_factory):
             other.save(folder / "other.npz"), folder / "cache")
 
 
-def _build(setup, capsys, *extra, calib=None):
+def _build(setup, *extra, calib=None) -> tuple[str, str]:
+    """(what ``edgesr build ... -p int8`` printed, the artifact path it printed last)."""
     _, onnx_path, default_calib, _, cache = setup
-    code = main(["build", str(onnx_path), "-b", "openvino", "-p", "int8", "--calib",
-                 str(calib or default_calib), "--cache", str(cache), *extra])
-    out = capsys.readouterr().out
-    assert code == 0
+    buffer = StringIO()  # not capsys: the module-scoped fixture below builds too
+    with redirect_stdout(buffer):
+        assert main(["build", str(onnx_path), "-b", "openvino", "-p", "int8", "--calib",
+                     str(calib or default_calib), "--cache", str(cache), *extra]) == 0
+    out = buffer.getvalue()
     return out, out.split()[-1]
 
 
 @pytest.fixture(scope="module")
 def built(setup):
     """The INT8 IR the CLI built with the default preset, and what it printed."""
-    _, onnx_path, calib, _, cache = setup
-    buffer = StringIO()  # module scope has no capsys
-    with redirect_stdout(buffer):
-        assert main(["build", str(onnx_path), "-b", "openvino", "-p", "int8", "--calib",
-                     str(calib), "--cache", str(cache)]) == 0
-    out = buffer.getvalue()
-    return out, out.split()[-1]
+    return _build(setup)
 
 
 def _fake_quantize(xml) -> int:
@@ -84,21 +80,21 @@ def test_int8_engine_is_cached_quantized_and_close_to_fp32(setup, built):
     assert 30.0 < _psnr(got, torch_forward(descriptor, x)) < 99.0
 
 
-def test_same_inputs_hit_the_cache_and_new_ones_build_new_entries(setup, built, capsys):
+def test_same_inputs_hit_the_cache_and_new_ones_build_new_entries(setup, built):
     _, _, calib, other, _ = setup
     _, first = built
-    out, again = _build(setup, capsys)
+    out, again = _build(setup)
     assert "(cached)" in out and again == first
     renamed = calib.with_name("renamed.npz")  # the key holds the content, not the path
     shutil.copy(calib, renamed)
-    out, same = _build(setup, capsys, calib=renamed)
+    out, same = _build(setup, calib=renamed)
     assert "(cached)" in out and same == first
-    out, recalibrated = _build(setup, capsys, calib=other)
+    out, recalibrated = _build(setup, calib=other)
     assert "built in" in out and recalibrated != first
-    out, all_ops = _build(setup, capsys, "--preset", "all-ops")
+    out, all_ops = _build(setup, "--preset", "all-ops")
     assert "built in" in out and all_ops not in (first, recalibrated)
     assert _fake_quantize(all_ops) > _fake_quantize(first)
-    out, _ = _build(setup, capsys, "--preset", "all-ops")
+    out, _ = _build(setup, "--preset", "all-ops")
     assert "(cached)" in out
 
 
