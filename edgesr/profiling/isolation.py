@@ -65,10 +65,11 @@ def _child(job: CaseJob, conn) -> None:
             peak_rss = own_peak_rss_mb() or case["peak_rss_mb"]
             case.update(startup_rss_mb=startup, peak_rss_mb=peak_rss)
         conn.send((case, output))
-    except Exception as exc:  # whatever fails is this case's failure, reported as its reason
+    except EdgesrError as exc:
+        conn.send(str(exc))
+    except Exception as exc:  # whatever else fails is this case's failure, reported as its reason
         traceback.print_exc(file=sys.stderr)
-        reason = str(exc) if isinstance(exc, EdgesrError) else f"{type(exc).__name__}: {exc}"
-        conn.send(f"the case's process failed: {reason}")
+        conn.send(f"the case's process failed: {type(exc).__name__}: {exc}")
     finally:
         conn.close()
 
