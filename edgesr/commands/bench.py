@@ -59,7 +59,8 @@ def register(sub) -> None:
                        help="extra backend option, e.g. onnxruntime:graph_level=all (repeatable)")
     bench.add_argument("--no-isolate", dest="isolate", action="store_false",
                        help="run every case in this process, not each in its own (quicker to "
-                       "start, easier to debug; a case's peak RSS then includes earlier cases')")
+                       "start, easier to debug; a case's peak RSS then includes what earlier "
+                       "cases left)")
     bench.add_argument("-o", "--out", help="folder for report.json and latency.png")
     bench.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                        help="show the change between two reports and exit")

@@ -29,7 +29,8 @@ from edgesr.profiling.runner import (
 
 @dataclass(frozen=True)
 class CaseJob:
-    """What a child process needs to measure one (backend, precision) case."""
+    """What a child process needs to measure one (backend, precision) case. ``flops`` (per LR
+    pixel) and ``peak`` (the GEMM peak, GFLOP/s) are passed on to ``run_case``."""
 
     model: str | None
     backend: str
