@@ -7,7 +7,6 @@ not the lifetime maximum) and reads the CUDA allocator's peak when torch has a G
 be told apart from the model's time.
 """
 
-import resource
 import sys
 import threading
 import time
@@ -49,12 +48,6 @@ def time_calls(fn: Callable[[], object], *, warmup: int, runs: int) -> list[floa
         fn()
         samples.append(time.perf_counter() - start)
     return samples
-
-
-def lifetime_peak_rss_mb() -> float:
-    """The process's peak resident set size since it started (``getrusage``), in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
 class MemoryWatch:
