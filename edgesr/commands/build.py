@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from edgesr.commands.quantize import add_layout_options, int8_layout
+from edgesr.errors import EdgesrError
 
 
 def register(sub) -> None:
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     # the INT8 layout applies to calibrated builds; check_options refuses it for any other
+    if args.preset and not args.calib:
+        raise EdgesrError("--preset is the layout of a calibrated INT8 build; it needs --calib")
     op_types, keep = int8_layout(args) if args.calib else (None, args.exclude)
     options = BuildOptions(precision=args.precision, profile=profile_from(args),
                            device=args.device, workspace_mb=args.workspace_mb, calib=args.calib,

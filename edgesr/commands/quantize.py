@@ -42,7 +42,7 @@ def register(sub) -> None:
 
 def add_layout_options(parser) -> None:
     """``--preset`` and ``--exclude``, the INT8 layout; ``edgesr build`` shares them."""
-    parser.add_argument("--preset", choices=("sr-safe", "all-ops"), default="sr-safe",
+    parser.add_argument("--preset", choices=("sr-safe", "all-ops"),
                         help="INT8 layout: sr-safe quantizes convs only and keeps the first conv "
                         "and the upsampling tail in FP32 (+4 to +7 dB on Real-ESRGAN x4plus); "
                         "all-ops quantizes every supported op (default: sr-safe)")
@@ -55,8 +55,13 @@ def int8_layout(args: argparse.Namespace) -> tuple[tuple[str, ...] | None, tuple
     ``--exclude``."""
     from edgesr.export.quantize_int8 import INT8_PRESETS
 
-    preset = INT8_PRESETS[args.preset]
+    preset = INT8_PRESETS[preset_name(args)]
     return preset["op_types"], (*preset["exclude"], *args.exclude)
+
+
+def preset_name(args: argparse.Namespace) -> str:
+    """The INT8 layout preset asked for, ``sr-safe`` by default."""
+    return args.preset or "sr-safe"
 
 
 def _reference_and_onnx(model: str, tmp: Path):
@@ -101,7 +106,7 @@ def _build(args, onnx_path: Path, target: Path, calib, images, reference) -> lis
         return [f"FP16; kept in FP32: {', '.join(report.kept_fp32) or 'none'}"]
     options = {"method": args.method, "weights": args.weights, "op_types": op_types,
                "exclude": list(exclude)}
-    label = f"INT8 {args.preset}, {args.method}, {args.weights} weights"
+    label = f"INT8 {preset_name(args)}, {args.method}, {args.weights} weights"
     if args.target_psnr is not None:
         sweep = sensitivity_sweep(onnx_path, target, calib, images, target_psnr=args.target_psnr,
                                   reference=reference, log=print, **options)
@@ -115,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     from edgesr.export.quality import artifact_runner, check_quality, quality_report
 
     output = Path(args.output)
+    if args.preset and args.precision != "int8":
+        raise EdgesrError(f"--preset is an INT8 layout; --precision {args.precision} takes none")
     if args.backend is None:
         args.backend = "openvino" if args.precision == "bf16" or output.suffix == ".xml" \
             else "onnxruntime"

@@ -49,6 +49,13 @@ def test_bf16_on_onnxruntime_is_one_clear_error(tmp_path, files, capsys):
     assert code == 1 and "bf16 is built for openvino" in capsys.readouterr().err
 
 
+def test_preset_outside_int8_is_one_clear_error(tmp_path, files, capsys):
+    ckpt, calib = files
+    code = _quantize(ckpt, calib, tmp_path / "m.onnx", "--precision", "fp16", "--preset", "all-ops")
+    assert code == 1 and "--preset is an INT8 layout" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_presets_choose_what_is_quantized(tmp_path, files):
     import onnx
 

@@ -128,6 +128,7 @@ def _fails(setup, capsys, tmp_path, args, message):
     (["-b", "openvino", "-p", "int8", "--calib", "JUNK"], "not a calibration set"),
     (["-b", "openvino", "-p", "int8", "--calib", "CALIB", "--exclude", "nope"],
      "no node named 'nope'"),
+    (["-b", "openvino", "-p", "fp16", "--preset", "all-ops"], "--preset is the layout of"),
 ])
 def test_bad_inputs_fail_with_one_line_and_no_entry(setup, capsys, tmp_path, args, message):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
