@@ -25,6 +25,7 @@ from edgesr.profiling.runner import (
     registry_factory,
     run_case,
 )
+from edgesr.profiling.timing import own_peak_rss_mb
 
 
 @dataclass(frozen=True)
@@ -38,18 +39,6 @@ class CaseJob:
     settings: BenchSettings
     flops: float | None
     peak: float
-
-
-def own_peak_rss_mb() -> float | None:
-    """This process's RSS high-water mark (``VmHWM``) in MiB; None where /proc has none."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def _child(job: CaseJob, conn) -> None:

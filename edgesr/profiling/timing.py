@@ -3,6 +3,7 @@
 ``time_calls`` times any callable; ``LatencyStats`` summarises the samples; ``MemoryWatch``
 samples the process's resident set size on a background thread (the peak over a block of code,
 not the lifetime maximum) and reads the CUDA allocator's peak when torch has a GPU;
+``own_peak_rss_mb`` reads the kernel's exact RSS high-water mark of this process (Linux);
 ``InferTimer`` wraps a runtime so the Upscaler's time outside ``infer`` (tiling, blending) can
 be told apart from the model's time.
 """
@@ -48,6 +49,18 @@ def time_calls(fn: Callable[[], object], *, warmup: int, runs: int) -> list[floa
         fn()
         samples.append(time.perf_counter() - start)
     return samples
+
+
+def own_peak_rss_mb() -> float | None:
+    """This process's RSS high-water mark (``VmHWM``) in MiB; None where /proc has none."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 class MemoryWatch:
