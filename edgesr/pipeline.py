@@ -9,8 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from edgesr.errors import EdgesrError
 from edgesr.imageio import IMAGE_EXTENSIONS, list_images, read_image, write_image
+from edgesr.model_memory import ModelMemory
 from edgesr.models.zoo import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 from edgesr.runtimes import Runtime, create_runtime
 from edgesr.streaming import auto_tile, upscale_to_png
@@ -56,8 +59,9 @@ def onnx_for_checkpoint(model_path: Path) -> Path:
     return target
 
 
-def open_runtime(model: str | None = None, backend: str | None = None, **options) -> Runtime:
-    """Create an (inactive) runtime for ``model`` on ``backend`` with backend options."""
+def resolve_runtime(model: str | None = None, backend: str | None = None) -> tuple[Path, str]:
+    """(model file, backend) that ``open_runtime`` runs: a checkpoint asked to run on an ONNX
+    backend becomes its cached ONNX export."""
     model_path = resolve_model(model)
     if not model_path.exists():  # a .mlpackage is a folder
         raise EdgesrError(f"{model_path}: model file not found")
@@ -72,6 +76,12 @@ def open_runtime(model: str | None = None, backend: str | None = None, **options
     elif backend not in ONNX_BACKENDS and model_path.suffix == ".onnx":
         raise EdgesrError(f"{model_path}: an ONNX model needs an ONNX backend "
                           f"({', '.join(ONNX_BACKENDS)}), not {backend!r}")
+    return model_path, backend
+
+
+def open_runtime(model: str | None = None, backend: str | None = None, **options) -> Runtime:
+    """Create an (inactive) runtime for ``model`` on ``backend`` with backend options."""
+    model_path, backend = resolve_runtime(model, backend)
     return create_runtime(backend, model_path, **options)
 
 
@@ -98,29 +108,48 @@ def parse_size(text: str) -> float:
 
 def upscale_file(upscaler: Upscaler, source: Path, target: Path, *, outscale: float | None = None,
                  bit_depth: int | None = None, stream: bool = False,
-                 max_memory: float | None = None) -> Path:
+                 max_memory: float | None = None,
+                 model_memory: ModelMemory | None = None) -> Path:
     """Read, upscale and atomically write one image; return the written path.
 
-    ``max_memory`` (bytes) picks the tile size for this image from a memory budget;
-    ``stream`` writes a PNG row band by row band, so memory stays flat in image size.
+    ``max_memory`` (bytes) picks the tile size for this image so that the process's peak memory
+    stays within it, from ``model_memory`` (``model_memory.measure_model_memory``; needed unless
+    the runtime has a fixed input shape, which leaves no tile to choose) and the process's RSS
+    now; ``stream`` writes a PNG row band by row band, so memory stays flat in image size.
     """
     image = read_image(source)
     bit_depth = bit_depth or image.bit_depth
-    height, width = image.pixels.shape[:2]
-    info = upscaler.runtime.info
-    if max_memory:
-        upscaler = upscaler.with_tile(auto_tile(
-            max_memory, width=width, scale=info.scale, channels=image.pixels.shape[2],
-            multiple=info.size_multiple, batch=upscaler.batch))
+    if stream and (target.suffix.lower() != ".png" or image.has_alpha or outscale):
+        raise EdgesrError(f"{source}: --stream writes PNG at the native scale from images "
+                          "without alpha; drop --stream for this one")
+    if max_memory and upscaler.runtime.info.dynamic:
+        if model_memory is None:
+            raise EdgesrError("a memory budget needs the model's measured memory (model_memory)")
+        upscaler = upscaler.with_tile(_budget_tile(upscaler, image.pixels, max_memory,
+                                                   model_memory, stream, outscale, bit_depth))
     if stream:
-        if target.suffix.lower() != ".png" or image.has_alpha or outscale:
-            raise EdgesrError(f"{source}: --stream writes PNG at the native scale from images "
-                              "without alpha; drop --stream for this one")
         upscale_to_png(upscaler, image.pixels, target, bit_depth=bit_depth)
         return target
     pixels = upscaler.upscale(image.pixels, outscale=outscale)
     write_image(target, pixels, bit_depth=bit_depth, like=image)
     return target
+
+
+def _budget_tile(upscaler: Upscaler, pixels: np.ndarray, max_memory: float, memory: ModelMemory,
+                 stream: bool, outscale: float | None, bit_depth: int) -> int:
+    """``auto_tile`` for one image, with the process's RSS now as memory already in use."""
+    import psutil
+
+    height, width, channels = pixels.shape
+    info = upscaler.runtime.info
+    planes = upscaler._split(np.zeros((channels, 1, 1), np.float32), channels in (2, 4)).shape
+    out_size = upscaler.output_size(height, width, outscale) if outscale else None
+    return auto_tile(max_memory, height=height, width=width, scale=info.scale, channels=channels,
+                     lanes=planes[0] * planes[1], model_bytes_per_pixel=memory.bytes_per_pixel,
+                     model_fixed_bytes=memory.fixed_bytes,
+                     reserved=psutil.Process().memory_info().rss, stream=stream,
+                     out_size=out_size, bit_depth=bit_depth, multiple=info.size_multiple,
+                     batch=upscaler.batch, overlap=upscaler.overlap)
 
 
 def plan_outputs(source: Path, output: Path | None, scale_label: str,

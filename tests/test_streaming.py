@@ -71,8 +71,9 @@ def test_stream_rejects_alpha(tmp_path):
 
 
 def test_auto_tile_fits_budget_and_grows_with_it():
-    small, big = (auto_tile(budget, width=4096, scale=4, channels=3, multiple=4)
-                  for budget in (400e6, 1500e6))
+    common = dict(height=256, width=4096, scale=4, channels=3, model_bytes_per_pixel=1024,
+                  reserved=200e6, stream=True)
+    small, big = (auto_tile(budget, multiple=4, **common) for budget in (400e6, 1500e6))
     assert 32 <= small < big and small % 4 == 0 and big % 4 == 0
     with pytest.raises(EdgesrError, match="memory"):
-        auto_tile(1e6, width=4096, scale=4, channels=3)
+        auto_tile(1e6, **common)

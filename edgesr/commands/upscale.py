@@ -39,14 +39,24 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesr.pipeline import open_runtime, parse_size, plan_outputs, upscale_many
+    from edgesr.model_memory import measure_model_memory, return_freed_memory
+    from edgesr.pipeline import parse_size, plan_outputs, resolve_runtime, upscale_many
+    from edgesr.runtimes import create_runtime
     from edgesr.upscaler import Upscaler
 
     max_memory = parse_size(args.max_memory) if args.max_memory else None
+    if max_memory:
+        return_freed_memory()
     options = {"threads": args.threads} if args.threads else {}
-    with open_runtime(args.model, args.backend, **options) as runtime:
-        label = f"x{args.outscale or runtime.info.scale:g}"
+    model_path, backend = resolve_runtime(args.model, args.backend)
+    with create_runtime(backend, model_path, **options) as runtime:
+        info = runtime.info
+        label = f"x{args.outscale or info.scale:g}"
         pairs = plan_outputs(Path(args.input), args.output and Path(args.output), label, args.ext)
+        memory = None  # measured once for the whole run; a fixed input shape has no tile to pick
+        if max_memory and info.dynamic and not args.consistency_map:
+            memory = measure_model_memory(model_path, backend, options,
+                                          multiple=info.size_multiple)
         upscaler = Upscaler(runtime, tile=args.tile, overlap=args.overlap, batch=args.batch,
                             blend=args.blend, progress=not args.quiet)
         if args.consistency_map:
@@ -62,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
         results = upscale_many(upscaler, pairs, report, outscale=args.outscale,
                                bit_depth=args.bit_depth, stream=args.stream,
-                               max_memory=max_memory)
+                               max_memory=max_memory, model_memory=memory)
         files.close()
     failed = [r for r in results if r.error]
     if failed and len(results) > 1:
