@@ -1,6 +1,12 @@
 """End-to-end runs of the ``edgesr`` command on tiny checkpoints and synthetic images."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
+import psutil
 import pytest
 import torch
 from conftest import smooth_image
@@ -8,6 +14,7 @@ from PIL import Image
 from tiny_models import make_tiny
 
 from edgesr.cli import main
+from edgesr.model_memory import measure_model_memory
 
 
 @pytest.fixture
@@ -121,16 +128,17 @@ def test_info(checkpoint, capsys):
     assert "SRVGGNetCompact x2" in out and "sha256" in out
 
 
-def test_stream_and_max_memory_match_plain_run(tmp_path, checkpoint, rng):
+def test_stream_and_max_memory_match_plain_run(tmp_path, checkpoint, rng, monkeypatch):
+    monkeypatch.setenv("EDGESR_CACHE", str(tmp_path / "cache"))
     src = _write_png(tmp_path / "in.png", rng, h=40, w=52)
     plain, streamed = tmp_path / "plain.png", tmp_path / "streamed.png"
     common = ["-m", str(checkpoint), "--tile", "16", "--overlap", "4", "-q"]
     assert main(["upscale", str(src), "-o", str(plain), *common]) == 0
     assert main(["upscale", str(src), "-o", str(streamed), "--stream", *common]) == 0
     assert np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(streamed)))
-    budget = tmp_path / "budget.png"
-    assert main(["upscale", str(src), "-o", str(budget), "--max-memory", "1G", "-m",
-                 str(checkpoint), "-q"]) == 0
+    budget, in_use = tmp_path / "budget.png", psutil.Process().memory_info().rss
+    assert main(["upscale", str(src), "-o", str(budget), "--max-memory", str(in_use + 10**9),
+                 "-m", str(checkpoint), "-q"]) == 0
     assert Image.open(budget).size == (104, 80)
 
 
@@ -143,3 +151,69 @@ def test_stream_refuses_what_it_cannot_write(tmp_path, checkpoint, rng, capsys):
     assert main(["upscale", str(src), "-o", str(tmp_path / "o.png"), "--max-memory", "lots",
                  "-m", str(checkpoint)]) == 1
     assert "not a memory size" in capsys.readouterr().err
+
+
+# Runs ``edgesr upscale ARGS --max-memory (RSS now + MARGIN MiB)`` in a process of its own and
+# prints its exit code, the budget, its own peak RSS (VmHWM) and the tiles auto_tile chose.
+_BUDGET_RUN = """
+import json, sys
+import psutil
+import edgesr.pipeline as pipeline
+from edgesr.cli import main
+from edgesr.profiling.timing import own_peak_rss_mb
+
+tiles, plan = [], pipeline.auto_tile
+pipeline.auto_tile = lambda *a, **k: tiles.append(plan(*a, **k)) or tiles[-1]
+budget = psutil.Process().memory_info().rss + float(sys.argv[1]) * 2**20
+code = main(["upscale", *sys.argv[2:], "--max-memory", str(int(budget)), "-q"])
+print(json.dumps({"code": code, "budget": budget / 2**20, "peak": own_peak_rss_mb(),
+                  "tiles": tiles}))
+"""
+
+
+@pytest.fixture(scope="module")
+def heavy(tmp_path_factory):
+    """(checkpoint, cache) of the tiny x4 RRDB, whose activations (about 4.7 KB per input pixel
+    on torch, measured into the cache here) make the tile size matter."""
+    folder = tmp_path_factory.mktemp("budget")
+    path = folder / "rrdb_x4.pth"
+    torch.save({"params": make_tiny("rrdb_x4").state_dict()}, path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGESR_CACHE", str(folder / "cache"))
+        measure_model_memory(path, "torch")
+    return path, folder / "cache"
+
+
+def _budget_run(heavy, margin_mb: float, src, dst, *args: str) -> dict:
+    checkpoint, cache = heavy
+    done = subprocess.run([sys.executable, "-c", _BUDGET_RUN, str(margin_mb), str(src), "-o",
+                           str(dst), "-m", str(checkpoint), "--overlap", "8", *args],
+                          capture_output=True, text=True, cwd=src.parent,
+                          env={**os.environ, "EDGESR_CACHE": str(cache)})
+    assert done.returncode == 0, done.stderr
+    return {**json.loads(done.stdout.splitlines()[-1]), "stderr": done.stderr}
+
+
+@pytest.mark.parametrize("stream, size, margins", [(True, 384, (70, 130)),
+                                                   (False, 256, (110, 170))],
+                         ids=["stream", "whole-image"])
+def test_max_memory_holds_the_process_peak(tmp_path, heavy, rng, stream, size, margins):
+    src = _write_png(tmp_path / "in.png", rng, size, size)
+    runs = [_budget_run(heavy, margin, src, tmp_path / f"out{margin}.png",
+                        *(["--stream"] if stream else [])) for margin in margins]
+    for run in runs:
+        assert run["code"] == 0, run["stderr"]
+        assert run["peak"] <= run["budget"], run  # no tolerance needed
+        assert "measuring" not in run["stderr"]  # measured once, by the fixture
+    small, big = (run["tiles"][0] for run in runs)
+    assert 32 <= small < big
+    assert Image.open(tmp_path / f"out{margins[0]}.png").size == (4 * size, 4 * size)
+
+
+def test_max_memory_too_small_for_the_whole_image_suggests_stream(tmp_path, heavy, rng):
+    src = _write_png(tmp_path / "in.png", rng, 768, 768)
+    run = _budget_run(heavy, 100, src, tmp_path / "out.png")
+    assert run["code"] == 1 and run["tiles"] == []
+    assert "too small to hold the whole 3072x3072 output" in run["stderr"]
+    assert "--stream" in run["stderr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]

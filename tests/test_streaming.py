@@ -77,3 +77,15 @@ def test_auto_tile_fits_budget_and_grows_with_it():
     assert 32 <= small < big and small % 4 == 0 and big % 4 == 0
     with pytest.raises(EdgesrError, match="memory"):
         auto_tile(1e6, **common)
+
+
+def test_auto_tile_without_stream_counts_the_whole_image():
+    common = dict(height=1024, width=1024, scale=4, channels=3, model_bytes_per_pixel=4096,
+                  reserved=300e6)
+    streamed = auto_tile(1.5e9, stream=True, **common)
+    assert 32 <= auto_tile(1.5e9, stream=False, **common) < streamed
+    with pytest.raises(EdgesrError, match=r"whole 4096x4096 output: it needs \d+ MB.*--stream"):
+        auto_tile(0.5e9, stream=False, **common)
+    assert auto_tile(0.5e9, stream=True, **common) >= 32
+    with pytest.raises(EdgesrError, match="too small: 32-pixel tiles"):
+        auto_tile(0.31e9, stream=False, **common)  # not even streaming fits: no --stream hint

@@ -1,0 +1,44 @@
+"""``pipeline.upscale_file`` under a memory budget: what it needs from its caller."""
+
+import numpy as np
+import pytest
+from conftest import smooth_image
+from PIL import Image
+from stub_runtimes import NearestRuntime
+
+from edgesr.errors import EdgesrError
+from edgesr.model_memory import ModelMemory
+from edgesr.pipeline import upscale_file
+from edgesr.runtimes.base import RuntimeInfo
+from edgesr.upscaler import Upscaler
+
+
+class FixedShapeRuntime(NearestRuntime):
+    """A nearest-neighbour x2 runtime that takes 16 x 16 inputs only."""
+
+    def activate_impl(self) -> RuntimeInfo:
+        return RuntimeInfo(scale=self.scale, in_channels=3, out_channels=3, fixed_hw=(16, 16))
+
+
+@pytest.fixture
+def src(tmp_path, rng):
+    path = tmp_path / "in.png"
+    Image.fromarray((smooth_image(rng, 40, 52) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_fixed_shape_runtime_needs_no_measured_memory(tmp_path, src):
+    with FixedShapeRuntime() as runtime:
+        out = upscale_file(Upscaler(runtime, overlap=4), src, tmp_path / "out.png",
+                           max_memory=64e9)
+    assert Image.open(out).size == (104, 80)
+
+
+def test_dynamic_runtime_needs_measured_memory(tmp_path, src):
+    with NearestRuntime() as runtime:
+        upscaler = Upscaler(runtime, overlap=4)
+        with pytest.raises(EdgesrError, match="measured memory"):
+            upscale_file(upscaler, src, tmp_path / "a.png", max_memory=64e9)
+        out = upscale_file(upscaler, src, tmp_path / "b.png", max_memory=64e9,
+                           model_memory=ModelMemory(bytes_per_pixel=1024, fixed_bytes=0))
+    assert Image.open(out).size == (104, 80) and not (tmp_path / "a.png").exists()
