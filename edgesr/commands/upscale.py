@@ -24,8 +24,9 @@ def register(sub) -> None:
                     help="final scale, if other than the model's native scale")
     up.add_argument("--bit-depth", type=int, choices=(8, 16), default=None,
                     help="output bit depth (default: the input's)")
-    up.add_argument("--max-memory", metavar="SIZE", help="pick the tile size per image from a "
-                    "memory budget, e.g. 2G (overrides --tile)")
+    up.add_argument("--max-memory", metavar="SIZE", help="keep the process's peak memory "
+                    "within SIZE, e.g. 2G, by picking the tile size per image from the model's "
+                    "memory, measured once per model and backend (overrides --tile)")
     up.add_argument("--stream", action="store_true", help="write PNG output row band by row "
                     "band: memory stays flat in image size (for very large images)")
     up.add_argument("--ext", help="output extension for folder runs, e.g. .png")
