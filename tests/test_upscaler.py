@@ -352,12 +352,12 @@ def test_noise_needs_a_wider_overlap():
     """On a noisy synthetic image the tile borders matter more: RRDB's denoising uses context.
 
     With a true overlap of 32 the result stays far from the whole-image one; 96 restores it.
+    One row of tiles (the image is one tile tall) keeps the test short.
     """
-    image = smooth_image(np.random.default_rng(0), 224, 224)
+    image = smooth_image(np.random.default_rng(0), 128, 224)
     got = tiled_vs_whole("realesrgan-x4plus-anime", image, tile=128, overlaps=(32, 96))
-    # measured: overlap 32 -> 32.6 dB (linear window: 32.0); overlap 96 -> 57.1 dB
-    assert got[32] > 30.0
-    assert got[96] >= 50.0
+    # measured: overlap 32 -> 38.5 dB; overlap 96 -> 58.4 dB (224x224: 32.6 and 57.1 dB)
+    assert 30.0 < got[32] < 50.0 <= got[96]
 
 
 @pytest.mark.skipif(not os.environ.get("EDGESR_SLOW_TESTS"),
