@@ -101,3 +101,15 @@ def test_upscale_cli_writes_the_map(tmp_path, rng):
         assert im.size == (28, 20) and out.size == (56, 40)
     assert main(["upscale", str(tmp_path), "-m", str(tiny_checkpoint), "-q",
                  "--consistency-map", str(tmp_path / "m2.png")]) == 1
+
+
+@pytest.mark.parametrize("flag", [["--stream"], ["--max-memory", "2G"]])
+def test_consistency_map_refuses_stream_and_memory_budget(tmp_path, rng, capsys, flag):
+    checkpoint = tmp_path / "compact_x2.pth"
+    torch.save({"params_ema": make_tiny("compact_x2").state_dict()}, checkpoint)
+    source = tmp_path / "in.png"
+    Image.fromarray((smooth_image(rng, 20, 28) * 255).astype(np.uint8)).save(source)
+    assert main(["upscale", str(source), "-m", str(checkpoint), "-o", str(tmp_path / "out.png"),
+                 "-q", "--consistency-map", str(tmp_path / "map.png"), *flag]) == 1
+    assert "takes no --stream or --max-memory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compact_x2.pth", "in.png"]

@@ -40,11 +40,15 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgesr.errors import EdgesrError
     from edgesr.model_memory import measure_model_memory, return_freed_memory
     from edgesr.pipeline import parse_size, plan_outputs, resolve_runtime, upscale_many
     from edgesr.runtimes import create_runtime
     from edgesr.upscaler import Upscaler
 
+    if args.consistency_map and (args.max_memory or args.stream):
+        raise EdgesrError("--consistency-map holds the whole output and its map in memory; "
+                          "it takes no --stream or --max-memory")
     max_memory = parse_size(args.max_memory) if args.max_memory else None
     if max_memory:
         return_freed_memory()
@@ -55,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         label = f"x{args.outscale or info.scale:g}"
         pairs = plan_outputs(Path(args.input), args.output and Path(args.output), label, args.ext)
         memory = None  # measured once for the whole run; a fixed input shape has no tile to pick
-        if max_memory and info.dynamic and not args.consistency_map:
+        if max_memory and info.dynamic:
             memory = measure_model_memory(model_path, backend, options,
                                           multiple=info.size_multiple)
         upscaler = Upscaler(runtime, tile=args.tile, overlap=args.overlap, batch=args.batch,
