@@ -76,19 +76,22 @@ class MemoryWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _sample(self) -> None:
-        import psutil
+    def _sample_once(self) -> None:
+        rss_mb = self._process.memory_info().rss / (1 << 20)
+        self.peak_rss_mb = max(self.peak_rss_mb, rss_mb)
 
-        process = psutil.Process()
-        while True:
-            self.peak_rss_mb = max(self.peak_rss_mb, process.memory_info().rss / (1 << 20))
-            if self._stop.wait(self.interval):
-                break
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample_once()
 
     def __enter__(self) -> "MemoryWatch":
+        import psutil
+
         cuda = _cuda()
         if cuda is not None:
             cuda.reset_peak_memory_stats()
+        self._process = psutil.Process()
+        self._sample_once()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -97,6 +100,7 @@ class MemoryWatch:
         self._stop.set()
         assert self._thread is not None
         self._thread.join()
+        self._sample_once()  # the sampler may have been starved of CPU inside the block
         cuda = _cuda()
         if cuda is not None:
             self.gpu_peak_mb = cuda.max_memory_allocated() / (1 << 20)
