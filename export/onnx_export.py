@@ -104,10 +104,10 @@ def export_onnx(
 
     sample = _sample(trace_shape, seed=0).to(_device(model))
     dynamic_axes = None if fixed_shape else spec.dynamic_axes
-    proto = _to_onnx(model, sample, opset, dynamic_axes, exporter, name)
+    proto = _to_onnx(model, (sample,), opset, dynamic_axes, exporter, name)
     proto.doc_string = name
     onnx.helper.set_model_props(proto, _metadata(descriptor))
-    _check_graph(proto, name)
+    check_graph(proto, name)
     data = proto.SerializeToString()
 
     parity_shape = max_diff = psnr = None
@@ -116,7 +116,7 @@ def export_onnx(
             spec.parity_batch, descriptor.in_channels, *spec.parity_size(multiple))
         max_diff, psnr = _parity(model, data, parity_shape, spec, name)
     output_path = Path(output_path)
-    _write_atomic(output_path, data)
+    write_atomic(output_path, data)
     return ExportReport(path=output_path, opset=opset, exporter=exporter, trace_shape=trace_shape,
                         parity_shape=parity_shape, max_abs_diff=max_diff, psnr=psnr,
                         seconds=time.perf_counter() - start, size_bytes=len(data))
@@ -131,7 +131,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
     if proto.ir_version == 0:
         raise CheckpointError(f"{path}: not an ONNX model (no IR version)")
     return decode_metadata({p.key: p.value for p in proto.metadata_props}, str(path))
@@ -154,9 +154,14 @@ def _metadata(descriptor: ModelDescriptor) -> dict[str, str]:
     })
 
 
-def _check_weight_size(model: torch.nn.Module, name: str) -> None:
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the parameters and buffers of ``model``."""
     tensors = itertools.chain(model.parameters(), model.buffers())
-    nbytes = sum(t.numel() * t.element_size() for t in tensors)
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _check_weight_size(model: torch.nn.Module, name: str) -> None:
+    nbytes = weight_bytes(model)
     if nbytes >= PROTOBUF_LIMIT:
         raise ExportError(f"{name}: {nbytes / 2**30:.1f} GiB of weights exceed the 2 GiB limit "
                           "of a single-file ONNX model (external-data export is not supported)")
@@ -171,33 +176,45 @@ def _sample(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def _to_onnx(model: torch.nn.Module, sample: torch.Tensor, opset: int,
-             dynamic_axes: dict | None, exporter: str, name: str) -> onnx.ModelProto:
-    names = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
+def _to_onnx(model: torch.nn.Module, args: tuple[torch.Tensor, ...], opset: int,
+             dynamic_axes: dict | None, exporter: str, name: str, *,
+             input_names: tuple[str, ...] = (INPUT_NAME,),
+             output_names: tuple[str, ...] = (OUTPUT_NAME,)) -> onnx.ModelProto:
+    """Trace ``model(*args)`` into an optimized ONNX graph; ExportError (one line) on failure.
+
+    ``dynamic_axes`` maps tensor names to {axis: dim name}; with the dynamo exporter, axes of
+    the same name share one ``torch.export.Dim``.
+    """
+    names = dict(input_names=list(input_names), output_names=list(output_names),
+                 opset_version=opset)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # torch's own deprecation notices (the TorchScript exporter, pytree internals)
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
             if exporter == "dynamo":
-                shapes = dynamic_axes and ({axis: torch.export.Dim(dim) for axis, dim
-                                            in dynamic_axes[INPUT_NAME].items()},)
-                return torch.onnx.export(model, (sample,), dynamo=True, verbose=False,
+                dims: dict[str, torch.export.Dim] = {}
+                shapes = dynamic_axes and tuple(
+                    {axis: dims.setdefault(dim, torch.export.Dim(dim))
+                     for axis, dim in dynamic_axes.get(tensor, {}).items()}
+                    for tensor in input_names)
+                return torch.onnx.export(model, args, dynamo=True, verbose=False,
                                          dynamic_shapes=shapes, **names).model_proto
             buffer = io.BytesIO()
-            torch.onnx.export(model, (sample,), buffer, dynamo=False, dynamic_axes=dynamic_axes,
+            torch.onnx.export(model, args, buffer, dynamo=False, dynamic_axes=dynamic_axes,
                               **names)
     except Exception as exc:  # the exporters raise many types; report one line
-        raise ExportError(f"{name}: ONNX export failed: {_first_line(exc)}") from exc
+        raise ExportError(f"{name}: ONNX export failed: {first_line(exc)}") from exc
     return onnxscript.optimizer.optimize(onnx.load_from_string(buffer.getvalue()))
 
 
-def _check_graph(proto: onnx.ModelProto, name: str) -> None:
+def check_graph(model: onnx.ModelProto | str, name: str) -> None:
+    """``onnx.checker`` (full check) on a proto or an ONNX file path (external data allowed)."""
     try:
-        onnx.checker.check_model(proto, full_check=True)
+        onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"{name}: exported graph fails the ONNX checker: "
-                          f"{_first_line(exc)}") from None
+                          f"{first_line(exc)}") from None
 
 
 def _parity(model: torch.nn.Module, data: bytes, shape: tuple[int, int, int, int],
@@ -211,22 +228,33 @@ def _parity(model: torch.nn.Module, data: bytes, shape: tuple[int, int, int, int
         out = session.run(None, {INPUT_NAME: x.numpy()})[0]
     except Exception as exc:  # onnxruntime's errors are not one class
         raise ExportError(f"{name}: ONNX Runtime cannot run the export: "
-                          f"{_first_line(exc)}") from None
+                          f"{first_line(exc)}") from None
+    return compare_outputs(out, ref, atol=spec.atol, min_psnr=spec.min_psnr,
+                           context=f"{name}: ONNX", inputs=shape)
+
+
+def compare_outputs(out: np.ndarray, ref: np.ndarray, *, atol: float, min_psnr: float,
+                    context: str, inputs: object, peak: float = 1.0) -> tuple[float, float]:
+    """Max abs diff and PSNR (dB, for signals spanning ``peak``) of ``out`` against ``ref``.
+
+    Raises ExportError, one line starting with ``context`` and naming ``inputs``, when the
+    shapes differ or the output is past ``atol`` or below ``min_psnr``.
+    """
     if out.shape != ref.shape:
-        raise ExportError(f"{name}: ONNX output shape {out.shape} != PyTorch {ref.shape} "
-                          f"for input {shape}")
+        raise ExportError(f"{context} output shape {out.shape} != PyTorch {ref.shape} "
+                          f"for input {inputs}")
     diff = np.abs(out.astype(np.float64) - ref)
     max_diff = float(diff.max())
     mse = float(np.mean(diff**2))
-    psnr = math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
-    if not math.isfinite(max_diff) or max_diff > spec.atol or psnr < spec.min_psnr:
-        raise ExportError(f"{name}: ONNX parity check failed at input {shape}: max abs diff "
-                          f"{max_diff:.3g} (limit {spec.atol:g}), PSNR {psnr:.1f} dB "
-                          f"(minimum {spec.min_psnr:g})")
+    psnr = math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
+    if not math.isfinite(max_diff) or max_diff > atol or psnr < min_psnr:
+        raise ExportError(f"{context} parity check failed at input {inputs}: max abs diff "
+                          f"{max_diff:.3g} (limit {atol:g}), PSNR {psnr:.1f} dB "
+                          f"(minimum {min_psnr:g})")
     return max_diff, psnr
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it onto ``path``."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -244,6 +272,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
