@@ -20,6 +20,8 @@ from edgesr.streaming import auto_tile, upscale_to_png
 from edgesr.upscaler import Upscaler
 
 ONNX_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+#: PyTorch checkpoints: checked for a diffusion denoiser before a runtime gets them.
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 #: Built engines, run as they are by their backend.
 ENGINE_SUFFIXES = {".xml": "openvino", ".plan": "tensorrt", ".engine": "tensorrt",
                    ".mlpackage": "coreml"}
@@ -66,6 +68,8 @@ def resolve_runtime(model: str | None = None, backend: str | None = None) -> tup
     if not model_path.exists():  # a .mlpackage is a folder
         raise EdgesrError(f"{model_path}: model file not found")
     backend = backend or default_backend(model_path)
+    if model_path.suffix in CHECKPOINT_SUFFIXES:
+        _refuse_denoiser(model_path)
     engine_backend = ENGINE_SUFFIXES.get(model_path.suffix)
     if engine_backend:
         if backend != engine_backend:
@@ -77,6 +81,18 @@ def resolve_runtime(model: str | None = None, backend: str | None = None) -> tup
         raise EdgesrError(f"{model_path}: an ONNX model needs an ONNX backend "
                           f"({', '.join(ONNX_BACKENDS)}), not {backend!r}")
     return model_path, backend
+
+
+def _refuse_denoiser(model_path: Path) -> None:
+    """A diffusion denoiser (SR3) needs a sampling loop: refuse it before a runtime loads it."""
+    from edgesr.models.detect import DENOISERS, detect_architecture
+    from edgesr.models.loading import load_state_dict
+
+    arch = detect_architecture(load_state_dict(model_path)).name
+    if arch in DENOISERS:
+        raise EdgesrError(f"{model_path}: an {arch} diffusion denoiser (x, noise_level -> noise) "
+                          "needs a sampling loop, which edgesr does not run; export it with "
+                          "`edgesr export` and sample it in your own loop")
 
 
 def open_runtime(model: str | None = None, backend: str | None = None, **options) -> Runtime:

@@ -8,6 +8,7 @@ import torch
 
 from edgesr.models.compact import SRVGGNetCompact
 from edgesr.models.rrdbnet import RRDBNet
+from edgesr.models.sr3 import SR3UNet
 
 TINY_MODELS = {
     "rrdb_x4": lambda: RRDBNet(3, 3, scale=4, num_feat=16, num_block=2, num_grow_ch=8),
@@ -25,3 +26,32 @@ def make_tiny(name: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = TINY_MODELS[name]()
     return model.eval()
+
+
+#: Tiny SR3 denoisers (Janspiry's key layout), by SR3UNet keyword arguments: not one-pass
+#: upscalers, so not in TINY_MODELS. Channels stay multiples of the default 32 norm groups.
+TINY_DENOISERS = {
+    "sr3": dict(inner_channel=32, channel_mults=(1, 2, 2), attn_levels=(1,), res_blocks=1),
+    "sr3_attn0": dict(inner_channel=32, channel_mults=(1, 1), attn_levels=(0,), res_blocks=2),
+}
+
+#: diffusers configs of a tiny Stable Diffusion x4 upscaler shaped like the real one: the UNet
+#: takes 4 latent + 3 image channels, the noise level as class label (num_class_embeds, no
+#: class_embed_type), SD2 linear projections and cross-attention-only blocks; the VAE decodes x4.
+TINY_SD_X4_UNET = dict(
+    sample_size=16, in_channels=7, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=8,
+    attention_head_dim=2, norm_num_groups=4, num_class_embeds=1000, class_embed_type=None,
+    only_cross_attention=(True, True), use_linear_projection=True)
+TINY_SD_X4_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+    block_out_channels=(8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3, norm_num_groups=4, sample_size=32,
+    scaling_factor=0.08333)
+
+
+def make_tiny_denoiser(name: str, seed: int = 0) -> SR3UNet:
+    """Build tiny denoiser ``name`` with seeded random weights, in eval mode."""
+    torch.manual_seed(seed)
+    return SR3UNet(**TINY_DENOISERS[name]).eval()

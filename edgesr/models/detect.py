@@ -15,6 +15,7 @@ from edgesr.errors import UnsupportedArchitectureError
 from edgesr.models.compact import SRVGGNetCompact
 from edgesr.models.descriptor import ModelDescriptor
 from edgesr.models.rrdbnet import RRDBNet
+from edgesr.models.sr3 import SR3UNet, sr3_hyperparameters, strip_diffusion_wrapper
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -91,6 +92,15 @@ def _build_compact(sd: StateDict) -> ModelDescriptor:
                            in_channels=in_ch, out_channels=in_ch, hyperparameters=hp)
 
 
+def _build_sr3(sd: StateDict) -> ModelDescriptor:
+    hp = sr3_hyperparameters(sd)
+    model = SR3UNet(**hp)
+    _load_strict(model, sd, "SR3")
+    return ModelDescriptor(model=model, architecture="SR3", scale=1,
+                           in_channels=hp["in_channel"], out_channels=hp["out_channel"],
+                           size_multiple=model.size_multiple, hyperparameters=hp)
+
+
 def _load_strict(model: torch.nn.Module, sd: StateDict, arch: str) -> None:
     try:
         model.load_state_dict(dict(sd), strict=True)
@@ -101,6 +111,8 @@ def _load_strict(model: torch.nn.Module, sd: StateDict, arch: str) -> None:
 
 
 ARCHITECTURES: tuple[ArchSpec, ...] = (
+    ArchSpec("SR3", KeyCondition.has_all("noise_level_mlp.1.weight", "downs.0.weight",
+                                         "final_conv.block.3.weight"), _build_sr3),
     ArchSpec(
         "RRDBNet",
         KeyCondition.has_all("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight",
@@ -111,11 +123,17 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec("SRVGGNetCompact", KeyCondition.has_all("body.0.weight", "body.0.bias"),
              _build_compact),
 )
+#: Architectures whose model is a diffusion denoiser, ``model(x, noise_level)`` -> noise at the
+#: input's size (scale 1), not a one-pass upscaler: exported, never run by ``edgesr upscale``.
+DENOISERS = frozenset({"SR3"})
 
 
 def normalize_keys(state_dict: StateDict) -> dict[str, torch.Tensor]:
-    """Strip DataParallel prefixes and rename old-style ESRGAN keys to basicsr names."""
+    """Strip DataParallel prefixes and SR3's diffusion wrapper (``denoise_fn.``), and rename
+    old-style ESRGAN keys to basicsr names."""
     sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    if any(k.startswith("denoise_fn.") for k in sd):
+        sd = strip_diffusion_wrapper(sd)
     if "model.0.weight" in sd and "model.1.sub.0.RDB1.conv1.0.weight" in sd:
         sd = _rename_old_esrgan(sd)
     return sd
