@@ -18,7 +18,8 @@ OUTPUT_NAME = "output"
 MIN_OPSET = 17
 
 METADATA_PREFIX = "edgesr."
-_INT_KEYS = ("scale", "in_channels", "out_channels", "size_multiple")
+_INT_KEYS = ("scale", "in_channels", "out_channels", "size_multiple", "latent_channels")
+_FLOAT_KEYS = ("vae_scaling_factor",)
 _JSON_KEYS = ("hyperparameters", "output_resize")
 
 
@@ -107,7 +108,7 @@ def decode_metadata(props: Mapping[str, str], source: str = "ONNX model") -> dic
             continue
         key = full_key.removeprefix(METADATA_PREFIX)
         try:
-            values[key] = (int(text) if key in _INT_KEYS
+            values[key] = (int(text) if key in _INT_KEYS else float(text) if key in _FLOAT_KEYS
                            else json.loads(text) if key in _JSON_KEYS else text)
         except ValueError:
             raise CheckpointError(f"{source}: bad metadata {full_key}={text!r}") from None

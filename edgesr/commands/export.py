@@ -1,4 +1,9 @@
-"""``edgesr export``: a model to ONNX, with the parity check against PyTorch printed."""
+"""``edgesr export``: a model to ONNX, with the parity check against PyTorch printed.
+
+A checkpoint becomes one .onnx file (an SR3 denoiser one with inputs ``x`` and
+``noise_level``); a Stable Diffusion x4 upscaler folder becomes a folder holding ``unet.onnx``
+and ``vae_decoder.onnx``.
+"""
 
 import argparse
 from pathlib import Path
@@ -6,19 +11,58 @@ from pathlib import Path
 
 def register(sub) -> None:
     ex = sub.add_parser("export", help="export a model to ONNX and check parity with PyTorch")
-    ex.add_argument("model", help="checkpoint, ncnn .param or bundled model name")
-    ex.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    ex.add_argument("model", help="checkpoint, ncnn .param, bundled model name, or a Stable "
+                    "Diffusion x4 upscaler folder (diffusers layout)")
+    ex.add_argument("-o", "--output", required=True,
+                    help="the .onnx file to write (a folder for a Stable Diffusion folder)")
     ex.add_argument("--opset", type=int, default=17)
     ex.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesr.export.onnx_export import export_onnx
-    from edgesr.models import load_model
     from edgesr.pipeline import resolve_model
 
-    descriptor = load_model(resolve_model(args.model))
-    report = export_onnx(descriptor, Path(args.output), opset=args.opset)
+    source, output = resolve_model(args.model), Path(args.output)
+    if source.is_dir():
+        return _export_sd_upscaler(source, output, args.opset)
+    from edgesr.models import load_model
+    from edgesr.models.detect import DENOISERS
+
+    descriptor = load_model(source)
+    if descriptor.architecture in DENOISERS:
+        from edgesr.export.diffusion_export import export_sr3
+
+        report = export_sr3(descriptor, output, opset=args.opset)
+        print(f"exported {descriptor.architecture} denoiser (x, noise_level -> noise; height and "
+              f"width multiples of {descriptor.size_multiple}) -> {report.path}")
+        print(_parity_line(report))
+        return 0
+    from edgesr.export.onnx_export import export_onnx
+
+    report = export_onnx(descriptor, output, opset=args.opset)
     print(f"exported {descriptor.name} -> {report.path}")
     print(f"parity vs PyTorch: max abs diff {report.max_abs_diff:.3g}, PSNR {report.psnr:.1f} dB")
     return 0
+
+
+def _export_sd_upscaler(source: Path, output: Path, opset: int) -> int:
+    from edgesr.errors import ExportError
+    from edgesr.export.sd_upscaler import export_sd_upscaler
+
+    if output.suffix == ".onnx" or output.is_file():
+        raise ExportError(f"{output}: a Stable Diffusion folder exports to a folder "
+                          "(unet.onnx, vae_decoder.onnx); give -o a folder")
+    reports = export_sd_upscaler(source, output, opset=opset)
+    print(f"exported Stable Diffusion x4 upscaler {source} -> {output}")
+    for report in reports:
+        data = f" (+ {report.external_data.name})" if report.external_data else ""
+        print(f"  {report.path.name}{data}: {_parity_line(report)}")
+    print("not exported: the text encoder and tokenizer; unet.onnx takes their "
+          "encoder_hidden_states [batch, sequence, dim] from your own")
+    return 0
+
+
+def _parity_line(report) -> str:
+    dims = ", ".join(f"{k} {v}" for k, v in report.parity_dims.items())
+    return (f"parity vs PyTorch ({dims}): max abs diff {report.max_abs_diff:.3g}, "
+            f"PSNR {report.psnr:.1f} dB")
