@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
         report = export_sr3(descriptor, output, opset=args.opset)
         print(f"exported {descriptor.architecture} denoiser (x, noise_level -> noise; height and "
-              f"width multiples of {descriptor.size_multiple}) -> {report.path}")
+              f"width multiples of {descriptor.size_multiple}) -> {output}")
         print(_parity_line(report))
         return 0
     from edgesr.export.onnx_export import export_onnx
