@@ -72,14 +72,38 @@ def _reference_and_onnx(model: str, tmp: Path):
     if path.suffix == ".onnx":
         if not path.is_file():
             raise EdgesrError(f"{path}: model file not found")
+        _require_one_input(path)
         return onnx_runner(path), "FP32 ONNX", path
     from edgesr.export.onnx_export import export_onnx
     from edgesr.models import load_model
+    from edgesr.models.detect import DENOISERS
     from edgesr.pipeline import resolve_model
 
     descriptor = load_model(resolve_model(model))
+    if descriptor.architecture in DENOISERS:
+        raise EdgesrError(f"{path}: {_NOT_DIFFUSION} ({descriptor.architecture} is a denoiser)")
     onnx_path = export_onnx(descriptor, tmp / "fp32.onnx").path
     return torch_runner(descriptor), "FP32 PyTorch", onnx_path
+
+
+_NOT_DIFFUSION = ("edgesr quantize takes one-input image upscalers, not yet diffusion graphs "
+                  "(x, noise level -> noise)")
+
+
+def _require_one_input(path: Path) -> None:
+    """Refuse an ONNX graph with other inputs than one image (an SR3 or SD x4 UNet)."""
+    import onnx
+
+    from edgesr.export.onnx_export import first_line
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # onnx raises DecodeError and others for a corrupt file
+        raise EdgesrError(f"{path}: not a readable ONNX file ({first_line(exc)})") from None
+    weights = {init.name for init in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in weights]
+    if len(inputs) != 1:
+        raise EdgesrError(f"{path}: {_NOT_DIFFUSION}; this graph has inputs {inputs}")
 
 
 def _calibration(args: argparse.Namespace):

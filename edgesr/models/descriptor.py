@@ -33,6 +33,9 @@ class ModelDescriptor:
     def name(self) -> str:
         """A short human-readable label, e.g. ``RRDBNet x4 (23 blocks)``."""
         hp = self.hyperparameters
+        if "channel_mults" in hp:  # a diffusion denoiser: output at the input's size
+            return (f"{self.architecture} denoiser ({len(hp['channel_mults'])} levels, "
+                    f"{hp['inner_channel']} channels)")
         detail = ""
         if "num_block" in hp:
             detail = f" ({hp['num_block']} blocks)"

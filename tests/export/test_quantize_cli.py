@@ -68,3 +68,23 @@ def test_presets_choose_what_is_quantized(tmp_path, files):
         ops = [node.op_type for node in onnx.load(str(out)).graph.node]
         counts[preset] = ops.count("QuantizeLinear")
     assert 0 < counts["sr-safe"] < counts["all-ops"]
+
+
+def test_diffusion_denoiser_is_refused_with_one_line(tmp_path, files, capsys):
+    from tiny_models import make_tiny_denoiser
+
+    from edgesr.export.diffusion_export import export_sr3
+    from edgesr.models import model_from_state_dict
+
+    _, calib = files
+    ckpt = tmp_path / "sr3.pth"
+    torch.save(make_tiny_denoiser("sr3").state_dict(), ckpt)
+    graph = tmp_path / "sr3.onnx"
+    export_sr3(model_from_state_dict(torch.load(ckpt)), graph)
+    assert main(["info", str(ckpt)]) == 0
+    assert "SR3 denoiser (3 levels, 32 channels)" in capsys.readouterr().out
+    for model in (ckpt, graph):
+        assert _quantize(model, calib, tmp_path / "q.onnx", "--precision", "fp16") == 1
+        err = capsys.readouterr().err
+        assert "not yet diffusion graphs" in err and err.count("\n") == 1
+    assert not (tmp_path / "q.onnx").exists()
