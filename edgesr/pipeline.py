@@ -22,6 +22,9 @@ from edgesr.upscaler import Upscaler
 ONNX_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 #: PyTorch checkpoints: checked for a diffusion denoiser before a runtime gets them.
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+#: What an exported Stable Diffusion x4 upscaler folder holds, and the backend that samples it.
+SD_GRAPHS = ("unet.onnx", "vae_decoder.onnx")
+SD_BACKEND = "sd-upscaler"
 #: Built engines, run as they are by their backend.
 ENGINE_SUFFIXES = {".xml": "openvino", ".plan": "tensorrt", ".engine": "tensorrt",
                    ".mlpackage": "coreml"}
@@ -37,10 +40,26 @@ def resolve_model(model: str | None) -> Path:
 
 
 def default_backend(model_path: Path) -> str:
-    """Engines run on their backend, ONNX files on ONNX Runtime, checkpoints on PyTorch."""
+    """Engines run on their backend, ONNX files on ONNX Runtime, checkpoints on PyTorch, a
+    Stable Diffusion x4 export folder (unet.onnx + vae_decoder.onnx) on sd-upscaler."""
+    if _sd_export_folder(model_path):
+        return SD_BACKEND
     if model_path.suffix in ENGINE_SUFFIXES:
         return ENGINE_SUFFIXES[model_path.suffix]
     return "onnxruntime" if model_path.suffix == ".onnx" else "torch"
+
+
+def _sd_export_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder written by exporting a Stable Diffusion x4 upscaler; one
+    holding only some of its graphs is an error naming the missing ones."""
+    if not path.is_dir() or path.suffix in ENGINE_SUFFIXES:
+        return False
+    found = [(path / name).is_file() for name in SD_GRAPHS]
+    if any(found) and not all(found):
+        missing = ", ".join(n for n, ok in zip(SD_GRAPHS, found, strict=True) if not ok)
+        raise EdgesrError(f"{path}: a Stable Diffusion x4 export folder needs "
+                          f"{' and '.join(SD_GRAPHS)}; {missing} is missing")
+    return all(found)
 
 
 def cache_dir() -> Path:
@@ -71,6 +90,9 @@ def resolve_runtime(model: str | None = None, backend: str | None = None) -> tup
     if model_path.suffix in CHECKPOINT_SUFFIXES:
         _refuse_denoiser(model_path)
     engine_backend = ENGINE_SUFFIXES.get(model_path.suffix)
+    if _sd_export_folder(model_path) or backend == SD_BACKEND:
+        _check_sd_backend(model_path, backend)
+        return model_path, backend
     if engine_backend:
         if backend != engine_backend:
             raise EdgesrError(f"{model_path}: a {engine_backend} engine; it runs on "
@@ -81,6 +103,16 @@ def resolve_runtime(model: str | None = None, backend: str | None = None) -> tup
         raise EdgesrError(f"{model_path}: an ONNX model needs an ONNX backend "
                           f"({', '.join(ONNX_BACKENDS)}), not {backend!r}")
     return model_path, backend
+
+
+def _check_sd_backend(model_path: Path, backend: str) -> None:
+    """An SD x4 export folder runs on the sd-upscaler backend, and that backend on nothing else."""
+    if backend != SD_BACKEND:
+        raise EdgesrError(f"{model_path}: a Stable Diffusion x4 export folder; it runs on "
+                          f"--backend {SD_BACKEND}, not {backend!r}")
+    if not _sd_export_folder(model_path):
+        raise EdgesrError(f"{model_path}: --backend {SD_BACKEND} needs a Stable Diffusion x4 "
+                          f"export folder ({' + '.join(SD_GRAPHS)}; see edgesr export)")
 
 
 def _refuse_denoiser(model_path: Path) -> None:

@@ -5,18 +5,23 @@ the 3 channels of the low-resolution image, with the noise level as class label)
 (an AutoencoderKL whose decoder turns latents at the low-resolution size into the image x4),
 each a ``config.json`` and ``diffusion_pytorch_model.safetensors``, plus ``model_index.json``.
 ``export_sd_upscaler`` writes ``unet.onnx`` and ``vae_decoder.onnx`` into a folder, each checked
-against PyTorch. The text encoder and tokenizer are not exported: ``encoder_hidden_states``
-come from the caller's own text encoder (the pipeline's CLIP, run once per prompt).
+against PyTorch, plus what sampling needs beside them: copies of ``model_index.json`` and the
+``scheduler/`` and ``low_res_scheduler/`` configs, and ``prompt_embeds.npy``. The text encoder
+and tokenizer are not exported: when the folder has them and transformers is installed, the CLIP
+embeddings of the negative prompt ("") and the prompt are computed once, as the pipeline's
+``encode_prompt`` does, and saved as [2, sequence, dim] (negative, positive).
 
 diffusers is optional (``pip install 'edgesr[diffusion]'``) and imported only here, lazily.
 """
 
 import importlib.util
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +34,7 @@ from edgesr.export.diffusion_export import (
     export_graphs,
     image_dims,
 )
-from edgesr.export.onnx_export import first_line
+from edgesr.export.onnx_export import first_line, write_atomic
 from edgesr.export.specs import MIN_OPSET
 from edgesr.models.descriptor import sha256_file
 
@@ -38,6 +43,10 @@ PIPELINE_CLASS = "StableDiffusionUpscalePipeline"
 IMAGE_CHANNELS = 3
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 UNET_INPUTS = ("sample", "timestep", "encoder_hidden_states", "class_labels")
+#: Source files copied as they are into the export folder: the sampling loop's configs.
+CONFIG_FILES = ("model_index.json", "scheduler/scheduler_config.json",
+                "low_res_scheduler/scheduler_config.json")
+EMBEDDINGS_FILE = "prompt_embeds.npy"
 
 
 @dataclass(frozen=True)
@@ -159,7 +168,8 @@ def sd_upscaler_graphs(model: SDUpscaler, opset: int = MIN_OPSET
     return [(_UNetGraph(model.unet), unet_spec), (_VaeDecoderGraph(model.vae), vae_spec)]
 
 
-def export_sd_upscaler(folder: str | Path, output_dir: str | Path, *, opset: int = MIN_OPSET,
+def export_sd_upscaler(folder: str | Path, output_dir: str | Path, *, prompt: str = "",
+                       opset: int = MIN_OPSET,
                        external_data_bytes: int = EXTERNAL_DATA_BYTES) -> list[GraphReport]:
     """Export the x4 upscaler in ``folder`` to ``unet.onnx`` and ``vae_decoder.onnx`` in
     ``output_dir``, each checked against PyTorch at a size other than the trace size.
@@ -169,10 +179,60 @@ def export_sd_upscaler(folder: str | Path, output_dir: str | Path, *, opset: int
     level) -> ``out_sample`` [B, 4, H, W]; H and W multiples of its ``size_multiple``.
     vae_decoder.onnx: ``latent_sample`` [B, 4, h, w], latents divided by the
     ``vae_scaling_factor`` -> ``sample`` [B, 3, 4h, 4w] in [-1, 1]. The text encoder is not
-    exported. Nothing is written unless both graphs pass.
+    exported; ``prompt``'s embeddings are saved when the folder has ``text_encoder/`` and
+    ``tokenizer/`` and transformers is installed (``prompt_embeddings``). Nothing is written
+    unless both graphs pass; the configs and embeddings, read and computed first, follow them.
     """
-    graphs = sd_upscaler_graphs(load_sd_upscaler(folder), opset)
-    return export_graphs(graphs, output_dir, folder=True, external_data_bytes=external_data_bytes)
+    model = load_sd_upscaler(folder)
+    configs = {name: (model.folder / name).read_bytes() for name in CONFIG_FILES
+               if (model.folder / name).is_file()}
+    embeds = prompt_embeddings(model.folder, prompt, model.unet.config.cross_attention_dim)
+    reports = export_graphs(sd_upscaler_graphs(model, opset), output_dir, folder=True,
+                            external_data_bytes=external_data_bytes)
+    output_dir = Path(output_dir)
+    try:
+        for name, data in configs.items():
+            write_atomic(output_dir / name, data)
+        if embeds is None:
+            (output_dir / EMBEDDINGS_FILE).unlink(missing_ok=True)  # a stale prompt's
+        else:
+            buffer = io.BytesIO()
+            np.save(buffer, embeds)
+            write_atomic(output_dir / EMBEDDINGS_FILE, buffer.getvalue())
+    except OSError as exc:
+        raise ExportError(f"{output_dir}: cannot write the sampling configs ({exc})") from None
+    return reports
+
+
+def prompt_embeddings(folder: str | Path, prompt: str = "",
+                      dim: int | None = None) -> np.ndarray | None:
+    """[2, sequence, dim] float32 CLIP embeddings of "" and ``prompt`` (negative, positive) from
+    the folder's ``text_encoder/`` and ``tokenizer/``, as diffusers' ``encode_prompt`` computes
+    them; None when the folder lacks either or transformers is not installed."""
+    folder = Path(folder)
+    if not ((folder / "text_encoder").is_dir() and (folder / "tokenizer").is_dir()
+            and importlib.util.find_spec("transformers")):
+        return None
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"),
+                                                  local_files_only=True)
+        encoder = CLIPTextModel.from_pretrained(str(folder / "text_encoder"),
+                                                local_files_only=True,
+                                                torch_dtype=torch.float32).eval()
+    except Exception as exc:  # transformers raises OSError, ValueError, ...
+        raise CheckpointError(f"{folder}: cannot load the text encoder or tokenizer "
+                              f"({first_line(exc)})") from None
+    tokens = tokenizer(["", prompt], padding="max_length", max_length=tokenizer.model_max_length,
+                       truncation=True, return_tensors="pt")
+    mask = tokens.attention_mask if getattr(encoder.config, "use_attention_mask", False) else None
+    with torch.no_grad():
+        embeds = encoder(tokens.input_ids, attention_mask=mask)[0].float().numpy()
+    if dim is not None and embeds.shape[2] != dim:
+        raise CheckpointError(f"{folder}: the text encoder gives {embeds.shape[2]}-dim "
+                              f"embeddings, the UNet takes {dim}")
+    return embeds
 
 
 def _model_index(folder: Path) -> dict[str, Any]:

@@ -30,6 +30,8 @@ BACKENDS: dict[str, BackendEntry] = {
                              "TensorRTConfig", "tensorrt cuda-python"),
     "coreml": BackendEntry("edgesr.runtimes.coreml_runtime", "CoreMLRuntime", "CoreMLConfig",
                            "coremltools"),
+    "sd-upscaler": BackendEntry("edgesr.runtimes.sd_upscaler_runtime", "SDUpscalerRuntime",
+                                "SDUpscalerConfig", "onnxruntime diffusers"),
 }
 
 

@@ -55,3 +55,57 @@ def make_tiny_denoiser(name: str, seed: int = 0) -> SR3UNet:
     """Build tiny denoiser ``name`` with seeded random weights, in eval mode."""
     torch.manual_seed(seed)
     return SR3UNet(**TINY_DENOISERS[name]).eval()
+
+
+#: The schedulers of stabilityai/stable-diffusion-x4-upscaler (saved as scheduler_config.json):
+#: DDIM with v-prediction for sampling, DDPM for noising the low-res image.
+TINY_SD_X4_SCHEDULER = dict(
+    _class_name="DDIMScheduler", beta_start=0.0001, beta_end=0.02, beta_schedule="scaled_linear",
+    clip_sample=False, num_train_timesteps=1000, prediction_type="v_prediction",
+    set_alpha_to_one=False, steps_offset=1)
+TINY_SD_X4_LOW_RES_SCHEDULER = dict(
+    _class_name="DDPMScheduler", beta_start=0.0001, beta_end=0.02, beta_schedule="scaled_linear",
+    clip_sample=True, num_train_timesteps=1000, variance_type="fixed_small")
+#: A tiny CLIP text encoder (hidden size = the tiny UNet's cross_attention_dim) and a BPE vocab
+#: that spells "a cat"; anything else tokenizes to <|endoftext|>.
+TINY_CLIP_TEXT = dict(vocab_size=9, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                      num_attention_heads=2, max_position_embeddings=8, bos_token_id=0,
+                      eos_token_id=1, pad_token_id=1)
+TINY_CLIP_VOCAB = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "cat</w>": 3, "c": 4,
+                   "a": 5, "t": 6, "ca": 7, "t</w>": 8}
+TINY_CLIP_MERGES = "#version: 0.2\nc a\nca t</w>\n"
+
+
+def write_tiny_sd_x4(folder, *, text_encoder: bool = False, seed: int = 0):
+    """Write a tiny diffusers x4 upscaler folder (UNet, VAE, schedulers, model_index.json and,
+    with ``text_encoder``, a tiny CLIP text encoder + tokenizer); return (unet, vae)."""
+    import json
+    from pathlib import Path
+
+    import diffusers
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    unet = diffusers.UNet2DConditionModel(**TINY_SD_X4_UNET).eval()
+    vae = diffusers.AutoencoderKL(**TINY_SD_X4_VAE).eval()
+    unet.save_pretrained(folder / "unet")
+    vae.save_pretrained(folder / "vae")
+    for name, config in (("scheduler", TINY_SD_X4_SCHEDULER),
+                         ("low_res_scheduler", TINY_SD_X4_LOW_RES_SCHEDULER)):
+        (folder / name).mkdir()
+        (folder / name / "scheduler_config.json").write_text(json.dumps(config))
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionUpscalePipeline", "max_noise_level": 350,
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}))
+    if text_encoder:
+        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+        CLIPTextModel(CLIPTextConfig(**TINY_CLIP_TEXT)).eval().save_pretrained(
+            folder / "text_encoder")
+        (folder / "vocab.json").write_text(json.dumps(TINY_CLIP_VOCAB))
+        (folder / "merges.txt").write_text(TINY_CLIP_MERGES)
+        CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                      model_max_length=8).save_pretrained(folder / "tokenizer")
+        (folder / "vocab.json").unlink()
+        (folder / "merges.txt").unlink()
+    return unet, vae

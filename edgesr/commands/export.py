@@ -16,6 +16,8 @@ def register(sub) -> None:
     ex.add_argument("-o", "--output", required=True,
                     help="the .onnx file to write (a folder for a Stable Diffusion folder)")
     ex.add_argument("--opset", type=int, default=17)
+    ex.add_argument("--prompt", default="", help="Stable Diffusion folders: the prompt whose "
+                    "CLIP embeddings are saved for sampling (default: empty)")
     ex.set_defaults(func=run)
 
 
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     source, output = resolve_model(args.model), Path(args.output)
     if source.is_dir():
-        return _export_sd_upscaler(source, output, args.opset)
+        return _export_sd_upscaler(source, output, args.opset, args.prompt)
     from edgesr.models import load_model
     from edgesr.models.detect import DENOISERS
 
@@ -45,20 +47,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_sd_upscaler(source: Path, output: Path, opset: int) -> int:
+def _export_sd_upscaler(source: Path, output: Path, opset: int, prompt: str) -> int:
     from edgesr.errors import ExportError
-    from edgesr.export.sd_upscaler import export_sd_upscaler
+    from edgesr.export.sd_upscaler import EMBEDDINGS_FILE, export_sd_upscaler
 
     if output.suffix == ".onnx" or output.is_file():
         raise ExportError(f"{output}: a Stable Diffusion folder exports to a folder "
                           "(unet.onnx, vae_decoder.onnx); give -o a folder")
-    reports = export_sd_upscaler(source, output, opset=opset)
+    reports = export_sd_upscaler(source, output, prompt=prompt, opset=opset)
     print(f"exported Stable Diffusion x4 upscaler {source} -> {output}")
     for report in reports:
         data = f" (+ {report.external_data.name})" if report.external_data else ""
         print(f"  {report.path.name}{data}: {_parity_line(report)}")
-    print("not exported: the text encoder and tokenizer; unet.onnx takes their "
-          "encoder_hidden_states [batch, sequence, dim] from your own")
+    if (output / EMBEDDINGS_FILE).is_file():
+        print(f"  {EMBEDDINGS_FILE}: CLIP embeddings of the prompt {prompt!r} and of \"\"")
+    else:
+        print("not exported: the text encoder and tokenizer (no text_encoder/ + tokenizer/, or "
+              "no transformers); edgesr upscale needs --prompt-embeds FILE.npy [2, sequence, "
+              "dim] (negative, positive)")
     return 0
 
 

@@ -12,9 +12,10 @@ def register(sub) -> None:
     up.add_argument("input", help="an image file or a folder of images")
     up.add_argument("-o", "--output", help="output file or folder (default: beside the input)")
     up.add_argument("-m", "--model", help="checkpoint (.pth/.safetensors), ncnn .param, .onnx, "
-                    "or a bundled model name (default: realesrgan-x4plus)")
-    up.add_argument("-b", "--backend", help="torch, onnxruntime, openvino, tensorrt or coreml "
-                    "(default: by model file type)")
+                    "a Stable Diffusion x4 export folder, or a bundled model name (default: "
+                    "realesrgan-x4plus)")
+    up.add_argument("-b", "--backend", help="torch, onnxruntime, openvino, tensorrt, coreml or "
+                    "sd-upscaler (default: by model file type)")
     up.add_argument("--tile", type=int, default=256, help="tile size in input pixels; 0 = whole "
                     "image (default: 256)")
     up.add_argument("--overlap", type=int, default=32, help="tile overlap in input pixels")
@@ -36,7 +37,20 @@ def register(sub) -> None:
                     "the downscaled output departs from the input (one input image only)")
     up.add_argument("--consistency-downsample", choices=("bicubic", "area"), default="bicubic",
                     help="downscaling for --consistency-map (default: bicubic)")
+    sd = up.add_argument_group("Stable Diffusion x4 export folders (backend sd-upscaler)")
+    sd.add_argument("--steps", type=int, help="sampling steps (default: 20)")
+    sd.add_argument("--guidance", type=float, dest="guidance_scale",
+                    help="classifier-free guidance scale; <= 1 turns it off (default: 9)")
+    sd.add_argument("--noise-level", type=int, help="noise added to the low-res image (default: "
+                    "20)")
+    sd.add_argument("--seed", type=int, help="random seed; same seed, same image (default: 0)")
+    sd.add_argument("--prompt-embeds", metavar="FILE.npy", help="[2, sequence, dim] negative "
+                    "and positive prompt embeddings, instead of the folder's prompt_embeds.npy")
     up.set_defaults(func=run)
+
+
+#: ``edgesr upscale`` options passed to the sd-upscaler backend when given.
+SD_OPTIONS = ("steps", "guidance_scale", "noise_level", "seed", "prompt_embeds")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if max_memory:
         return_freed_memory()
     options = {"threads": args.threads} if args.threads else {}
+    options |= {k: getattr(args, k) for k in SD_OPTIONS if getattr(args, k) is not None}
     model_path, backend = resolve_runtime(args.model, args.backend)
     with create_runtime(backend, model_path, **options) as runtime:
         info = runtime.info

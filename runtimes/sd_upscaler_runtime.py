@@ -1,0 +1,223 @@
+"""Stable Diffusion x4 upscaler backend: the whole sampling loop of an ``edgesr export`` folder.
+
+The folder holds ``unet.onnx`` and ``vae_decoder.onnx`` (run with ONNX Runtime), the diffusers
+scheduler configs ``scheduler/`` and ``low_res_scheduler/`` and, unless the config names a
+``prompt_embeds`` file, ``prompt_embeds.npy``: [2, sequence, dim], the CLIP embeddings of the
+negative (unconditional) and the positive prompt. ``infer`` takes low-resolution RGB tiles in
+[0, 1] and samples each exactly as diffusers' ``StableDiffusionUpscalePipeline.__call__`` does
+(eta 0): noise-augment the image at ``noise_level`` with the low-res DDPM scheduler, start from
+``randn * init_noise_sigma``, run the UNet on latents + noisy image with classifier-free guidance,
+step the saved scheduler, and decode ``latents / vae_scaling_factor`` with the VAE.
+
+Seeding: each tile gets its own ``torch.Generator`` seeded by ``tile_seed(seed, tile)``, a hash
+of the seed and the tile's pixels, and draws from it in diffusers' order (image noise, then
+latents, then any scheduler noise). So the same seed gives the same image whatever the batch,
+the tile order or the other images of a folder run, and diffusers given that generator matches.
+
+diffusers (``pip install 'edgesr[diffusion]'``) is imported at ``activate``, for its schedulers.
+"""
+
+import hashlib
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from edgesr.errors import BackendUnavailableError, CheckpointError, EdgesrError
+from edgesr.export.specs import decode_metadata
+from edgesr.runtimes.base import Runtime, RuntimeInfo
+from edgesr.runtimes.onnxruntime_runtime import DEVICE_PROVIDERS
+
+GRAPHS = ("unet.onnx", "vae_decoder.onnx")
+SCHEDULERS = ("scheduler", "low_res_scheduler")
+EMBEDDINGS_FILE = "prompt_embeds.npy"
+DEFAULT_MAX_NOISE_LEVEL = 350  # diffusers' StableDiffusionUpscalePipeline default
+
+
+@dataclass(frozen=True, kw_only=True)
+class SDUpscalerConfig:
+    """``steps``: scheduler steps (diffusers defaults to 75; 20 DDIM steps keep most of the
+    detail at a quarter of the CPU time); ``guidance_scale``: classifier-free guidance, off at
+    <= 1 (diffusers' 9.0; when the prompt and negative embeddings are equal, guidance cannot
+    change the result and one UNet pass per step is run instead of two); ``noise_level``: noise
+    added to the low-res image, 0 to the model's max (diffusers' 20); ``seed``: see the module
+    docstring; ``prompt_embeds``: a .npy [2, sequence, dim] (negative, positive) used instead
+    of the folder's; ``device``/``providers``/``threads``: as for the onnxruntime backend."""
+
+    steps: int = 20
+    guidance_scale: float = 9.0
+    noise_level: int = 20
+    seed: int = 0
+    prompt_embeds: str | None = None
+    device: str = "cpu"
+    providers: tuple[str, ...] = ()
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICE_PROVIDERS:
+            raise EdgesrError(f"sd-upscaler: unknown device {self.device!r}; "
+                              f"choose from {', '.join(DEVICE_PROVIDERS)}")
+        if self.steps < 1 or self.noise_level < 0 or self.threads < 0:
+            raise EdgesrError("sd-upscaler: need steps >= 1, noise_level >= 0 and threads >= 0")
+
+
+def unavailable_reason() -> str | None:
+    """Why this backend cannot run here (for ``edgesr backends``), or None."""
+    if importlib.util.find_spec("diffusers") is None:
+        return "needs diffusers for its schedulers: pip install 'edgesr[diffusion]'"
+    return None
+
+
+def tile_seed(seed: int, tile: np.ndarray) -> int:
+    """The generator seed of one [3, H, W] float32 tile: 63 bits of sha256(seed, shape, pixels)."""
+    tile = np.ascontiguousarray(tile, dtype=np.float32)
+    digest = hashlib.sha256(f"{seed}:{tile.shape}:".encode() + tile.tobytes()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class SDUpscalerRuntime(Runtime):
+    """Runs an exported Stable Diffusion x4 upscaler folder tile by tile (batch of 1 each)."""
+
+    name = "sd-upscaler"
+
+    def __init__(self, model_path: str | Path, config: SDUpscalerConfig | None = None):
+        super().__init__()
+        self.folder = Path(model_path)
+        self.config = config or SDUpscalerConfig()
+        self._unet: ort.InferenceSession | None = None
+        self._vae: ort.InferenceSession | None = None
+        self._schedulers: dict[str, Any] = {}
+        self._embeds = np.zeros((0,), np.float32)
+        self._vae_scaling = 1.0
+        self._latent_channels = 4
+
+    def activate_impl(self) -> RuntimeInfo:
+        folder, config = self.folder, self.config
+        missing = [f for f in GRAPHS if not (folder / f).is_file()]
+        if missing:
+            raise CheckpointError(f"{folder}: not a Stable Diffusion x4 export folder "
+                                  f"({', '.join(missing)} missing); write one with edgesr export")
+        self._schedulers = {name: _scheduler(folder, name) for name in SCHEDULERS}
+        unet, vae = (_session(folder / f, config) for f in GRAPHS)
+        meta = decode_metadata(unet.get_modelmeta().custom_metadata_map, str(folder / GRAPHS[0]))
+        hyper = meta.get("hyperparameters", {})
+        max_noise = hyper.get("max_noise_level") or DEFAULT_MAX_NOISE_LEVEL
+        if config.noise_level > max_noise:
+            raise EdgesrError(f"sd-upscaler: noise_level {config.noise_level} is past this "
+                              f"model's max_noise_level {max_noise}")
+        self._embeds = _embeddings(folder, config.prompt_embeds, hyper.get("cross_attention_dim"))
+        self._vae_scaling = float(meta["vae_scaling_factor"])
+        self._latent_channels = int(meta["latent_channels"])
+        self._unet, self._vae = unet, vae
+        return RuntimeInfo(scale=int(meta["scale"]), in_channels=3, out_channels=3,
+                           size_multiple=int(meta.get("size_multiple", 1)), preferred_batch=1)
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        return np.concatenate([self._sample(tile) for tile in batch])
+
+    def deactivate_impl(self) -> None:
+        self._unet = self._vae = None
+        self._schedulers = {}
+
+    def _sample(self, tile: np.ndarray) -> np.ndarray:
+        """One [3, H, W] tile in [0, 1] -> [1, 3, 4H, 4W] in [0, 1], as diffusers samples it."""
+        config, scheduler = self.config, self._schedulers["scheduler"]
+        generator = torch.Generator().manual_seed(tile_seed(config.seed, tile))
+        image = torch.from_numpy(tile[None] * 2 - 1)
+        noise_level = torch.tensor([config.noise_level], dtype=torch.long)
+        noise = torch.randn(image.shape, generator=generator)
+        image = self._schedulers["low_res_scheduler"].add_noise(image, noise, noise_level)
+        embeds = self._embeds
+        guided = config.guidance_scale > 1 and not np.array_equal(embeds[0], embeds[1])
+        embeds = embeds if guided else embeds[1:]
+        copies = len(embeds)
+        image = torch.cat([image] * copies)
+        labels = noise_level.repeat(copies).numpy()
+        scheduler.set_timesteps(config.steps)
+        shape = (1, self._latent_channels, *tile.shape[1:])
+        latents = torch.randn(shape, generator=generator) * scheduler.init_noise_sigma
+        step_kwargs = _step_kwargs(scheduler, generator)
+        for t in scheduler.timesteps:
+            model_input = scheduler.scale_model_input(torch.cat([latents] * copies), t)
+            sample = torch.cat([model_input, image], dim=1).numpy()
+            feed = {"sample": sample, "timestep": np.full(copies, float(t), np.float32),
+                    "encoder_hidden_states": embeds, "class_labels": labels}
+            noise_pred = torch.from_numpy(self._unet.run(None, feed)[0])
+            if guided:
+                uncond, cond = noise_pred.chunk(2)
+                noise_pred = uncond + config.guidance_scale * (cond - uncond)
+            latents = scheduler.step(noise_pred, t, latents, **step_kwargs,
+                                     return_dict=False)[0]
+        latent_sample = (latents / self._vae_scaling).numpy().astype(np.float32)
+        decoded = self._vae.run(None, {"latent_sample": latent_sample})[0]
+        return np.clip(decoded / 2 + 0.5, 0, 1).astype(np.float32)
+
+
+def _step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
+    """eta 0 and the generator, for the schedulers whose ``step`` takes them (as diffusers)."""
+    import inspect
+
+    accepted = inspect.signature(scheduler.step).parameters
+    return {k: v for k, v in (("eta", 0.0), ("generator", generator)) if k in accepted}
+
+
+def _scheduler(folder: Path, name: str) -> Any:
+    """The diffusers scheduler saved in ``folder/name/scheduler_config.json``."""
+    path = folder / name / "scheduler_config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: {name}/scheduler_config.json missing; re-export the "
+                              "folder with edgesr export from a diffusers folder that has it")
+    try:
+        config = json.loads(path.read_text())
+        class_name = config["_class_name"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: not a diffusers scheduler config ({exc})") from None
+    try:
+        import diffusers
+    except ImportError:
+        raise BackendUnavailableError("sd-upscaler needs diffusers for its schedulers: "
+                                      "pip install 'edgesr[diffusion]'") from None
+    cls = getattr(diffusers, class_name, None)
+    if cls is None or not issubclass(cls, diffusers.SchedulerMixin):
+        raise CheckpointError(f"{path}: {class_name!r} is not a diffusers scheduler")
+    return cls.from_config(config)
+
+
+def _embeddings(folder: Path, override: str | None, dim: int | None) -> np.ndarray:
+    """[2, sequence, dim] float32 (negative, positive) from ``override`` or the folder."""
+    path = Path(override) if override else folder / EMBEDDINGS_FILE
+    if not path.is_file():
+        raise EdgesrError(f"{folder}: no prompt embeddings ({EMBEDDINGS_FILE}); re-export with "
+                          "edgesr export from a folder with text_encoder/ and tokenizer/ "
+                          "(needs transformers), or pass --prompt-embeds FILE.npy")
+    try:
+        embeds = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise EdgesrError(f"{path}: not a readable .npy file ({exc})") from None
+    if embeds.ndim != 3 or embeds.shape[0] != 2 or (dim and embeds.shape[2] != dim):
+        raise EdgesrError(f"{path}: prompt embeddings must be [2, sequence, {dim or 'dim'}] "
+                          f"(negative, positive), got {list(embeds.shape)}")
+    return np.ascontiguousarray(embeds, dtype=np.float32)
+
+
+def _session(path: Path, config: SDUpscalerConfig) -> ort.InferenceSession:
+    providers = list(config.providers or DEVICE_PROVIDERS[config.device])
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise BackendUnavailableError(
+            f"sd-upscaler: {', '.join(missing)} not in this onnxruntime build (available: "
+            f"{', '.join(available)}); GPU devices need onnxruntime-gpu")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = config.threads
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # onnxruntime's load errors are not one class
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({text})") from None
