@@ -203,7 +203,7 @@ def test_sd_upscaler_through_the_cli(tmp_path, capsys, sd_folder):
     out_dir = tmp_path / "sdx4_onnx"
     code, out, _ = _export(capsys, folder, "-o", out_dir)
     assert code == 0 and _files(tmp_path) == ["sdx4_onnx"]
-    assert _files(out_dir) == ["unet.onnx", "vae_decoder.onnx"]
+    assert _files(out_dir) == ["model_index.json", "unet.onnx", "vae_decoder.onnx"]
     assert "unet.onnx: parity vs PyTorch (batch 2, height 24, width 40, sequence 11)" in out
     assert "vae_decoder.onnx: parity vs PyTorch (batch 2" in out
     assert "not exported: the text encoder" in out

@@ -1,0 +1,182 @@
+"""The sd-upscaler backend on a tiny exported Stable Diffusion x4 upscaler: parity with diffusers'
+pipeline, the tiled ``edgesr upscale`` path, seeding, and one-line failures."""
+
+import importlib.util
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import smooth_image
+from PIL import Image
+from tiny_models import write_tiny_sd_x4
+
+from edgesr.cli import main
+from edgesr.runtimes import create_runtime
+from edgesr.runtimes.sd_upscaler_runtime import tile_seed
+
+diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed: "
+                                "pip install 'edgesr[diffusion]'")
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+NO_TRANSFORMERS = "transformers is not installed (diffusers' upscale pipeline and CLIP need it)"
+STEPS = 3
+#: Measured 2.8e-6 (ONNX Runtime vs PyTorch, float32, 3 DDIM steps); bound with margin.
+PARITY_ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    """(source folder, export folder, unet, vae): the tiny model exported with ``--prompt``."""
+    root = tmp_path_factory.mktemp("sd")
+    unet, vae = write_tiny_sd_x4(root / "src", text_encoder=HAS_TRANSFORMERS)
+    assert main(["export", str(root / "src"), "-o", str(root / "out"), "--prompt", "a cat"]) == 0
+    if not HAS_TRANSFORMERS:  # embeddings as a text encoder would give them
+        np.save(root / "out" / "prompt_embeds.npy",
+                np.random.default_rng(0).standard_normal((2, 8, 8)).astype(np.float32))
+    return root / "src", root / "out", unet, vae
+
+
+def _pipeline(sd, text: bool = False):
+    if not HAS_TRANSFORMERS:
+        pytest.skip(NO_TRANSFORMERS)
+    source, _, unet, vae = sd
+    text_encoder = tokenizer = None
+    if text:
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        text_encoder = CLIPTextModel.from_pretrained(str(source / "text_encoder")).eval()
+        tokenizer = CLIPTokenizer.from_pretrained(str(source / "tokenizer"))
+    pipe = diffusers.StableDiffusionUpscalePipeline(
+        vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
+        scheduler=diffusers.DDIMScheduler.from_pretrained(source, subfolder="scheduler"),
+        low_res_scheduler=diffusers.DDPMScheduler.from_pretrained(
+            source, subfolder="low_res_scheduler"), max_noise_level=350)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _image(seed: int = 0, h: int = 16, w: int = 12) -> np.ndarray:
+    return np.random.default_rng(seed).random((1, 3, h, w), dtype=np.float32)
+
+
+def _infer(folder, batch, **options) -> np.ndarray:
+    with create_runtime("sd-upscaler", folder, steps=STEPS, **options) as runtime:
+        return runtime.infer(batch)
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"guidance_scale": 1.0, "noise_level": 120}, {"same_embeds": True}])
+def test_matches_diffusers_pipeline(sd, tmp_path, options):
+    pipe = _pipeline(sd)
+    options = dict(options)
+    embeds = np.load(sd[1] / "prompt_embeds.npy")
+    if options.pop("same_embeds", False):  # guidance cannot change it: one UNet pass per step
+        embeds = np.stack([embeds[1], embeds[1]])
+        np.save(tmp_path / "same.npy", embeds)
+        options["prompt_embeds"] = str(tmp_path / "same.npy")
+    image = _image()
+    out = _infer(sd[1], image, seed=7, **options)
+    generator = torch.Generator().manual_seed(tile_seed(7, image[0]))
+    e = torch.from_numpy(embeds)
+    ref = pipe(image=torch.from_numpy(image), prompt_embeds=e[1:], negative_prompt_embeds=e[:1],
+               num_inference_steps=STEPS, guidance_scale=options.get("guidance_scale", 9.0),
+               noise_level=options.get("noise_level", 20), generator=generator,
+               output_type="np").images.transpose(0, 3, 1, 2)
+    assert out.shape == ref.shape == (1, 3, 64, 48)
+    assert np.abs(out - ref).max() <= PARITY_ATOL
+
+
+def test_export_saves_the_prompt_embeddings(sd):
+    pipe = _pipeline(sd, text=True)
+    with torch.no_grad():
+        positive, negative = pipe.encode_prompt("a cat", "cpu", 1, True)
+    saved = np.load(sd[1] / "prompt_embeds.npy")
+    np.testing.assert_allclose(saved, torch.cat([negative, positive]).numpy(), atol=1e-5)
+    assert not np.allclose(saved[0], saved[1])
+    for name in ("model_index.json", "scheduler/scheduler_config.json",
+                 "low_res_scheduler/scheduler_config.json"):
+        assert (sd[1] / name).read_bytes() == (sd[0] / name).read_bytes()
+
+
+def test_seeds_are_per_tile_and_reproducible(sd):
+    a, b = _image(1), _image(2)
+    both = _infer(sd[1], np.concatenate([a, b]), seed=3)
+    np.testing.assert_array_equal(both, _infer(sd[1], np.concatenate([a, b]), seed=3))
+    np.testing.assert_array_equal(both[1:], _infer(sd[1], b, seed=3))  # batch-independent
+    assert np.abs(both[:1] - _infer(sd[1], a, seed=4)).max() > 1e-3
+
+
+def _png(path, h=20, w=24):
+    rng = np.random.default_rng(5)
+    Image.fromarray((smooth_image(rng, h, w) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def _upscale(capsys, *args) -> tuple[int, str]:
+    code = main(["upscale", *map(str, args), "-q"])
+    return code, capsys.readouterr().err
+
+
+def test_upscale_cli_tiled_and_whole(sd, tmp_path, capsys):
+    src = _png(tmp_path / "in.png")
+    outputs = {}
+    for tile in (8, 0):
+        dst = tmp_path / f"out_{tile}.png"
+        code, _ = _upscale(capsys, src, "-o", dst, "-m", sd[1], "--tile", tile, "--overlap", 2,
+                           "--steps", 2, "--seed", 1, "--guidance", 5, "--noise-level", 30)
+        assert code == 0
+        outputs[tile] = np.asarray(Image.open(dst))
+        assert outputs[tile].shape == (80, 96, 3)
+    assert not np.array_equal(outputs[8], outputs[0])  # other tiles, other noise
+    again = tmp_path / "again.png"
+    assert _upscale(capsys, src, "-o", again, "-m", sd[1], "--tile", 8, "--overlap", 2,
+                    "--steps", 2, "--seed", 1, "--guidance", 5, "--noise-level", 30)[0] == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(again)), outputs[8])
+
+
+def _broken(sd, tmp_path, breakage):
+    folder = shutil.copytree(sd[1], tmp_path / "model")
+    if breakage == "no_embeds":
+        (folder / "prompt_embeds.npy").unlink()
+    elif breakage == "no_vae":
+        (folder / "vae_decoder.onnx").unlink()
+    elif breakage == "no_scheduler":
+        shutil.rmtree(folder / "scheduler")
+    elif breakage == "bad_embeds":
+        np.save(folder / "prompt_embeds.npy", np.zeros((2, 8, 5), np.float32))
+    return folder
+
+
+@pytest.mark.parametrize("breakage, extra, message", [
+    ("no_embeds", (), "no prompt embeddings (prompt_embeds.npy); re-export with edgesr export"),
+    ("no_vae", (), "needs unet.onnx and vae_decoder.onnx; vae_decoder.onnx is missing"),
+    ("no_scheduler", (), "scheduler/scheduler_config.json missing"),
+    ("bad_embeds", (), "prompt embeddings must be [2, sequence, 8] (negative, positive), got "
+     "[2, 8, 5]"),
+    ("", ("--noise-level", 400), "noise_level 400 is past this model's max_noise_level 350"),
+    ("", ("-b", "onnxruntime"), "it runs on --backend sd-upscaler, not 'onnxruntime'"),
+    ("", ("--steps", 0), "need steps >= 1"),
+    ("diffusers", (), "pip install 'edgesr[diffusion]'"),
+])
+def test_failures_are_one_line_and_write_nothing(sd, tmp_path, capsys, monkeypatch, breakage,
+                                                 extra, message):
+    if breakage == "diffusers":
+        monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers -> ImportError
+    folder = _broken(sd, tmp_path, breakage)
+    src = _png(tmp_path / "in.png")
+    code, err = _upscale(capsys, src, "-o", tmp_path / "out.png", "-m", folder, *extra)
+    assert code == 1 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out.png").exists()
+    if breakage == "no_embeds":  # the other way: embeddings given on the command line
+        code, _ = _upscale(capsys, src, "-o", tmp_path / "out.png", "-m", folder, "--steps", 1,
+                           "--prompt-embeds", sd[1] / "prompt_embeds.npy", "--tile", 0)
+        assert code == 0 and Image.open(tmp_path / "out.png").size == (96, 80)
+
+
+def test_backend_needs_an_export_folder(tmp_path, capsys):
+    src = _png(tmp_path / "in.png")
+    code, err = _upscale(capsys, src, "-o", tmp_path / "out.png", "-m", tmp_path,
+                         "-b", "sd-upscaler")
+    assert code == 1 and "needs a Stable Diffusion x4 export folder" in err
+    assert not (tmp_path / "out.png").exists()
