@@ -19,6 +19,7 @@ diffusers (``pip install 'edgesr[diffusion]'``) is imported at ``activate``, for
 
 import hashlib
 import importlib.util
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,8 +161,6 @@ class SDUpscalerRuntime(Runtime):
 
 def _step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
     """eta 0 and the generator, for the schedulers whose ``step`` takes them (as diffusers)."""
-    import inspect
-
     accepted = inspect.signature(scheduler.step).parameters
     return {k: v for k, v in (("eta", 0.0), ("generator", generator)) if k in accepted}
 
