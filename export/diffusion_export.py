@@ -117,12 +117,19 @@ def image_dims(size_multiple: int, **extra: int) -> tuple[dict[str, int], dict[s
 
 
 def export_graphs(graphs: Sequence[tuple[nn.Module, GraphSpec]], target: str | Path, *,
-                  folder: bool, external_data_bytes: int = EXTERNAL_DATA_BYTES
-                  ) -> list[GraphReport]:
+                  folder: bool, external_data_bytes: int = EXTERNAL_DATA_BYTES,
+                  extra_files: Mapping[str, bytes | None] | None = None) -> list[GraphReport]:
     """Export every (module, spec) pair, checked, into ``target``: a folder (``folder=True``,
     created if missing) or, for one graph, the .onnx file ``target``. Returns one report per
-    graph; raises ExportError, leaving ``target`` as it was, when any graph fails a check."""
+    graph; raises ExportError, leaving ``target`` as it was, when any graph fails a check.
+
+    ``extra_files``: folder-relative path -> bytes, staged and moved in with the graphs (None
+    removes a stale copy), so a folder never holds graphs without the files that go with them.
+    """
     target = Path(target).absolute()
+    extra_files = extra_files or {}
+    if extra_files and not folder:
+        raise ExportError(f"{target}: extra files need a folder target")
     if folder and target.exists() and not target.is_dir():
         raise ExportError(f"{target}: the output must be a folder, not a file")
     if not folder and (len(graphs) != 1 or graphs[0][1].file != target.name):
@@ -134,10 +141,12 @@ def export_graphs(graphs: Sequence[tuple[nn.Module, GraphSpec]], target: str | P
         stage.mkdir(parents=True)
         reports = [_export_one(module, spec, stage, external_data_bytes)
                    for module, spec in graphs]
+        staged = _stage_extras(stage, extra_files)
         if folder and not target.exists():
             os.replace(stage, target)
         else:
             _move_files(destination, reports)
+            _move_extras(stage, destination, extra_files, staged)
         missing = []
         return [_relocate(report, destination) for report in reports]
     except OSError as exc:
@@ -213,6 +222,29 @@ def _move_files(destination: Path, reports: list[GraphReport]) -> None:
         else:
             os.replace(report.external_data, destination / report.external_data.name)
         os.replace(report.path, destination / report.path.name)
+
+
+def _stage_extras(stage: Path, extra_files: Mapping[str, bytes | None]) -> list[str]:
+    """Write the extra files into the staging folder; return the names written."""
+    staged = []
+    for name, data in extra_files.items():
+        if data is not None:
+            path = stage / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            staged.append(name)
+    return staged
+
+
+def _move_extras(stage: Path, destination: Path, extra_files: Mapping[str, bytes | None],
+                 staged: list[str]) -> None:
+    """Rename the staged extra files into ``destination``; remove those given as None."""
+    for name in extra_files:
+        if name in staged:
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / name, destination / name)
+        else:
+            (destination / name).unlink(missing_ok=True)
 
 
 def _relocate(report: GraphReport, destination: Path) -> GraphReport:

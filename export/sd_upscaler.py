@@ -34,7 +34,7 @@ from edgesr.export.diffusion_export import (
     export_graphs,
     image_dims,
 )
-from edgesr.export.onnx_export import first_line, write_atomic
+from edgesr.export.onnx_export import first_line
 from edgesr.export.specs import MIN_OPSET
 from edgesr.models.descriptor import sha256_file
 
@@ -180,28 +180,22 @@ def export_sd_upscaler(folder: str | Path, output_dir: str | Path, *, prompt: st
     vae_decoder.onnx: ``latent_sample`` [B, 4, h, w], latents divided by the
     ``vae_scaling_factor`` -> ``sample`` [B, 3, 4h, 4w] in [-1, 1]. The text encoder is not
     exported; ``prompt``'s embeddings are saved when the folder has ``text_encoder/`` and
-    ``tokenizer/`` and transformers is installed (``prompt_embeddings``). Nothing is written
-    unless both graphs pass; the configs and embeddings, read and computed first, follow them.
+    ``tokenizer/`` and transformers is installed (``prompt_embeddings``), and the sampling
+    configs copied; nothing is written unless both graphs pass, and the configs and embeddings
+    move in with them.
     """
     model = load_sd_upscaler(folder)
-    configs = {name: (model.folder / name).read_bytes() for name in CONFIG_FILES
-               if (model.folder / name).is_file()}
+    extras: dict[str, bytes | None] = {
+        name: (model.folder / name).read_bytes() for name in CONFIG_FILES
+        if (model.folder / name).is_file()}
     embeds = prompt_embeddings(model.folder, prompt, model.unet.config.cross_attention_dim)
-    reports = export_graphs(sd_upscaler_graphs(model, opset), output_dir, folder=True,
-                            external_data_bytes=external_data_bytes)
-    output_dir = Path(output_dir)
-    try:
-        for name, data in configs.items():
-            write_atomic(output_dir / name, data)
-        if embeds is None:
-            (output_dir / EMBEDDINGS_FILE).unlink(missing_ok=True)  # a stale prompt's
-        else:
-            buffer = io.BytesIO()
-            np.save(buffer, embeds)
-            write_atomic(output_dir / EMBEDDINGS_FILE, buffer.getvalue())
-    except OSError as exc:
-        raise ExportError(f"{output_dir}: cannot write the sampling configs ({exc})") from None
-    return reports
+    extras[EMBEDDINGS_FILE] = None  # a stale prompt's embeddings go
+    if embeds is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, embeds)
+        extras[EMBEDDINGS_FILE] = buffer.getvalue()
+    return export_graphs(sd_upscaler_graphs(model, opset), output_dir, folder=True,
+                         external_data_bytes=external_data_bytes, extra_files=extras)
 
 
 def prompt_embeddings(folder: str | Path, prompt: str = "",

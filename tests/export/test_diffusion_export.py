@@ -166,6 +166,25 @@ def test_folder_export_is_all_or_nothing(tmp_path):
     assert _files(tmp_path) == ["out"]  # no staging folder, no folder made for the failure
 
 
+def test_extra_files_move_in_with_the_graphs(tmp_path):
+    graphs = [(_Affine(), _affine_spec("a.onnx"))]
+    extras = {"sched/config.json": b"{}", "embeds.npy": b"E1"}
+    export_graphs(graphs, tmp_path / "out", folder=True, extra_files=extras)
+    assert (tmp_path / "out" / "sched" / "config.json").read_bytes() == b"{}"
+    export_graphs(graphs, tmp_path / "out", folder=True,
+                  extra_files={**extras, "embeds.npy": b"E2"})
+    assert (tmp_path / "out" / "embeds.npy").read_bytes() == b"E2"
+    failing = [(_BakedBranch(), _affine_spec("a.onnx"))]
+    with pytest.raises(ExportError, match="parity check failed"):
+        export_graphs(failing, tmp_path / "out", folder=True,
+                      extra_files={**extras, "embeds.npy": b"E3"})
+    assert (tmp_path / "out" / "embeds.npy").read_bytes() == b"E2"  # not without its graphs
+    export_graphs(graphs, tmp_path / "out", folder=True, extra_files={"embeds.npy": None})
+    assert _files(tmp_path / "out") == ["a.onnx", "sched"]  # None removes a stale copy
+    with pytest.raises(ExportError, match="extra files need a folder"):
+        export_graphs(graphs, tmp_path / "a.onnx", folder=False, extra_files=extras)
+
+
 def test_graph_spec_and_target_checks(tmp_path):
     with pytest.raises(ExportError, match="parity size must differ"):
         _affine_spec("a.onnx", parity_dims={"batch": 2, "height": 4, "width": 4})
