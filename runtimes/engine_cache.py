@@ -198,11 +198,23 @@ class EngineCache:
 
 
 def model_sha256(path: Path) -> str:
-    """sha256 of a model file; for an ncnn .param, of its bytes followed by its .bin's."""
-    if path.suffix != ".param":
+    """sha256 of a model: a file's bytes, followed by those of the file its weights are in (an
+    ncnn .param's .bin, an ONNX file's ``<file>.data``); for a folder (an exported diffusion
+    model), of its files' relative paths and sha256s."""
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+        return digest.hexdigest()
+    weights = {".param": path.with_suffix(".bin"), ".onnx": path.with_name(path.name + ".data")}
+    extra = weights.get(path.suffix)
+    if extra is None or (path.suffix == ".onnx" and not extra.is_file()):
         return sha256_file(path)
-    digest = hashlib.sha256(path.read_bytes())
-    digest.update(path.with_suffix(".bin").read_bytes())
+    digest = hashlib.sha256()
+    for file in (path, extra):
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -1,6 +1,7 @@
 """Engine cache: hit, miss, build inputs, stale backend version, foreign entry, corrupt file,
 atomic builds, one builder at a time, and a real OpenVINO IR build through build_engine."""
 
+import hashlib
 import json
 import threading
 import time
@@ -18,6 +19,7 @@ from edgesr.runtimes.engine_cache import (
     EngineKey,
     ShapeProfile,
     build_engine,
+    model_sha256,
 )
 
 KEY = EngineKey(model_sha256="ab" * 32, backend="fake", backend_version="1.0",
@@ -175,3 +177,22 @@ def test_build_command_prints_where_the_engine_went(tmp_path, capsys):
     assert main(args) == 0
     second = capsys.readouterr().out
     assert "(cached)" in second and second.split()[-1] == first.split()[-1]
+
+
+def test_model_sha256_covers_weights_files_and_folders(tmp_path):
+    graph = tmp_path / "unet.onnx"
+    graph.write_bytes(b"graph")
+    alone = model_sha256(graph)
+    assert alone == hashlib.sha256(b"graph").hexdigest()
+    (tmp_path / "unet.onnx.data").write_bytes(b"weights")  # external data: part of the model
+    assert model_sha256(graph) == hashlib.sha256(b"graphweights").hexdigest()
+    param = tmp_path / "m.param"
+    param.write_bytes(b"layers")
+    (tmp_path / "m.bin").write_bytes(b"blob")
+    assert model_sha256(param) == hashlib.sha256(b"layersblob").hexdigest()
+    folder_hash = model_sha256(tmp_path)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "config.json").write_text("{}")
+    assert model_sha256(tmp_path) != folder_hash
+    (tmp_path / "unet.onnx.data").write_bytes(b"other weights")
+    assert len({model_sha256(graph), alone}) == 2 and model_sha256(tmp_path) != folder_hash
