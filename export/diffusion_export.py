@@ -30,10 +30,10 @@ from edgesr import __version__
 from edgesr.errors import ExportError
 from edgesr.export.onnx_export import (
     PROTOBUF_LIMIT,
-    _to_onnx,
     check_graph,
     compare_outputs,
     first_line,
+    trace_to_onnx,
     weight_bytes,
     write_atomic,
 )
@@ -172,7 +172,7 @@ def _export_one(module: nn.Module, spec: GraphSpec, stage: Path,
     args = spec.sample(trace_dims, torch.Generator().manual_seed(0))
     with warnings.catch_warnings():  # shape branches baked in: size_multiple keeps them valid
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        proto = _to_onnx(module, args, spec.opset,
+        proto = trace_to_onnx(module, args, spec.opset,
                          {k: dict(v) for k, v in spec.dynamic_axes.items()}, "torchscript", name,
                          input_names=spec.inputs, output_names=(spec.output,))
     proto.doc_string = name

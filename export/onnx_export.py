@@ -104,7 +104,7 @@ def export_onnx(
 
     sample = _sample(trace_shape, seed=0).to(_device(model))
     dynamic_axes = None if fixed_shape else spec.dynamic_axes
-    proto = _to_onnx(model, (sample,), opset, dynamic_axes, exporter, name)
+    proto = trace_to_onnx(model, (sample,), opset, dynamic_axes, exporter, name)
     proto.doc_string = name
     onnx.helper.set_model_props(proto, _metadata(descriptor))
     check_graph(proto, name)
@@ -176,7 +176,7 @@ def _sample(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def _to_onnx(model: torch.nn.Module, args: tuple[torch.Tensor, ...], opset: int,
+def trace_to_onnx(model: torch.nn.Module, args: tuple[torch.Tensor, ...], opset: int,
              dynamic_axes: dict | None, exporter: str, name: str, *,
              input_names: tuple[str, ...] = (INPUT_NAME,),
              output_names: tuple[str, ...] = (OUTPUT_NAME,)) -> onnx.ModelProto:

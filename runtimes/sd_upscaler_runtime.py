@@ -43,9 +43,10 @@ DEFAULT_MAX_NOISE_LEVEL = 350  # diffusers' StableDiffusionUpscalePipeline defau
 @dataclass(frozen=True, kw_only=True)
 class SDUpscalerConfig:
     """``steps``: scheduler steps (diffusers defaults to 75; 20 takes about a quarter of the
-    CPU time; the quality cost of fewer steps is not measured by edgesr); ``guidance_scale``: classifier-free guidance, off at
-    <= 1 (diffusers' 9.0; when the prompt and negative embeddings are equal, guidance cannot
-    change the result and one UNet pass per step is run instead of two); ``noise_level``: noise
+    CPU time; the quality cost of fewer steps is not measured by edgesr); ``guidance_scale``:
+    classifier-free guidance, off at <= 1 (diffusers' 9.0; when the prompt and negative
+    embeddings are equal, guidance cannot change the result and one UNet pass per step is run
+    instead of two); ``noise_level``: noise
     added to the low-res image, 0 to the model's max (diffusers' 20); ``seed``: see the module
     docstring; ``prompt_embeds``: a .npy [2, sequence, dim] (negative, positive) used instead
     of the folder's; ``device``/``providers``/``threads``: as for the onnxruntime backend."""

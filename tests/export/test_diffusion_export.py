@@ -107,7 +107,8 @@ def _shift_bias(real):
 
 
 def test_failed_parity_keeps_the_previous_export(tmp_path, monkeypatch, sr3):
-    monkeypatch.setattr(diffusion_export, "_to_onnx", _shift_bias(diffusion_export._to_onnx))
+    shifted = _shift_bias(diffusion_export.trace_to_onnx)
+    monkeypatch.setattr(diffusion_export, "trace_to_onnx", shifted)
     target = tmp_path / "sr3.onnx"
     target.write_bytes(b"previous export")
     with pytest.raises(ExportError, match=r"sr3.onnx: ONNX parity check failed at input \{'batch"

@@ -93,14 +93,14 @@ def test_opset(tmp_path):
 
 
 def _patch_graph(monkeypatch, corrupt):
-    real = onnx_export._to_onnx
+    real = onnx_export.trace_to_onnx
 
     def patched(*args, **kwargs):
         proto = real(*args, **kwargs)
         corrupt(proto)
         return proto
 
-    monkeypatch.setattr(onnx_export, "_to_onnx", patched)
+    monkeypatch.setattr(onnx_export, "trace_to_onnx", patched)
 
 
 def _shift_last_bias(proto: onnx.ModelProto) -> None:
