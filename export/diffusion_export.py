@@ -173,8 +173,8 @@ def _export_one(module: nn.Module, spec: GraphSpec, stage: Path,
     with warnings.catch_warnings():  # shape branches baked in: size_multiple keeps them valid
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         proto = trace_to_onnx(module, args, spec.opset,
-                         {k: dict(v) for k, v in spec.dynamic_axes.items()}, "torchscript", name,
-                         input_names=spec.inputs, output_names=(spec.output,))
+                              {k: dict(v) for k, v in spec.dynamic_axes.items()}, "torchscript",
+                              name, input_names=spec.inputs, output_names=(spec.output,))
     proto.doc_string = name
     onnx.helper.set_model_props(proto, encode_metadata(
         {**spec.metadata, "size_multiple": spec.size_multiple, "version": __version__}))

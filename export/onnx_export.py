@@ -177,9 +177,9 @@ def _sample(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 
 def trace_to_onnx(model: torch.nn.Module, args: tuple[torch.Tensor, ...], opset: int,
-             dynamic_axes: dict | None, exporter: str, name: str, *,
-             input_names: tuple[str, ...] = (INPUT_NAME,),
-             output_names: tuple[str, ...] = (OUTPUT_NAME,)) -> onnx.ModelProto:
+                  dynamic_axes: dict | None, exporter: str, name: str, *,
+                  input_names: tuple[str, ...] = (INPUT_NAME,),
+                  output_names: tuple[str, ...] = (OUTPUT_NAME,)) -> onnx.ModelProto:
     """Trace ``model(*args)`` into an optimized ONNX graph; ExportError (one line) on failure.
 
     ``dynamic_axes`` maps tensor names to {axis: dim name}; with the dynamo exporter, axes of
