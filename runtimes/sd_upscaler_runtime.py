@@ -9,15 +9,14 @@ negative (unconditional) and the positive prompt. ``infer`` takes low-resolution
 ``randn * init_noise_sigma``, run the UNet on latents + noisy image with classifier-free guidance,
 step the saved scheduler, and decode ``latents / vae_scaling_factor`` with the VAE.
 
-Seeding: each tile gets its own ``torch.Generator`` seeded by ``tile_seed(seed, tile)``, a hash
-of the seed and the tile's pixels, and draws from it in diffusers' order (image noise, then
-latents, then any scheduler noise). So the same seed gives the same image whatever the batch,
-the tile order or the other images of a folder run, and diffusers given that generator matches.
+Seeding: each tile gets its own ``torch.Generator`` (``diffusion_common.tile_generator``) and
+draws from it in diffusers' order (image noise, then latents, then any scheduler noise). So the
+same seed gives the same image whatever the batch, the tile order or the other images of a
+folder run, and diffusers given that generator matches.
 
 diffusers (``pip install 'edgesr[diffusion]'``) is imported at ``activate``, for its schedulers.
 """
 
-import hashlib
 import importlib.util
 import inspect
 import json
@@ -32,6 +31,7 @@ import torch
 from edgesr.errors import BackendUnavailableError, CheckpointError, EdgesrError
 from edgesr.export.specs import decode_metadata
 from edgesr.runtimes.base import Runtime, RuntimeInfo
+from edgesr.runtimes.diffusion_common import open_session, tile_generator
 from edgesr.runtimes.onnxruntime_runtime import DEVICE_PROVIDERS
 
 GRAPHS = ("unet.onnx", "vae_decoder.onnx")
@@ -75,13 +75,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def tile_seed(seed: int, tile: np.ndarray) -> int:
-    """The generator seed of one [3, H, W] float32 tile: 63 bits of sha256(seed, shape, pixels)."""
-    tile = np.ascontiguousarray(tile, dtype=np.float32)
-    digest = hashlib.sha256(f"{seed}:{tile.shape}:".encode() + tile.tobytes()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
 class SDUpscalerRuntime(Runtime):
     """Runs an exported Stable Diffusion x4 upscaler folder tile by tile (batch of 1 each)."""
 
@@ -105,7 +98,9 @@ class SDUpscalerRuntime(Runtime):
             raise CheckpointError(f"{folder}: not a Stable Diffusion x4 export folder "
                                   f"({', '.join(missing)} missing); write one with edgesr export")
         self._schedulers = {name: _scheduler(folder, name) for name in SCHEDULERS}
-        unet, vae = (_session(folder / f, config) for f in GRAPHS)
+        unet, vae = (open_session(folder / f, self.name, device=config.device,
+                                  providers=config.providers, threads=config.threads)
+                     for f in GRAPHS)
         meta = decode_metadata(unet.get_modelmeta().custom_metadata_map, str(folder / GRAPHS[0]))
         hyper = meta.get("hyperparameters", {})
         max_noise = hyper.get("max_noise_level") or DEFAULT_MAX_NOISE_LEVEL
@@ -129,7 +124,7 @@ class SDUpscalerRuntime(Runtime):
     def _sample(self, tile: np.ndarray) -> np.ndarray:
         """One [3, H, W] tile in [0, 1] -> [1, 3, 4H, 4W] in [0, 1], as diffusers samples it."""
         config, scheduler = self.config, self._schedulers["scheduler"]
-        generator = torch.Generator().manual_seed(tile_seed(config.seed, tile))
+        generator = tile_generator(config.seed, tile)
         image = torch.from_numpy(tile[None] * 2 - 1)
         noise_level = torch.tensor([config.noise_level], dtype=torch.long)
         noise = torch.randn(image.shape, generator=generator)
@@ -203,21 +198,3 @@ def _embeddings(folder: Path, override: str | None, dim: int | None) -> np.ndarr
         raise EdgesrError(f"{path}: prompt embeddings must be [2, sequence, {dim or 'dim'}] "
                           f"(negative, positive), got {list(embeds.shape)}")
     return np.ascontiguousarray(embeds, dtype=np.float32)
-
-
-def _session(path: Path, config: SDUpscalerConfig) -> ort.InferenceSession:
-    providers = list(config.providers or DEVICE_PROVIDERS[config.device])
-    available = ort.get_available_providers()
-    missing = [p for p in providers if p not in available]
-    if missing:
-        raise BackendUnavailableError(
-            f"sd-upscaler: {', '.join(missing)} not in this onnxruntime build (available: "
-            f"{', '.join(available)}); GPU devices need onnxruntime-gpu")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = config.threads
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as exc:  # onnxruntime's load errors are not one class
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({text})") from None

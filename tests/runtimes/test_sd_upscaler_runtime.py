@@ -14,7 +14,7 @@ from tiny_models import write_tiny_sd_x4
 
 from edgesr.cli import main
 from edgesr.runtimes import create_runtime
-from edgesr.runtimes.sd_upscaler_runtime import tile_seed
+from edgesr.runtimes.diffusion_common import tile_seed
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed: "
                                 "pip install 'edgesr[diffusion]'")
