@@ -1,7 +1,8 @@
 """From a model argument and a backend name to a ready runtime; from image files to image files.
 
 This is the glue the CLI calls: it resolves the default (bundled) model, exports a checkpoint
-to ONNX when an ONNX backend is asked for, and runs single files or whole folders.
+to ONNX when an ONNX backend is asked for (an SR3 denoiser always: its sr3 backend samples the
+ONNX export), and runs single files or whole folders.
 """
 
 import os
@@ -22,6 +23,8 @@ from edgesr.upscaler import Upscaler
 ONNX_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 #: PyTorch checkpoints: checked for a diffusion denoiser before a runtime gets them.
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+#: The backend that samples a diffusion denoiser (SR3), from its checkpoint or ONNX export.
+DENOISER_BACKEND = "sr3"
 #: What an exported Stable Diffusion x4 upscaler folder holds, and the backend that samples it.
 SD_GRAPHS = ("unet.onnx", "vae_decoder.onnx")
 SD_BACKEND = "sd-upscaler"
@@ -41,7 +44,8 @@ def resolve_model(model: str | None) -> Path:
 
 def default_backend(model_path: Path) -> str:
     """Engines run on their backend, ONNX files on ONNX Runtime, checkpoints on PyTorch, a
-    Stable Diffusion x4 export folder (unet.onnx + vae_decoder.onnx) on sd-upscaler."""
+    Stable Diffusion x4 export folder (unet.onnx + vae_decoder.onnx) on sd-upscaler (an SR3
+    denoiser, checkpoint or ONNX export, on sr3: ``resolve_runtime`` sees to that)."""
     if _sd_export_folder(model_path):
         return SD_BACKEND
     if model_path.suffix in ENGINE_SUFFIXES:
@@ -69,26 +73,34 @@ def cache_dir() -> Path:
 
 
 def onnx_for_checkpoint(model_path: Path) -> Path:
-    """Export a checkpoint to ONNX once, cached by the checkpoint's sha256."""
+    """Export a checkpoint to ONNX once, cached by the checkpoint's sha256 (an SR3 denoiser
+    with ``export_sr3``: inputs ``x`` and ``noise_level``, its noise schedule in the metadata)."""
     from edgesr.export.onnx_export import export_onnx
     from edgesr.models import load_model
+    from edgesr.models.detect import DENOISERS
 
     descriptor = load_model(model_path)
     target = cache_dir() / "onnx" / f"{model_path.stem}-{descriptor.source_sha256[:16]}.onnx"
     if not target.is_file():
-        export_onnx(descriptor, target)
+        if descriptor.architecture in DENOISERS:
+            from edgesr.export.diffusion_export import export_sr3
+
+            export_sr3(descriptor, target)
+        else:
+            export_onnx(descriptor, target)
     return target
 
 
 def resolve_runtime(model: str | None = None, backend: str | None = None) -> tuple[Path, str]:
     """(model file, backend) that ``open_runtime`` runs: a checkpoint asked to run on an ONNX
-    backend becomes its cached ONNX export."""
+    backend becomes its cached ONNX export, and so does an SR3 one, on the sr3 backend."""
     model_path = resolve_model(model)
     if not model_path.exists():  # a .mlpackage is a folder
         raise EdgesrError(f"{model_path}: model file not found")
-    backend = backend or default_backend(model_path)
-    if model_path.suffix in CHECKPOINT_SUFFIXES:
-        _refuse_denoiser(model_path)
+    denoiser = _denoiser_arch(model_path)
+    backend = backend or (DENOISER_BACKEND if denoiser else default_backend(model_path))
+    if denoiser or backend == DENOISER_BACKEND:
+        return _denoiser_runtime(model_path, backend, denoiser), backend
     engine_backend = ENGINE_SUFFIXES.get(model_path.suffix)
     if _sd_export_folder(model_path) or backend == SD_BACKEND:
         _check_sd_backend(model_path, backend)
@@ -115,16 +127,40 @@ def _check_sd_backend(model_path: Path, backend: str) -> None:
                           f"export folder ({' + '.join(SD_GRAPHS)}; see edgesr export)")
 
 
-def _refuse_denoiser(model_path: Path) -> None:
-    """A diffusion denoiser (SR3) needs a sampling loop: refuse it before a runtime loads it."""
-    from edgesr.models.detect import DENOISERS, detect_architecture
+def _denoiser_arch(model_path: Path) -> str | None:
+    """The architecture of a diffusion denoiser checkpoint, or of an edgesr ONNX export whose
+    metadata says role "denoiser"; None for anything else (an unreadable ONNX file included:
+    its backend says why)."""
+    from edgesr.models.detect import DENOISERS
+
+    if model_path.suffix == ".onnx":
+        from edgesr.export.onnx_export import read_onnx_metadata
+
+        try:
+            meta = read_onnx_metadata(model_path)
+        except EdgesrError:
+            return None
+        return meta.get("arch", "SR3") if meta.get("role") == "denoiser" else None
+    if model_path.suffix not in CHECKPOINT_SUFFIXES:
+        return None
+    from edgesr.models.detect import detect_architecture
     from edgesr.models.loading import load_state_dict
 
     arch = detect_architecture(load_state_dict(model_path)).name
-    if arch in DENOISERS:
+    return arch if arch in DENOISERS else None
+
+
+def _denoiser_runtime(model_path: Path, backend: str, arch: str | None) -> Path:
+    """The .onnx file the sr3 backend samples: a denoiser runs there and nowhere else, and that
+    backend runs nothing else; a checkpoint becomes its cached export."""
+    if backend != DENOISER_BACKEND:
         raise EdgesrError(f"{model_path}: an {arch} diffusion denoiser (x, noise_level -> noise) "
-                          "needs a sampling loop, which edgesr does not run; export it with "
-                          "`edgesr export` and sample it in your own loop")
+                          f"needs a sampling loop; it runs on --backend {DENOISER_BACKEND}, not "
+                          f"{backend!r}")
+    if arch is None:
+        raise EdgesrError(f"{model_path}: --backend {DENOISER_BACKEND} needs an SR3 denoiser "
+                          "(a .pth/.safetensors checkpoint or its edgesr export), not this model")
+    return model_path if model_path.suffix == ".onnx" else onnx_for_checkpoint(model_path)
 
 
 def open_runtime(model: str | None = None, backend: str | None = None, **options) -> Runtime:

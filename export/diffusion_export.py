@@ -11,6 +11,7 @@ the files into place only when every graph passes: a failure leaves nothing behi
 """
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -254,8 +255,10 @@ def _relocate(report: GraphReport, destination: Path) -> GraphReport:
 
 def sr3_graph(descriptor: ModelDescriptor, file: str, opset: int = MIN_OPSET) -> GraphSpec:
     """The GraphSpec of an SR3 denoiser: ``x`` [B, 6, H, W] (upsampled low-res image, then the
-    noisy image) and ``noise_level`` [B] -> ``noise`` [B, 3, H, W]."""
+    noisy image) and ``noise_level`` [B] -> ``noise`` [B, 3, H, W]. The checkpoint's noise
+    schedule, when it held one, goes into the metadata as ``betas`` (a JSON list)."""
     channels = descriptor.in_channels
+    betas = getattr(descriptor.model, "betas", None)
 
     def sample(dims: Dims, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
         batch = dims["batch"]
@@ -272,7 +275,8 @@ def sr3_graph(descriptor: ModelDescriptor, file: str, opset: int = MIN_OPSET) ->
         metadata={"role": "denoiser", "arch": descriptor.architecture, "scale": descriptor.scale,
                   "in_channels": channels, "out_channels": descriptor.out_channels,
                   "source_sha256": descriptor.source_sha256,
-                  "hyperparameters": descriptor.hyperparameters})
+                  "hyperparameters": descriptor.hyperparameters,
+                  "betas": None if betas is None else json.dumps(betas.tolist())})
 
 
 def export_sr3(descriptor: ModelDescriptor, output_path: str | Path, *, opset: int = MIN_OPSET,

@@ -32,6 +32,7 @@ BACKENDS: dict[str, BackendEntry] = {
                            "coremltools"),
     "sd-upscaler": BackendEntry("edgesr.runtimes.sd_upscaler_runtime", "SDUpscalerRuntime",
                                 "SDUpscalerConfig", "onnxruntime diffusers"),
+    "sr3": BackendEntry("edgesr.runtimes.sr3_runtime", "SR3Runtime", "SR3Config", "onnxruntime"),
 }
 
 

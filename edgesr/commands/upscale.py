@@ -14,15 +14,16 @@ def register(sub) -> None:
     up.add_argument("-m", "--model", help="checkpoint (.pth/.safetensors), ncnn .param, .onnx, "
                     "a Stable Diffusion x4 export folder, or a bundled model name (default: "
                     "realesrgan-x4plus)")
-    up.add_argument("-b", "--backend", help="torch, onnxruntime, openvino, tensorrt, coreml or "
-                    "sd-upscaler (default: by model file type)")
+    up.add_argument("-b", "--backend", help="torch, onnxruntime, openvino, tensorrt, coreml, "
+                    "sd-upscaler or sr3 (default: by model file type)")
     up.add_argument("--tile", type=int, default=256, help="tile size in input pixels; 0 = whole "
                     "image (default: 256)")
     up.add_argument("--overlap", type=int, default=32, help="tile overlap in input pixels")
     up.add_argument("--batch", type=int, default=None, help="tiles per inference call")
     up.add_argument("--blend", default=None, help="tile blending window (see docs)")
     up.add_argument("-s", "--outscale", type=float, default=None,
-                    help="final scale, if other than the model's native scale")
+                    help="final scale, if other than the model's native scale: the output is "
+                    "resized to it (not SR3's --scale, the factor the model upscales by)")
     up.add_argument("--bit-depth", type=int, choices=(8, 16), default=None,
                     help="output bit depth (default: the input's)")
     up.add_argument("--max-memory", metavar="SIZE", help="keep the process's peak memory "
@@ -37,8 +38,12 @@ def register(sub) -> None:
                     "the downscaled output departs from the input (one input image only)")
     up.add_argument("--consistency-downsample", choices=("bicubic", "area"), default="bicubic",
                     help="downscaling for --consistency-map (default: bicubic)")
-    sd = up.add_argument_group("Stable Diffusion x4 export folders (backend sd-upscaler)")
-    sd.add_argument("--steps", type=int, help="sampling steps (default: 20)")
+    sd = up.add_argument_group("diffusion models: Stable Diffusion x4 export folders (backend "
+                               "sd-upscaler) and SR3 checkpoints or exports (backend sr3)")
+    sd.add_argument("--scale", type=int, help="SR3 only: the factor the model upscales by (SR3 "
+                    "nets take any; e.g. 8 for a 16->128 model), before any --outscale resize")
+    sd.add_argument("--steps", type=int, help="sampling steps (default: 20 for sd-upscaler; for "
+                    "sr3 the model's full schedule, fewer respace it)")
     sd.add_argument("--guidance", type=float, dest="guidance_scale",
                     help="classifier-free guidance scale; <= 1 turns it off (default: 9)")
     sd.add_argument("--noise-level", type=int, help="noise added to the low-res image (default: "
@@ -49,14 +54,20 @@ def register(sub) -> None:
     up.set_defaults(func=run)
 
 
-#: ``edgesr upscale`` options passed to the sd-upscaler backend when given.
-SD_OPTIONS = ("steps", "guidance_scale", "noise_level", "seed", "prompt_embeds")
+#: ``edgesr upscale`` options passed to the diffusion backends when given.
+SD_OPTIONS = ("scale", "steps", "guidance_scale", "noise_level", "seed", "prompt_embeds")
 
 
 def run(args: argparse.Namespace) -> int:
     from edgesr.errors import EdgesrError
     from edgesr.model_memory import measure_model_memory, return_freed_memory
-    from edgesr.pipeline import parse_size, plan_outputs, resolve_runtime, upscale_many
+    from edgesr.pipeline import (
+        DENOISER_BACKEND,
+        parse_size,
+        plan_outputs,
+        resolve_runtime,
+        upscale_many,
+    )
     from edgesr.runtimes import create_runtime
     from edgesr.upscaler import Upscaler
 
@@ -69,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     options = {"threads": args.threads} if args.threads else {}
     options |= {k: getattr(args, k) for k in SD_OPTIONS if getattr(args, k) is not None}
     model_path, backend = resolve_runtime(args.model, args.backend)
+    if args.scale is not None and backend != DENOISER_BACKEND:
+        raise EdgesrError(f"--scale is for SR3 models (backend {DENOISER_BACKEND}), not "
+                          f"backend {backend!r}; to resize the output use --outscale")
     with create_runtime(backend, model_path, **options) as runtime:
         info = runtime.info
         label = f"x{args.outscale or info.scale:g}"

@@ -93,9 +93,14 @@ def _build_compact(sd: StateDict) -> ModelDescriptor:
 
 
 def _build_sr3(sd: StateDict) -> ModelDescriptor:
+    """SR3UNet from the shapes; a ``GaussianDiffusion`` ``betas`` buffer becomes ``model.betas``."""
+    sd = dict(sd)
+    betas = sd.pop("betas", None)
     hp = sr3_hyperparameters(sd)
     model = SR3UNet(**hp)
     _load_strict(model, sd, "SR3")
+    if betas is not None:
+        model.betas = betas.detach().reshape(-1).double()
     return ModelDescriptor(model=model, architecture="SR3", scale=1,
                            in_channels=hp["in_channel"], out_channels=hp["out_channel"],
                            size_multiple=model.size_multiple, hyperparameters=hp)
@@ -124,7 +129,8 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
              _build_compact),
 )
 #: Architectures whose model is a diffusion denoiser, ``model(x, noise_level)`` -> noise at the
-#: input's size (scale 1), not a one-pass upscaler: exported, never run by ``edgesr upscale``.
+#: input's size (scale 1), not a one-pass upscaler: ``edgesr upscale`` samples them on their own
+#: backend (``pipeline.DENOISER_BACKEND``), never on torch or onnxruntime.
 DENOISERS = frozenset({"SR3"})
 
 

@@ -5,13 +5,16 @@ Parameter names follow the widely used PyTorch implementation (Janspiry's
 is a denoiser, not a one-pass upscaler: it maps ``x``, the bicubic-upsampled low-resolution
 image concatenated with the noisy high-resolution image (6 channels), and a continuous
 ``noise_level`` (the square root of the cumulative alpha, one per batch item) to the predicted
-noise, at the high resolution. Sampling (the refinement loop) is not part of it.
+noise, at the high resolution. Sampling (the refinement loop) is not part of it; its noise
+schedule is: ``SR3UNet.betas`` (the checkpoint's, when it holds one), ``linear_betas`` (Janspiry's
+default), ``respace_betas`` (fewer steps) and ``sampling_coefficients`` (Janspiry's buffers).
 """
 
 import math
 import re
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +26,9 @@ ARCHITECTURE = "SR3"
 #: absent from the config) and dropout (inactive at inference anyway).
 DEFAULT_NORM_GROUPS = 32
 DEFAULT_DROPOUT = 0.0
+#: Janspiry's noise schedule (``config/sr_sr3_16_128.json``, train and val): linear betas from
+#: ``linear_start`` to ``linear_end`` over ``n_timestep`` steps.
+JANSPIRY_SCHEDULE = dict(n_timestep=2000, linear_start=1e-6, linear_end=1e-2)
 
 
 class _NoiseLevelEncoding(nn.Module):
@@ -131,7 +137,8 @@ class SR3UNet(nn.Module):
     ``size_multiple`` = 2 ** (levels - 1). ``channel_mults``: channels per level, in units of
     ``inner_channel``; ``attn_levels``: the levels (0 = full resolution) whose blocks attend;
     Janspiry's ``attn_res`` [16] at ``image_size`` 128 is level 3 (128 / 16 = 2 ** 3).
-    Defaults are Janspiry's ``UNet`` defaults.
+    Defaults are Janspiry's ``UNet`` defaults. ``betas``: the training noise schedule (float64
+    [T]) when the checkpoint held one, else None; a buffer, not part of the state_dict.
     """
 
     def __init__(self, *, in_channel: int = 6, out_channel: int = 3, inner_channel: int = 32,
@@ -141,6 +148,7 @@ class SR3UNet(nn.Module):
                  dropout: float = DEFAULT_DROPOUT):
         super().__init__()
         emb = inner_channel
+        self.register_buffer("betas", None, persistent=False)
         self.size_multiple = 2 ** (len(channel_mults) - 1)
         self.noise_level_mlp = nn.Sequential(_NoiseLevelEncoding(emb), nn.Linear(emb, emb * 4),
                                              nn.SiLU(), nn.Linear(emb * 4, emb))
@@ -190,9 +198,54 @@ class SR3UNet(nn.Module):
 
 def strip_diffusion_wrapper(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The UNet's own tensors of a ``GaussianDiffusion`` state_dict: keys under ``denoise_fn.``,
-    prefix stripped (the noise-schedule buffers beside them are dropped)."""
+    prefix stripped, plus its ``betas`` buffer if present (the other noise-schedule buffers
+    derive from it and are dropped)."""
     prefix = "denoise_fn."
-    return {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
+    sd = {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
+    if "betas" in state_dict:
+        sd["betas"] = state_dict["betas"]
+    return sd
+
+
+def linear_betas(n_timestep: int, linear_start: float, linear_end: float) -> np.ndarray:
+    """Janspiry's ``make_beta_schedule("linear", ...)``: float64 [n_timestep]."""
+    return np.linspace(linear_start, linear_end, n_timestep, dtype=np.float64)
+
+
+def respace_betas(betas: np.ndarray, steps: int) -> np.ndarray:
+    """The betas of ``steps`` evenly spaced timesteps of ``betas`` (improved DDPM's
+    ``space_timesteps`` + ``SpacedDiffusion``): timesteps round(i * (T - 1) / (steps - 1)), each
+    new beta 1 - alphas_cumprod[t] / alphas_cumprod[previous kept t], so the kept timesteps keep
+    their cumulative alphas (and noise levels). ``steps`` = T gives ``betas`` back."""
+    total = len(betas)
+    if not 2 <= steps <= total:
+        raise ValueError(f"steps must be 2 to {total}, got {steps}")
+    kept = np.array([round(i * (total - 1) / (steps - 1)) for i in range(steps)])
+    alphas_cumprod = np.cumprod(1.0 - np.asarray(betas, np.float64))[kept]
+    return 1.0 - alphas_cumprod / np.concatenate([[1.0], alphas_cumprod[:-1]])
+
+
+def sampling_coefficients(betas: np.ndarray) -> dict[str, np.ndarray]:
+    """Janspiry's ``set_new_noise_schedule`` buffers for sampling, computed in float64 and kept
+    as float32 as it keeps them: ``noise_level`` (sqrt of the cumulative alpha, the UNet's
+    conditioning), ``sqrt_recip_alphas_cumprod``, ``sqrt_recipm1_alphas_cumprod``,
+    ``posterior_mean_coef1``/``2`` and ``posterior_log_variance_clipped``, each [T].
+    Raises ValueError unless every beta lies in (0, 1)."""
+    betas = np.asarray(betas, np.float64)
+    if betas.ndim != 1 or not len(betas) or not np.all((betas > 0) & (betas < 1)):
+        raise ValueError("betas must be a non-empty 1-D schedule with every beta in (0, 1)")
+    alphas = 1.0 - betas
+    alphas_cumprod = np.cumprod(alphas)
+    prev = np.append(1.0, alphas_cumprod[:-1])
+    variance = betas * (1.0 - prev) / (1.0 - alphas_cumprod)
+    coefficients = dict(
+        noise_level=np.sqrt(alphas_cumprod),
+        sqrt_recip_alphas_cumprod=np.sqrt(1.0 / alphas_cumprod),
+        sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / alphas_cumprod - 1),
+        posterior_mean_coef1=betas * np.sqrt(prev) / (1.0 - alphas_cumprod),
+        posterior_mean_coef2=(1.0 - prev) * np.sqrt(alphas) / (1.0 - alphas_cumprod),
+        posterior_log_variance_clipped=np.log(np.maximum(variance, 1e-20)))
+    return {k: v.astype(np.float32) for k, v in coefficients.items()}
 
 
 def sr3_hyperparameters(sd: Mapping[str, torch.Tensor]) -> dict:

@@ -1,5 +1,5 @@
-"""SR3: Janspiry's key layout, detection off tensor shapes, loading, and a clear refusal by
-``edgesr upscale``."""
+"""SR3: Janspiry's key layout, detection off tensor shapes, loading (the GaussianDiffusion
+``betas`` buffer kept), and a clear pointer to the sr3 backend from torch and onnxruntime."""
 
 import inspect
 
@@ -68,6 +68,11 @@ def test_detected_and_loaded(tmp_path, name, layout, suffix):
     levels = len(TINY_DENOISERS[name]["channel_mults"])
     assert desc.size_multiple == 2 ** (levels - 1)
     assert desc.source_sha256 == sha256_file(path)
+    if layout == "plain":
+        assert desc.model.betas is None
+    else:  # the schedule travels with the model, outside its state_dict
+        torch.testing.assert_close(desc.model.betas, torch.linspace(0, 1, 10).double())
+        assert "betas" not in desc.model.state_dict()
     x = torch.randn(2, 6, 4 * desc.size_multiple, 3 * desc.size_multiple)
     level = torch.tensor([0.3, 0.9])
     with torch.no_grad():
@@ -98,7 +103,7 @@ def test_broken_sr3_state_dicts_are_clear_errors():
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_upscale_refuses_a_denoiser_clearly(tmp_path, monkeypatch, capsys, backend):
+def test_upscale_points_a_denoiser_to_sr3(tmp_path, monkeypatch, capsys, backend):
     monkeypatch.setenv("EDGESR_CACHE", str(tmp_path / "cache"))
     checkpoint = _save(make_tiny_denoiser("sr3"), tmp_path / "sr3_gen.pth", "diffusion")
     image = tmp_path / "in.png"
@@ -107,5 +112,5 @@ def test_upscale_refuses_a_denoiser_clearly(tmp_path, monkeypatch, capsys, backe
                  "--backend", backend, "-q"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1
-    assert "SR3 diffusion denoiser" in err and "edgesr export" in err
+    assert "SR3 diffusion denoiser" in err and "--backend sr3" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "sr3_gen.pth"]
