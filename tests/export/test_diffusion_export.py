@@ -79,12 +79,15 @@ def test_sr3_through_the_cli(tmp_path, capsys, sr3):
     assert meta["role"] == "denoiser" and meta["arch"] == "SR3" and meta["size_multiple"] == 4
     assert meta["source_sha256"] == sha256_file(checkpoint) and meta["version"] == __version__
     assert meta["hyperparameters"]["channel_mults"] == [1, 2, 2]
+    assert "betas" not in meta  # the checkpoint holds no schedule: the runtime's default
     _check_sr3(target, model)
 
 
 def test_sr3_external_data(tmp_path, sr3):
     checkpoint, model = sr3
-    report = export_sr3(load_model(checkpoint), tmp_path / "sr3.onnx", external_data_bytes=0)
+    descriptor = load_model(checkpoint)
+    descriptor.model.betas = torch.linspace(1e-4, 0.02, 7, dtype=torch.float64)
+    report = export_sr3(descriptor, tmp_path / "sr3.onnx", external_data_bytes=0)
     assert _files(tmp_path) == ["sr3.onnx", "sr3.onnx.data"]
     assert report.external_data == tmp_path / "sr3.onnx.data"
     assert report.parity_dims["height"] != report.trace_dims["height"]
@@ -92,7 +95,9 @@ def test_sr3_external_data(tmp_path, sr3):
     assert report.external_data.stat().st_mode == report.path.stat().st_mode
     assert report.path.stat().st_size < report.external_data.stat().st_size / 10
     onnx.checker.check_model(str(report.path), full_check=True)
-    assert read_onnx_metadata(report.path)["arch"] == "SR3"
+    meta = read_onnx_metadata(report.path)
+    assert meta["arch"] == "SR3"
+    assert json.loads(meta["betas"]) == descriptor.model.betas.tolist()  # the schedule travels
     _check_sr3(report.path, model)
 
 
