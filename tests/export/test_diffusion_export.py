@@ -263,6 +263,17 @@ def test_sd_upscaler_through_the_cli(tmp_path, capsys, sd_folder):
         assert image.shape == (batch, 3, 4 * h, 4 * w)
         np.testing.assert_allclose(image, ref, atol=1e-4)
 
+    assert main(["info", str(out_dir)]) == 0  # the export folder, then its source
+    described = capsys.readouterr().out
+    assert "Stable Diffusion x4 upscaler export (backend sd-upscaler)" in described
+    assert "unet.onnx: unet," in described and "in 7 -> out 4 channels" in described
+    assert "prompt_embeds.npy: missing (upscale needs --prompt-embeds)" in described
+    assert main(["info", str(folder)]) == 0
+    assert "diffusers StableDiffusionUpscalePipeline folder" in capsys.readouterr().out
+    (tmp_path / "other").mkdir()
+    assert main(["info", str(tmp_path / "other")]) == 1
+    assert "neither an edgesr Stable Diffusion x4 export" in capsys.readouterr().err
+
 
 @pytest.mark.parametrize("breakage, message", [
     ("no_unet", "not a Stable Diffusion x4 upscaler folder (no unet/config.json)"),
