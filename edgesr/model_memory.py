@@ -28,7 +28,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -38,6 +38,11 @@ from edgesr import __version__
 from edgesr.errors import EdgesrError
 
 MEASURED_TILES = (32, 128)  # input pixels; the first is auto_tile's smallest tile
+#: Backends that sample a diffusion model. A tile's memory does not depend on the step count,
+#: so they are measured with ``MEASURE_STEPS``; it grows faster than the tile's pixels
+#: (self-attention over all of them), so no tile above the largest measured one is planned.
+DIFFUSION_BACKENDS = ("sd-upscaler", "sr3")
+MEASURE_STEPS = 2
 RUNS = 2  # inferences per tile: some backends (ONNX Runtime's arena) grow on the second
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 _MIB = 1 << 20
@@ -54,6 +59,7 @@ class ModelMemory:
 
     bytes_per_pixel: float
     fixed_bytes: float
+    largest_tile: int | None = None  # the line holds up to this tile only (None: any)
 
     def bytes_for(self, pixels: int) -> float:
         return self.fixed_bytes + self.bytes_per_pixel * pixels
@@ -73,17 +79,22 @@ def measure_model_memory(model_path: str | os.PathLike, backend: str, options: d
     from edgesr.pipeline import cache_dir
 
     model_path, options = Path(model_path), options or {}
+    if backend in DIFFUSION_BACKENDS:
+        options = {**options, "steps": MEASURE_STEPS}
     key = _cache_key(model_path, backend, options)
     path = cache_dir() / "memory" / f"{model_path.stem}-{backend}-{key}.json"
     try:
         cached = json.loads(path.read_text())
-        return ModelMemory(cached["bytes_per_pixel"], cached["fixed_bytes"])
+        return ModelMemory(cached["bytes_per_pixel"], cached["fixed_bytes"],
+                           cached.get("largest_tile"))
     except (OSError, ValueError, KeyError, TypeError):
         pass  # missing or unreadable: measure again
     print(f"measuring {model_path.name} memory on {backend} (once; cached)", file=sys.stderr)
     tiles = [-(-t // multiple) * multiple for t in MEASURED_TILES]
     points = [(t * t, _run_child(model_path, backend, options, t)) for t in tiles]
     memory = fit(points)
+    if backend in DIFFUSION_BACKENDS:
+        memory = replace(memory, largest_tile=tiles[-1])
     record = {**asdict(memory), "tiles": tiles, "deltas": [d for _, d in points]}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

@@ -17,7 +17,7 @@ from edgesr.imageio import IMAGE_EXTENSIONS, list_images, read_image, write_imag
 from edgesr.model_memory import ModelMemory
 from edgesr.models.zoo import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 from edgesr.runtimes import Runtime, create_runtime
-from edgesr.streaming import auto_tile, upscale_to_png
+from edgesr.streaming import LARGEST_TILE, auto_tile, upscale_to_png
 from edgesr.upscaler import Upscaler
 
 ONNX_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
@@ -233,7 +233,8 @@ def _budget_tile(upscaler: Upscaler, pixels: np.ndarray, max_memory: float, memo
                      model_fixed_bytes=memory.fixed_bytes,
                      reserved=psutil.Process().memory_info().rss, stream=stream,
                      out_size=out_size, bit_depth=bit_depth, multiple=info.size_multiple,
-                     batch=upscaler.batch, overlap=upscaler.overlap)
+                     batch=upscaler.batch, overlap=upscaler.overlap,
+                     largest=memory.largest_tile or LARGEST_TILE)
 
 
 def plan_outputs(source: Path, output: Path | None, scale_label: str,

@@ -96,11 +96,14 @@ def upscale_to_png(upscaler: Upscaler, image: np.ndarray, path: str | os.PathLik
         flush(height * s - top)
 
 
+LARGEST_TILE = 1024  # auto_tile's default upper bound, in input pixels
+
+
 def auto_tile(max_memory: float, *, height: int, width: int, scale: int, channels: int,
               model_bytes_per_pixel: float, reserved: float, stream: bool,
               model_fixed_bytes: float = 0.0, lanes: int | None = None,
               out_size: tuple[int, int] | None = None, bit_depth: int = 8, multiple: int = 1,
-              batch: int = 1, overlap: int = 0, largest: int = 1024) -> int:
+              batch: int = 1, overlap: int = 0, largest: int = LARGEST_TILE) -> int:
     """Largest tile (input pixels, a multiple of ``multiple``, from 32 or twice ``overlap`` to
     ``largest``) for which the process's peak memory stays within ``max_memory`` bytes.
 

@@ -1,12 +1,18 @@
 """A model's memory per tile, measured in child processes: positive, larger for a heavier model,
 cached per model file, backend and options, and a failing child is a clear error."""
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
+from stub_runtimes import NearestRuntime
 from tiny_models import make_tiny
 
 from edgesr import model_memory
 from edgesr.model_memory import MemoryMeasureError, fit, measure_model_memory
+from edgesr.pipeline import _budget_tile
+from edgesr.upscaler import Upscaler
 
 
 @pytest.fixture
@@ -76,3 +82,30 @@ def test_failing_child_is_a_clear_error_and_nothing_is_cached(tmp_path, cache):
     with pytest.raises(MemoryMeasureError, match=r"bad\.pth on torch at tile 32: .*bad\.pth"):
         measure_model_memory(bad, "torch")
     assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_diffusion_backends_are_measured_with_few_steps_and_never_planned_past_it(
+        tmp_path, cache, monkeypatch):
+    """Memory per tile of a sampling loop does not depend on its step count, but grows faster
+    than the tile's pixels: measured with MEASURE_STEPS, capped at the largest measured tile."""
+    seen = []
+
+    def fake_child(model_path, backend, options, tile):
+        seen.append((backend, options["steps"], options["seed"]))
+        return 1e6 + 1e3 * tile * tile
+
+    monkeypatch.setattr(model_memory, "_run_child", fake_child)
+    folder = tmp_path / "sdx4_onnx"
+    folder.mkdir()
+    (folder / "unet.onnx").write_bytes(b"graph")
+    memory = measure_model_memory(folder, "sd-upscaler", {"steps": 50, "seed": 3}, multiple=8)
+    assert seen == [("sd-upscaler", model_memory.MEASURE_STEPS, 3)] * 2
+    assert memory.largest_tile == 128
+    again = measure_model_memory(folder, "sd-upscaler", {"steps": 20, "seed": 3}, multiple=8)
+    assert again == memory and len(seen) == 2  # any step count: the same cached figure
+    pixels = np.zeros((4000, 4000, 3), np.uint8)
+    with NearestRuntime(scale=4) as runtime:
+        upscaler = Upscaler(runtime, tile=256, overlap=8)
+        plan = [_budget_tile(upscaler, pixels, 64e9, m, True, None, 8)
+                for m in (memory, replace(memory, largest_tile=None))]
+    assert plan[0] == 128 < plan[1]  # an upscaler's model is planned past 128; a sampler is not
