@@ -194,9 +194,11 @@ def _model_info(model: str | None) -> tuple[dict, float | None]:
     from edgesr.pipeline import resolve_model
 
     path = resolve_model(model)
-    if not path.is_file():
+    if not path.exists():
         raise EdgesrError(f"{path}: model file not found")
     info = {"source": str(path), "name": path.name, "scale": 0, "flops_per_lr_pixel": None}
+    if path.is_dir():  # an exported diffusion model or a CoreML package: no one graph to count
+        return info, None
     if path.suffix == ".onnx":
         info["flops_per_lr_pixel"] = onnx_flops_per_lr_pixel(path)
         return info, info["flops_per_lr_pixel"]

@@ -2,6 +2,7 @@
 pipeline, the tiled ``edgesr upscale`` path, seeding, and one-line failures."""
 
 import importlib.util
+import json
 import shutil
 import sys
 
@@ -133,6 +134,18 @@ def test_upscale_cli_tiled_and_whole(sd, tmp_path, capsys):
     assert _upscale(capsys, src, "-o", again, "-m", sd[1], "--tile", 8, "--overlap", 2,
                     "--steps", 2, "--seed", 1, "--guidance", 5, "--noise-level", 30)[0] == 0
     np.testing.assert_array_equal(np.asarray(Image.open(again)), outputs[8])
+
+
+def test_bench_times_an_export_folder(sd, tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "-m", str(sd[1]), "-b", "sd-upscaler", "--tiles", "8", "--runs", "1",
+                 "--warmup", "0", "--image-size", "16x16", "--no-isolate",
+                 "-O", "sd-upscaler:steps=2", "-o", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    case = next(c for c in report["cases"] if c["backend"] == "sd-upscaler")
+    assert case["status"] == "ok" and case["rows"][0]["p50_ms"] > 0
+    assert report["model"]["scale"] == 4  # read off the output: a folder has no one graph
+    assert "runs on --backend sd-upscaler" in report["cases"][0]["reason"]  # no torch baseline
 
 
 def _broken(sd, tmp_path, breakage):
