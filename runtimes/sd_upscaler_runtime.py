@@ -9,6 +9,13 @@ negative (unconditional) and the positive prompt. ``infer`` takes low-resolution
 ``randn * init_noise_sigma``, run the UNet on latents + noisy image with classifier-free guidance,
 step the saved scheduler, and decode ``latents / vae_scaling_factor`` with the VAE.
 
+Latent tiling (``latent_tile`` > 0, MultiDiffusion-style): on a tile larger than
+``latent_tile``, each step runs the UNet on overlapping latent windows (with the same windows of
+the noisy image; see ``latent_tiling``), blends their noise predictions with a feather window,
+and steps the scheduler once on the whole latent; the VAE decodes the same windows, blended at
+x4. So the whole tile is one sample (no seams where independently sampled tiles disagree) while
+neither network sees more than a window. Use it with pixel tiling off (``--tile 0``).
+
 Seeding: each tile gets its own ``torch.Generator`` (``diffusion_common.tile_generator``) and
 draws from it in diffusers' order (image noise, then latents, then any scheduler noise). So the
 same seed gives the same image whatever the batch, the tile order or the other images of a
@@ -21,6 +28,7 @@ import importlib.util
 import inspect
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +40,7 @@ from edgesr.errors import BackendUnavailableError, CheckpointError, EdgesrError
 from edgesr.export.specs import decode_metadata
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 from edgesr.runtimes.diffusion_common import open_session, tile_generator
+from edgesr.runtimes.latent_tiling import blend_windows, plan_windows
 from edgesr.runtimes.onnxruntime_runtime import DEVICE_PROVIDERS
 
 GRAPHS = ("unet.onnx", "vae_decoder.onnx")
@@ -49,13 +58,18 @@ class SDUpscalerConfig:
     instead of two); ``noise_level``: noise
     added to the low-res image, 0 to the model's max (diffusers' 20); ``seed``: see the module
     docstring; ``prompt_embeds``: a .npy [2, sequence, dim] (negative, positive) used instead
-    of the folder's; ``device``/``providers``/``threads``: as for the onnxruntime backend."""
+    of the folder's; ``latent_tile``: latent window size (= low-res pixels), a multiple of the
+    UNet's size multiple, 0 = off (the whole tile per UNet and VAE call); ``latent_overlap``:
+    the least overlap of neighbouring windows (see the module docstring);
+    ``device``/``providers``/``threads``: as for the onnxruntime backend."""
 
     steps: int = 20
     guidance_scale: float = 9.0
     noise_level: int = 20
     seed: int = 0
     prompt_embeds: str | None = None
+    latent_tile: int = 0
+    latent_overlap: int = 16
     device: str = "cpu"
     providers: tuple[str, ...] = ()
     threads: int = 0
@@ -66,6 +80,10 @@ class SDUpscalerConfig:
                               f"choose from {', '.join(DEVICE_PROVIDERS)}")
         if self.steps < 1 or self.noise_level < 0 or self.threads < 0:
             raise EdgesrError("sd-upscaler: need steps >= 1, noise_level >= 0 and threads >= 0")
+        if (self.latent_tile < 0 or self.latent_overlap < 0
+                or 0 < self.latent_tile <= self.latent_overlap):
+            raise EdgesrError("sd-upscaler: need latent_tile >= 0 and 0 <= latent_overlap < "
+                              f"latent_tile, got {self.latent_tile} and {self.latent_overlap}")
 
 
 def unavailable_reason() -> str | None:
@@ -110,9 +128,13 @@ class SDUpscalerRuntime(Runtime):
         self._embeds = _embeddings(folder, config.prompt_embeds, hyper.get("cross_attention_dim"))
         self._vae_scaling = float(meta["vae_scaling_factor"])
         self._latent_channels = int(meta["latent_channels"])
+        multiple = int(meta.get("size_multiple", 1))
+        if config.latent_tile % multiple:
+            raise EdgesrError(f"sd-upscaler: latent_tile {config.latent_tile} must be a "
+                              f"multiple of this UNet's size multiple {multiple}")
         self._unet, self._vae = unet, vae
         return RuntimeInfo(scale=int(meta["scale"]), in_channels=3, out_channels=3,
-                           size_multiple=int(meta.get("size_multiple", 1)), preferred_batch=1)
+                           size_multiple=multiple, preferred_batch=1)
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         return np.concatenate([self._sample(tile) for tile in batch])
@@ -139,19 +161,27 @@ class SDUpscalerRuntime(Runtime):
         shape = (1, self._latent_channels, *tile.shape[1:])
         latents = torch.randn(shape, generator=generator) * scheduler.init_noise_sigma
         step_kwargs = _step_kwargs(scheduler, generator)
+        windows = plan_windows(*tile.shape[1:], config.latent_tile, config.latent_overlap)
+
+        def unet(t: float, sample: np.ndarray, count: int) -> np.ndarray:
+            feed = {"sample": sample, "timestep": np.full(count * copies, t, np.float32),
+                    "encoder_hidden_states": np.tile(embeds, (count, 1, 1)),
+                    "class_labels": np.tile(labels, count)}
+            return self._unet.run(None, feed)[0]
+
         for t in scheduler.timesteps:
             model_input = scheduler.scale_model_input(torch.cat([latents] * copies), t)
             sample = torch.cat([model_input, image], dim=1).numpy()
-            feed = {"sample": sample, "timestep": np.full(copies, float(t), np.float32),
-                    "encoder_hidden_states": embeds, "class_labels": labels}
-            noise_pred = torch.from_numpy(self._unet.run(None, feed)[0])
+            noise_pred = torch.from_numpy(blend_windows(partial(unet, float(t)), sample,
+                                                        windows, 1))
             if guided:
                 uncond, cond = noise_pred.chunk(2)
                 noise_pred = uncond + config.guidance_scale * (cond - uncond)
             latents = scheduler.step(noise_pred, t, latents, **step_kwargs,
                                      return_dict=False)[0]
         latent_sample = (latents / self._vae_scaling).numpy().astype(np.float32)
-        decoded = self._vae.run(None, {"latent_sample": latent_sample})[0]
+        decoded = blend_windows(lambda s, _: self._vae.run(None, {"latent_sample": s})[0],
+                                latent_sample, windows, self.info.scale)
         return np.clip(decoded / 2 + 0.5, 0, 1).astype(np.float32)
 
 

@@ -51,11 +51,19 @@ def register(sub) -> None:
     sd.add_argument("--seed", type=int, help="random seed; same seed, same image (default: 0)")
     sd.add_argument("--prompt-embeds", metavar="FILE.npy", help="[2, sequence, dim] negative "
                     "and positive prompt embeddings, instead of the folder's prompt_embeds.npy")
+    sd.add_argument("--latent-tile", type=int, metavar="N", help="sd-upscaler only: sample "
+                    "in overlapping latent windows of N low-res pixels, blended at every step, "
+                    "so the image is one sample (no seams between tiles) and the VAE decodes "
+                    "window by window; use with --tile 0 (or a large --tile) so the sampler "
+                    "sees the whole image (default: 0, off)")
+    sd.add_argument("--latent-overlap", type=int, metavar="N", help="sd-upscaler only: least "
+                    "overlap of the --latent-tile windows (default: 16)")
     up.set_defaults(func=run)
 
 
 #: ``edgesr upscale`` options passed to the diffusion backends when given.
-SD_OPTIONS = ("scale", "steps", "guidance_scale", "noise_level", "seed", "prompt_embeds")
+SD_OPTIONS = ("scale", "steps", "guidance_scale", "noise_level", "seed", "prompt_embeds",
+              "latent_tile", "latent_overlap")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from edgesr.model_memory import measure_model_memory, return_freed_memory
     from edgesr.pipeline import (
         DENOISER_BACKEND,
+        SD_BACKEND,
         parse_size,
         plan_outputs,
         resolve_runtime,
@@ -83,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if args.scale is not None and backend != DENOISER_BACKEND:
         raise EdgesrError(f"--scale is for SR3 models (backend {DENOISER_BACKEND}), not "
                           f"backend {backend!r}; to resize the output use --outscale")
+    if (args.latent_tile, args.latent_overlap) != (None, None) and backend != SD_BACKEND:
+        raise EdgesrError(f"--latent-tile and --latent-overlap are for Stable Diffusion x4 "
+                          f"folders (backend {SD_BACKEND}), not backend {backend!r}")
     with create_runtime(backend, model_path, **options) as runtime:
         info = runtime.info
         label = f"x{args.outscale or info.scale:g}"

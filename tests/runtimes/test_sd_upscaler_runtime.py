@@ -1,5 +1,5 @@
 """The sd-upscaler backend on a tiny exported Stable Diffusion x4 upscaler: parity with diffusers'
-pipeline, the tiled ``edgesr upscale`` path, seeding, and one-line failures."""
+pipeline, the tiled ``edgesr upscale`` path, seeding, latent tiling, and one-line failures."""
 
 import importlib.util
 import json
@@ -7,11 +7,13 @@ import shutil
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from conftest import smooth_image
+from onnx import TensorProto, helper
 from PIL import Image
-from tiny_models import write_tiny_sd_x4
+from tiny_models import make_tiny, write_tiny_sd_x4
 
 from edgesr.cli import main
 from edgesr.runtimes import create_runtime
@@ -148,6 +150,91 @@ def test_bench_times_an_export_folder(sd, tmp_path, capsys):
     assert "runs on --backend sd-upscaler" in report["cases"][0]["reason"]  # no torch baseline
 
 
+def test_latent_tile_covering_the_input_is_the_untiled_run(sd):
+    image = _image()
+    whole = _infer(sd[1], image, seed=2)
+    for tile in (16, 32):
+        np.testing.assert_array_equal(_infer(sd[1], image, seed=2, latent_tile=tile,
+                                             latent_overlap=4), whole)
+
+
+def _pointwise_folder(sd, tmp_path):
+    """The export folder with a per-pixel "UNet" (which still reads the timestep, embeddings and
+    noise level of its batch item) and a nearest x4 "VAE": latent tiling cannot change them."""
+    folder = shutil.copytree(sd[1], tmp_path / "pointwise")
+    f32, dims = TensorProto.FLOAT, ["batch", None, "height", "width"]
+    const = [helper.make_tensor(name, TensorProto.INT64, [len(v)], v) for name, v in (
+        ("c0", [0]), ("c3", [3]), ("c4", [4]), ("c7", [7]), ("c1", [1]), ("shape", [-1, 1, 1, 1]))]
+    const += [helper.make_tensor(name, f32, [len(v)], v) for name, v in (
+        ("half", [0.5]), ("tenth", [0.1]), ("k_embed", [0.01]), ("k_time", [1e-4]),
+        ("k_label", [1e-3]), ("scales", [1, 1, 4, 4]))]
+    node = helper.make_node
+    unet = helper.make_graph([
+        node("Slice", ["sample", "c0", "c4", "c1"], ["latent"]),
+        node("Slice", ["sample", "c4", "c7", "c1"], ["image"]),
+        node("Mul", ["latent", "half"], ["a"]),
+        node("ReduceMean", ["image"], ["image_mean"], axes=[1]),
+        node("Mul", ["image_mean", "tenth"], ["b"]),
+        node("ReduceMax", ["encoder_hidden_states"], ["e"], axes=[1, 2], keepdims=0),
+        node("Mul", ["e", "k_embed"], ["e1"]),
+        node("Mul", ["timestep", "k_time"], ["t1"]),
+        node("Cast", ["class_labels"], ["label"], to=f32),
+        node("Mul", ["label", "k_label"], ["l1"]),
+        node("Sum", ["e1", "t1", "l1"], ["per_item"]),
+        node("Reshape", ["per_item", "shape"], ["c"]),
+        node("Sum", ["a", "b", "c"], ["out_sample"])], "unet", [
+        helper.make_tensor_value_info("sample", f32, dims),
+        helper.make_tensor_value_info("timestep", f32, ["batch"]),
+        helper.make_tensor_value_info("encoder_hidden_states", f32, ["batch", None, None]),
+        helper.make_tensor_value_info("class_labels", TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info("out_sample", f32, dims)], const)
+    vae = helper.make_graph([
+        node("Slice", ["latent_sample", "c0", "c3", "c1"], ["rgb"]),
+        node("Resize", ["rgb", "", "scales"], ["sample"], mode="nearest")], "vae",
+        [helper.make_tensor_value_info("latent_sample", f32, dims)],
+        [helper.make_tensor_value_info("sample", f32, dims)], const)
+    for name, graph in (("unet.onnx", unet), ("vae_decoder.onnx", vae)):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        real = onnx.load(str(folder / name), load_external_data=False)
+        helper.set_model_props(model, {p.key: p.value for p in real.metadata_props})
+        onnx.save(model, str(folder / name))
+    return folder
+
+
+def test_latent_tiling_of_a_pointwise_model_is_exact(sd, tmp_path):
+    """Window weights normalise and cover every pixel: tiled = untiled to float32 rounding."""
+    folder, image = _pointwise_folder(sd, tmp_path), _image(3, 20, 28)
+    whole = _infer(folder, image, seed=5, noise_level=60)
+    for tile, overlap in ((8, 4), (12, 2), (16, 6)):
+        tiled = _infer(folder, image, seed=5, noise_level=60, latent_tile=tile,
+                       latent_overlap=overlap)
+        assert np.abs(tiled - whole).max() <= 1e-5
+    assert 0.05 < whole.std()  # the test model leaves an image to compare
+
+
+def test_latent_tiling_is_one_seeded_sample(sd):
+    image = _image(4, 20, 16)
+    tiled = _infer(sd[1], image, seed=6, latent_tile=8, latent_overlap=4)
+    assert tiled.shape == (1, 3, 80, 64)
+    np.testing.assert_array_equal(tiled, _infer(sd[1], image, seed=6, latent_tile=8,
+                                                latent_overlap=4))
+    assert np.abs(tiled - _infer(sd[1], image, seed=6)).max() > 1e-3  # the UNet sees context
+
+
+def test_upscale_cli_latent_tiles(sd, tmp_path, capsys):
+    src, dst = _png(tmp_path / "in.png"), tmp_path / "out.png"
+    code, _ = _upscale(capsys, src, "-o", dst, "-m", sd[1], "--tile", 0, "--steps", 2,
+                       "--latent-tile", 8, "--latent-overlap", 4)
+    assert code == 0 and Image.open(dst).size == (96, 80)
+    rrdb = tmp_path / "rrdb.pth"
+    torch.save(make_tiny("rrdb_x2").state_dict(), rrdb)
+    code, err = _upscale(capsys, src, "-o", tmp_path / "other.png", "-m", rrdb,
+                         "--latent-tile", 8)
+    assert code == 1 and err.count("\n") == 1
+    assert "--latent-tile and --latent-overlap are for Stable Diffusion x4 folders" in err
+    assert not (tmp_path / "other.png").exists()
+
+
 def _broken(sd, tmp_path, breakage):
     folder = shutil.copytree(sd[1], tmp_path / "model")
     if breakage == "no_embeds":
@@ -170,6 +257,9 @@ def _broken(sd, tmp_path, breakage):
     ("", ("--noise-level", 400), "noise_level 400 is past this model's max_noise_level 350"),
     ("", ("-b", "onnxruntime"), "it runs on --backend sd-upscaler, not 'onnxruntime'"),
     ("", ("--steps", 0), "need steps >= 1"),
+    ("", ("--latent-tile", 8), "need latent_tile >= 0 and 0 <= latent_overlap < latent_tile"),
+    ("", ("--latent-tile", 7, "--latent-overlap", 2), "latent_tile 7 must be a multiple of this "
+     "UNet's size multiple 2"),
     ("diffusers", (), "pip install 'edgesr[diffusion]'"),
 ])
 def test_failures_are_one_line_and_write_nothing(sd, tmp_path, capsys, monkeypatch, breakage,
