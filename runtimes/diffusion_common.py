@@ -12,8 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from edgesr.errors import BackendUnavailableError, CheckpointError
-from edgesr.runtimes.onnxruntime_runtime import DEVICE_PROVIDERS
+from edgesr.errors import CheckpointError
+from edgesr.runtimes.onnxruntime_runtime import DEVICE_PROVIDERS, require_providers
 
 
 def tile_seed(seed: int, tile: np.ndarray) -> int:
@@ -33,12 +33,7 @@ def open_session(path: Path, backend: str, *, device: str, providers: tuple[str,
     """An ONNX Runtime session for ``path`` on ``providers`` (or those of ``device``); a missing
     provider or an unloadable file is one clear line naming ``backend``."""
     providers = list(providers or DEVICE_PROVIDERS[device])
-    available = ort.get_available_providers()
-    missing = [p for p in providers if p not in available]
-    if missing:
-        raise BackendUnavailableError(
-            f"{backend}: {', '.join(missing)} not in this onnxruntime build (available: "
-            f"{', '.join(available)}); GPU devices need onnxruntime-gpu")
+    require_providers(backend, providers)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3

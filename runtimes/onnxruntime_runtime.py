@@ -33,6 +33,17 @@ PROBE_MULTIPLES = (1, 2, 4, 8, 16)
 _INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
+def require_providers(backend: str, providers: list[str] | tuple[str, ...]) -> None:
+    """Raise one clear BackendUnavailableError naming ``backend`` unless this onnxruntime build
+    has every execution provider in ``providers``."""
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise BackendUnavailableError(
+            f"{backend}: {', '.join(missing)} not in this onnxruntime build (available: "
+            f"{', '.join(available)}); GPU devices need onnxruntime-gpu")
+
+
 @dataclass(frozen=True, kw_only=True)
 class OnnxRuntimeConfig:
     """``device``: "cpu", "cuda" or "tensorrt", each mapped to its execution providers with the
@@ -137,12 +148,7 @@ class OnnxRuntime(Runtime):
     def _open_session(self) -> ort.InferenceSession:
         path, config = self.model_path, self.config
         providers = config.execution_providers
-        available = ort.get_available_providers()
-        missing = [p for p in providers if p not in available]
-        if missing:
-            raise BackendUnavailableError(
-                f"onnxruntime: {', '.join(missing)} not in this onnxruntime build (available: "
-                f"{', '.join(available)}); GPU devices need onnxruntime-gpu")
+        require_providers("onnxruntime", providers)
         if not path.is_file():
             raise CheckpointError(f"{path}: ONNX model not found")
         options = ort.SessionOptions()
