@@ -159,15 +159,18 @@ def run_diffusers(source: Path, export: Path, image: np.ndarray, steps: int,
             "loaded_rss_mb": loaded_rss, "output": out.transpose(0, 3, 1, 2)}
 
 
-def run_edgesr(export: Path, image: np.ndarray, steps: int, threads: int) -> dict:
-    """edgesr's sd-upscaler backend on ``image`` (one tile): as ``run_diffusers``."""
+def run_edgesr(export: Path, image: np.ndarray, steps: int, threads: int,
+               latent_tile: int = 0, latent_overlap: int = 16) -> dict:
+    """edgesr's sd-upscaler backend on ``image`` (one tile, latent-tiled when ``latent_tile``):
+    as ``run_diffusers``."""
     times = {"unet": 0.0, "vae": 0.0}
     run = ort.InferenceSession.run
     keys = {"sample": "unet", "latent_sample": "vae"}
     ort.InferenceSession.run = lambda s, *a, **k: timed(
         times, keys[s.get_inputs()[0].name], run)(s, *a, **k)
     runtime = create_runtime("sd-upscaler", export, steps=steps, seed=SEED, threads=threads,
-                             guidance_scale=GUIDANCE, noise_level=NOISE_LEVEL)
+                             guidance_scale=GUIDANCE, noise_level=NOISE_LEVEL,
+                             latent_tile=latent_tile, latent_overlap=latent_overlap)
     start = time.perf_counter()
     with runtime:
         load = time.perf_counter() - start
@@ -219,6 +222,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep the model folder and export here, reused by later runs")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT")
+    parser.add_argument("--latent-tile", type=int, default=0, metavar="N",
+                        help="also time edgesr with N x N latent windows (MultiDiffusion-style)")
+    parser.add_argument("--latent-overlap", type=int, default=16, metavar="M")
     args = parser.parse_args()
     unet_config, _, sequence = model_configs(args.config)
     multiple = 2 ** (len(unet_config["block_out_channels"]) - 1)
@@ -254,6 +260,10 @@ def main() -> None:
                                                args.threads),
             "edgesr sd-upscaler (ORT FP32)": isolated(run_edgesr, export, image, args.steps,
                                                       args.threads)}
+        if args.latent_tile:
+            name = f"edgesr latent tiles {args.latent_tile}/{args.latent_overlap}"
+            cases[name] = isolated(run_edgesr, export, image, args.steps, args.threads,
+                                   args.latent_tile, args.latent_overlap)
 
     outputs = [case.pop("output") for case in cases.values()]
     diff = float(np.abs(outputs[0] - outputs[1]).max())
@@ -270,6 +280,10 @@ def main() -> None:
               f"{c['peak_rss_mb']:.0f} | {c['speedup']:.2f} | {c['peak_rss_ratio']:.2f} |")
     side = 4 * args.size
     print(f"\noutputs [1, 3, {side}, {side}]: max |edgesr - diffusers| {diff:.2e}")
+    if len(outputs) > 2:  # latent tiles: one sample, but each window sees less context
+        tiled = np.abs(outputs[2] - outputs[1])
+        print(f"latent-tiled vs untiled edgesr: max |diff| {tiled.max():.3f}, "
+              f"mean {tiled.mean():.4f}")
     if args.json:
         args.json.write_text(json.dumps({
             "config": args.config, "size": args.size, "steps": args.steps,
