@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from tiny_models import TINY_SD_X4_UNET, TINY_SD_X4_VAE, make_tiny_denoiser
+from tiny_models import make_tiny_denoiser, write_tiny_sd_x4
 
 from edgesr import __version__
 from edgesr.cli import main
@@ -210,16 +210,9 @@ def test_graph_spec_and_target_checks(tmp_path):
 def sd_folder(tmp_path_factory):
     """A tiny diffusers x4 upscaler folder, written with ``save_pretrained``: (folder, unet,
     vae)."""
-    diffusers = pytest.importorskip("diffusers", reason=SD_REASON)
+    pytest.importorskip("diffusers", reason=SD_REASON)
     folder = tmp_path_factory.mktemp("sd") / "sd-x4"
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DConditionModel(**TINY_SD_X4_UNET).eval()
-    vae = diffusers.AutoencoderKL(**TINY_SD_X4_VAE).eval()
-    unet.save_pretrained(folder / "unet")
-    vae.save_pretrained(folder / "vae")
-    (folder / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionUpscalePipeline", "max_noise_level": 350,
-        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}))
+    unet, vae = write_tiny_sd_x4(folder)
     return folder, unet, vae
 
 
@@ -228,7 +221,8 @@ def test_sd_upscaler_through_the_cli(tmp_path, capsys, sd_folder):
     out_dir = tmp_path / "sdx4_onnx"
     code, out, _ = _export(capsys, folder, "-o", out_dir)
     assert code == 0 and _files(tmp_path) == ["sdx4_onnx"]
-    assert _files(out_dir) == ["model_index.json", "unet.onnx", "vae_decoder.onnx"]
+    assert _files(out_dir) == ["low_res_scheduler", "model_index.json", "scheduler",
+                               "unet.onnx", "vae_decoder.onnx"]
     assert "unet.onnx: parity vs PyTorch (batch 2, height 24, width 40, sequence 11)" in out
     assert "vae_decoder.onnx: parity vs PyTorch (batch 2" in out
     assert "not exported: the text encoder" in out
