@@ -39,3 +39,19 @@ class InferenceError(EdgesrError):
 
 class TilingError(EdgesrError):
     """Invalid tiling or blending arguments, or an image the upscaler cannot take."""
+
+
+#: Lines that locate an error in a library's sources instead of saying what went wrong
+#: (OpenVINO: "Exception from src/inference/src/cpp/core.cpp:84:").
+_LOCATION_LINE = ("Exception from src/", "Check '", "Traceback (most recent call last)")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message that says what went wrong (skipping lines that
+    only give a source location; a line ending in ":" gets the next one), or the exception's
+    type name when it has no message."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if not line.startswith(_LOCATION_LINE) and not line.endswith(".cpp:"):
+            return f"{line} {lines[i + 1]}" if line.endswith(":") and i + 1 < len(lines) else line
+    return lines[0] if lines else type(exc).__name__
