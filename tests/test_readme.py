@@ -1,4 +1,4 @@
-"""Every command the README shows runs as written.
+"""Every command and Python example the README shows runs as written.
 
 The README's shell blocks are read, each command is run in order in a workspace that holds the
 files the commands name (small synthetic photos, tiny checkpoints under the README's file names,
@@ -42,6 +42,11 @@ def readme_commands() -> list[str]:
             if words:
                 commands.append(shlex.join(words) if "&&" not in line else line.split(" #")[0])
     return commands
+
+
+def readme_python() -> list[str]:
+    """The README's ``python`` blocks."""
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
 def test_ci_runs_the_setup_commands_first():
@@ -99,6 +104,13 @@ def test_every_readme_command_runs(tmp_path):
         assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
         ran += 1
     assert ran >= 20
+    for i, block in enumerate(readme_python()):
+        script = work / f"readme_{i}.py"
+        script.write_text(block)
+        done = subprocess.run([sys.executable, script.name], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, f"{block}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert readme_python(), "the README shows the Python API"
     assert Image.open(work / "examples" / "lowres_x4.png").size == (384, 256)
     assert Image.open(work / "face128.png").size == (128, 128)
 
