@@ -1,6 +1,7 @@
 // OpenVINO engine: compiles an edgesr ONNX model or an IR (.xml + .bin) as
 // runtimes/openvino_runtime.py does (same compile properties, same metadata, same probe for
 // models without metadata) and deals the images of a batch round-robin to async infer requests.
+#include <openvino/frontend/manager.hpp>
 #include <openvino/openvino.hpp>
 
 #include <cstring>
@@ -220,11 +221,24 @@ private:
                                        "' not found; available: " + names);
     }
 
+    // Read with the frontend the suffix names (.onnx or .xml) only, so a corrupt file gets
+    // one error instead of every other frontend's attempt (and its logging).
     std::shared_ptr<ov::Model> read(const std::string &path) {
+        const size_t dot = path.find_last_of('.');
+        const std::string suffix = dot == std::string::npos ? "" : path.substr(dot);
+        const char *framework = suffix == ".onnx" ? "onnx" : suffix == ".xml" ? "ir" : nullptr;
+        if (!framework)
+            fail(EDGESR_ERROR_MODEL, path + ": expected an ONNX model (.onnx) or an OpenVINO IR "
+                                            "(.xml beside its .bin)");
         if (!std::ifstream(path, std::ios::binary).good())
             fail(EDGESR_ERROR_MODEL, path + ": model file not found or not readable");
         try {
-            return core_.read_model(path);
+            const auto frontend = frontends_.load_by_framework(framework);
+            const auto input = frontend ? frontend->load(path) : nullptr;
+            if (!input) fail(EDGESR_ERROR_MODEL, path + ": OpenVINO cannot read it");
+            return frontend->convert(input);
+        } catch (const Error &) {
+            throw;
         } catch (const std::exception &exc) {
             fail(EDGESR_ERROR_MODEL, path + ": OpenVINO cannot read it: " + first_line(exc));
         }
@@ -245,6 +259,7 @@ private:
     }
 
     Options options_;
+    ov::frontend::FrontEndManager frontends_;  // outlives the models its frontends made
     ov::Core core_;
     ov::CompiledModel compiled_;
 };
