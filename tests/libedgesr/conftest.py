@@ -108,8 +108,8 @@ def onnx_models(tmp_path_factory) -> dict[str, Path]:
     """Tiny real-architecture models as edgesr ONNX files: compact x4 and RRDB x2 (3 channels,
     from tests/tiny_models.py) and a 1-channel compact x2."""
     import torch
-
     from conftest import tiny_descriptor
+
     from edgesr.export.onnx_export import export_onnx
     from edgesr.models import model_from_state_dict
     from edgesr.models.compact import SRVGGNetCompact

@@ -4,20 +4,17 @@ backend, model, tile and overlap, rounded as ``imageio`` writes): within 1/255 f
 session used from 4 threads at once."""
 
 import ctypes
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import smooth_image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from conftest import smooth_image  # noqa: E402
-from edgesr.kernels.blend import to_uint  # noqa: E402
-from edgesr.pipeline import open_runtime  # noqa: E402
-from edgesr.tiling import plan_tiles  # noqa: E402
-from edgesr.upscaler import Upscaler  # noqa: E402
+from edgesr.kernels.blend import to_uint
+from edgesr.pipeline import open_runtime
+from edgesr.tiling import plan_tiles
+from edgesr.upscaler import Upscaler
 
 TOL = {8: 1, 16: 257}  # 1/255 in each bit depth
 
@@ -45,7 +42,8 @@ def python_upscale(model: Path, image: np.ndarray, **upscaler) -> np.ndarray:
 def assert_close(c_out: np.ndarray, ref: np.ndarray, bits: int) -> None:
     assert c_out.shape == ref.shape
     diff = np.abs(c_out.astype(np.int64) - ref.astype(np.int64))
-    assert diff.max() <= TOL[bits], f"max diff {diff.max()} at {np.unravel_index(diff.argmax(), diff.shape)}"
+    worst = np.unravel_index(diff.argmax(), diff.shape)
+    assert diff.max() <= TOL[bits], f"max diff {diff.max()} at {worst}"
 
 
 @pytest.mark.parametrize("bits", [8, 16])
