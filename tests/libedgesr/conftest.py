@@ -2,11 +2,13 @@
 tiny real-architecture models exported to ONNX.
 
 When the ``openvino`` package is importable the build must produce libedgesr (EDGESR_LIB=ON), so
-a broken build fails instead of skipping; without it the tests skip, saying why.
+a broken build fails instead of skipping; without it (or without cmake) the tests skip, saying
+why, unless ``EDGESR_REQUIRE_LIB=1`` (CI) turns every such skip into a failure.
 """
 
 import ctypes
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -29,12 +31,26 @@ def cmake_build(build: Path, *extra: str) -> subprocess.CompletedProcess:
     return done
 
 
+def skip_unless_required(reason: str) -> None:
+    """Skip with ``reason``, or fail with it when EDGESR_REQUIRE_LIB=1."""
+    if os.environ.get("EDGESR_REQUIRE_LIB") == "1":
+        pytest.fail(f"EDGESR_REQUIRE_LIB=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def require_lib():
+    """skip_unless_required, for tests outside this module."""
+    return skip_unless_required
+
+
 @pytest.fixture(scope="session")
 def build_dir(tmp_path_factory) -> Path:
-    if shutil.which("cmake") is None:
-        pytest.skip("cmake is not installed")
+    for tool in ("cmake", "ctest"):
+        if shutil.which(tool) is None:
+            skip_unless_required(f"{tool} is not installed")
     if importlib.util.find_spec("openvino") is None:
-        pytest.skip("libedgesr needs OpenVINO's C++ files: pip install openvino")
+        skip_unless_required("libedgesr needs OpenVINO's C++ files: pip install openvino")
     build = tmp_path_factory.mktemp("libedgesr_build")
     done = cmake_build(build, "-DEDGESR_LIB=ON")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -2,13 +2,13 @@
 build and install libedgesr, build the example against the install (CMake package and
 pkg-config), upscale a real image with a real model, and compare with `edgesr upscale`."""
 
+import importlib.util
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from edgesr.cli import main
@@ -22,13 +22,14 @@ def readme_commands() -> str:
     return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
 
 
-def test_readme_c_commands_build_and_match_the_cli(tmp_path):
+def test_readme_c_commands_build_and_match_the_cli(tmp_path, require_lib):
     for tool in ("cmake", "cc", "pkg-config"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    pytest.importorskip("openvino", reason="libedgesr needs OpenVINO: pip install openvino")
+            require_lib(f"{tool} is not installed")
+    if importlib.util.find_spec("openvino") is None:
+        require_lib("libedgesr needs OpenVINO's C++ files: pip install openvino")
     if not (ROOT / ".venv" / "bin" / "python").exists():
-        pytest.skip("the README's commands use the set-up's .venv, absent here")
+        require_lib("the README's commands use the set-up's .venv, absent here")
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", readme_commands()], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
