@@ -11,8 +11,9 @@
  *
  * Threads: a session may be used from several threads at once. Calls run concurrently: each
  * call borrows its own inference requests from the session's pool (created on demand), so two
- * calls never share mutable state. edgesr_session_set_progress() and edgesr_session_destroy()
- * must not race with calls on the same session. Messages are per thread (see edgesr_last_error).
+ * calls never share mutable state. edgesr_session_set_progress() may be called at any time; a
+ * call uses the callback set when it started. edgesr_session_destroy() must not race with any
+ * call on the same session. Messages are per thread (see edgesr_last_error).
  */
 #ifndef EDGESR_H
 #define EDGESR_H
@@ -92,7 +93,7 @@ EDGESR_API int edgesr_session_create(const char *model_path, const char *options
 EDGESR_API void edgesr_session_destroy(edgesr_session *session);
 /* The model's integer scale, e.g. 4; -1 when session is NULL. */
 EDGESR_API int edgesr_session_scale(const edgesr_session *session);
-/* Set (or clear, with callback NULL) the progress callback of later calls on this session. */
+/* Set (or clear, with callback NULL) the progress callback of calls that start after this. */
 EDGESR_API int edgesr_session_set_progress(edgesr_session *session, edgesr_progress_fn callback,
                                            void *user_data);
 
