@@ -154,3 +154,40 @@ def test_progress_reports_every_batch_and_cancels(capi, onnx_models, rng):
     jobs = len(plan_tiles(40, 40, 16, 4)) * 2  # colour and alpha planes of every tile
     assert jobs == 18 and calls == [(done, jobs) for done in range(2, jobs + 1, 2)]
     assert status == 7 and f"cancelled by the progress callback after 2 of {jobs} tiles" in message
+
+
+def test_fixed_shape_model_uses_its_own_tile(capi, rng, tmp_path):
+    from conftest import tiny_descriptor
+
+    from edgesr.export.onnx_export import export_onnx
+
+    model = export_onnx(tiny_descriptor("compact_x2"), tmp_path / "fixed.onnx", check=False,
+                        fixed_shape=(1, 16, 16)).path
+    image = make_image(rng, 23, 35, 3, 8)
+    session = capi.session(model, "tile=64;overlap=4")  # tile: ignored, the model fixes it
+    try:
+        status, out = capi.upscale(session, image)
+        assert status == 0, capi.last_error()
+    finally:
+        capi.lib.edgesr_session_destroy(session)
+    with open_runtime(str(model), "openvino", tile=(16, 16)) as runtime:
+        ref = to_uint(Upscaler(runtime, overlap=4).upscale(image.astype(np.float32) / 255), 8)
+    assert_close(out, ref, 8)
+
+
+def test_model_without_edgesr_metadata_is_probed(capi, onnx_models, rng, tmp_path):
+    import onnx
+
+    proto = onnx.load(str(onnx_models["rrdb_x2"]))
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    image = make_image(rng, 19, 26, 3, 8)
+    session = capi.session(bare, "tile=16;overlap=4")
+    try:
+        assert capi.lib.edgesr_session_scale(session) == 2
+        status, out = capi.upscale(session, image)
+        assert status == 0, capi.last_error()
+    finally:
+        capi.lib.edgesr_session_destroy(session)
+    assert_close(out, python_upscale(bare, image, tile=16, overlap=4), 8)
