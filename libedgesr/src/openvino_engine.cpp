@@ -105,12 +105,6 @@ public:
         info_.in_channels = meta_int(meta, "in_channels", path, 3);
         info_.out_channels = meta_int(meta, "out_channels", path, 3);
         info_.size_multiple = meta_int(meta, "size_multiple", path, 1);
-        if ((info_.in_channels != 1 && info_.in_channels != 3) ||
-            info_.out_channels != info_.in_channels)
-            fail(EDGESR_ERROR_MODEL, path + ": models with " + std::to_string(info_.in_channels) +
-                                         " input and " + std::to_string(info_.out_channels) +
-                                         " output channels are not supported (need 1 -> 1 or "
-                                         "3 -> 3)");
         const auto shape = model->input(0).get_partial_shape();
         if (shape.rank().is_static() && shape.rank().get_length() == 4 && shape[2].is_static() &&
             shape[3].is_static()) {

@@ -42,6 +42,10 @@ inline float clip01(float v) {  // np.clip: NaN stays NaN (to_uint maps it to 0)
 Upscaler::Upscaler(std::unique_ptr<Engine> engine, const Options &options)
     : engine_(std::move(engine)), options_(options) {
     const EngineInfo &info = engine_->info();
+    if ((info.in_channels != 1 && info.in_channels != 3) || info.out_channels != info.in_channels)
+        fail(EDGESR_ERROR_MODEL, "models with " + std::to_string(info.in_channels) + " input and " +
+                                     std::to_string(info.out_channels) + " output channels are "
+                                     "not supported (need 1 -> 1 or 3 -> 3)");
     batch_ = options.batch > 0 ? options.batch : info.preferred_batch;
     if (info.max_batch > 0) batch_ = std::min(batch_, info.max_batch);
     if (!is_blend_kind(options.blend))

@@ -112,3 +112,20 @@ def test_error_then_success_clears_the_message(capi, session, rng):
     image = rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)
     assert capi.upscale(session, image, scale=4)[0] == 0
     assert capi.last_error() == ""
+
+
+def test_model_that_is_not_an_upscaler(capi, tmp_path):
+    """A valid ONNX model turning 3 channels into 1: a status and a message, no session."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [1, 3, 1, 1], [0.3, 0.3, 0.4])
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])], "to_grey",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, "h", "w"])], [weight])
+    path = tmp_path / "to_grey.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    status, handle = capi.create(path)
+    assert (status, handle.value) == (MODEL, None)
+    assert "models with 3 input and 1 output channels are not supported" in capi.last_error()
