@@ -3,7 +3,8 @@
 Project metadata lives in pyproject.toml; this file only declares the extension. It is optional:
 without a C++ compiler the install goes on and edgesr uses the NumPy kernels, with a warning
 (``EDGESR_REQUIRE_NATIVE=1`` turns a failed build into an error). ``EDGESR_CMAKE_ARGS`` adds
-arguments to the CMake configure step.
+arguments to the CMake configure step. libedgesr, the C library, is not part of the Python
+package: CMake builds and installs it directly (README, "Use from C/C++").
 """
 
 import os
@@ -38,6 +39,7 @@ class CMakeBuild(build_ext):
         build_dir = Path(self.build_temp).resolve() / "cmake"
         configure = ["cmake", "-S", str(ROOT), "-B", str(build_dir),
                      "-DCMAKE_BUILD_TYPE=Release", "-DEDGESR_TESTS=OFF", "-DEDGESR_CUDA=OFF",
+                     "-DEDGESR_LIB=OFF",
                      f"-DPython_EXECUTABLE={sys.executable}",
                      f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
                      f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
