@@ -5,7 +5,7 @@ files the commands name (small synthetic photos, tiny checkpoints under the READ
 a tiny Stable Diffusion x4 folder), with the installed ``edgesr``; later commands use what earlier
 ones wrote, as a reader following the README would. The set-up commands (venv + install, the test
 suite) are run by CI (.ci/run), which this test checks. Commands that are neither edgesr commands
-nor set-up must be claimed by a test in ``ELSEWHERE``.
+nor set-up belong in a section that a dedicated test runs (``ELSEWHERE``).
 """
 
 import os
@@ -28,20 +28,37 @@ README = ROOT / "README.md"
 #: Commands CI runs itself (.ci/run must contain them as written).
 SETUP = ("python3 -m venv .venv && .venv/bin/pip install -e '.[test]'",
          ".venv/bin/python -m pytest")
-#: Commands other than edgesr's that a dedicated test runs: a prefix -> that test.
-ELSEWHERE: dict[str, str] = {}
+#: README sections whose shell blocks a dedicated test runs as written: heading -> that test.
+ELSEWHERE = {"Use from C/C++": "tests/libedgesr/test_readme_example.py"}
+
+
+def _sections() -> list[tuple[str, str]]:
+    """(heading, text) of each ``## `` section of the README."""
+    parts = re.split(r"^## (.+)$", README.read_text(), flags=re.M)
+    return list(zip(parts[1::2], parts[2::2], strict=True))
 
 
 def readme_commands() -> list[str]:
-    """The commands of the README's ``bash`` blocks, in order, comments stripped."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    """The commands of the README's ``bash`` blocks, in order, comments stripped, continuation
+    lines joined; blocks of the sections in ``ELSEWHERE`` are left to their tests."""
     commands = []
-    for block in blocks:
-        for line in block.splitlines():
-            words = shlex.split(line, comments=True)
-            if words:
-                commands.append(shlex.join(words) if "&&" not in line else line.split(" #")[0])
+    for heading, text in _sections():
+        if heading in ELSEWHERE:
+            continue
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                words = shlex.split(line, comments=True)
+                if words:
+                    commands.append(line.split(" #")[0].strip() if "&&" in line
+                                    else shlex.join(words))
     return commands
+
+
+def test_sections_left_to_other_tests_are_run_there():
+    headings = [heading for heading, _ in _sections()]
+    for heading, test in ELSEWHERE.items():
+        assert heading in headings, f"README has no section {heading!r}"
+        assert heading in (ROOT / test).read_text(), f"{test} does not run {heading!r}"
 
 
 def readme_python() -> list[str]:
@@ -93,12 +110,9 @@ def test_every_readme_command_runs(tmp_path):
         if command in SETUP:
             continue
         words = shlex.split(command)
-        if words[0] in ("edgesr", ".venv/bin/edgesr"):
-            argv = [_edgesr(), *words[1:]]
-        else:
-            owner = next((t for p, t in ELSEWHERE.items() if command.startswith(p)), None)
-            assert owner, f"README command run by no test: {command}"
-            continue
+        assert words[0] in ("edgesr", ".venv/bin/edgesr"), \
+            f"README command run by no test (add its section to ELSEWHERE): {command}"
+        argv = [_edgesr(), *words[1:]]
         done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True,
                               timeout=900)
         assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
@@ -119,6 +133,6 @@ def test_every_readme_command_runs(tmp_path):
                                      "edgesr export sd/ -o out/ --prompt \"\""])
 def test_commands_are_parsed_as_a_shell_would(command, tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
-    readme.write_text(f"text\n```bash\n{command}\n```\n")
+    readme.write_text(f"## Commands\n```bash\n{command}\n```\n")
     monkeypatch.setattr(sys.modules[__name__], "README", readme)
     assert shlex.split(readme_commands()[0]) == shlex.split(command, comments=True)
