@@ -226,7 +226,7 @@ def _budget_tile(upscaler: Upscaler, pixels: np.ndarray, max_memory: float, memo
 
     height, width, channels = pixels.shape
     info = upscaler.runtime.info
-    planes = upscaler._split(np.zeros((channels, 1, 1), np.float32), channels in (2, 4)).shape
+    planes = upscaler.split_planes(np.zeros((channels, 1, 1), np.float32), channels in (2, 4)).shape
     out_size = upscaler.output_size(height, width, outscale) if outscale else None
     return auto_tile(max_memory, height=height, width=width, scale=info.scale, channels=channels,
                      lanes=planes[0] * planes[1], model_bytes_per_pixel=memory.bytes_per_pixel,

@@ -9,6 +9,7 @@ from tiny_models import make_tiny
 
 from edgesr.errors import EdgesrError, InferenceError, RuntimeStateError
 from edgesr.kernels.blend import BLEND_KINDS, DEFAULT_BLEND, to_uint
+from edgesr.kernels.native import accumulate, normalize
 from edgesr.models import model_from_state_dict
 from edgesr.models.zoo import bundled_model_path
 from edgesr.runtimes.base import Runtime, RuntimeInfo
@@ -236,6 +237,29 @@ def test_outscale_resizes_the_native_output(rng):
         for bad in (0, -1.0, float("nan"), "2"):
             with pytest.raises(EdgesrError, match="outscale"):
                 up.upscale(image, outscale=bad)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_public_steps_compose_to_upscale(channels, rng):
+    """plan -> split_planes -> infer_tiles -> accumulate with blend_weight -> normalize ->
+    merge_planes, as a service or the C library's reference tests run them, is upscale()."""
+    image = smooth_image(rng, 45, 61, channels)
+    with tiny_runtime("compact_x2") as rt:
+        up = Upscaler(rt, tile=24, overlap=8, batch=3, premultiply_alpha=False)
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1))
+        planes = up.split_planes(chw, has_alpha=channels == 4)
+        tiles = up.plan(45, 61)
+        canvas = np.zeros((planes.shape[0] * 3, 90, 122), np.float32)
+        weight_sum = np.zeros((90, 122), np.float32)
+        seen = []
+        for tile, out in up.infer_tiles(planes, tiles):
+            seen.append(tile)
+            accumulate(canvas, weight_sum, out, up.blend_weight(tile), tile.y * 2, tile.x * 2)
+        out = normalize(canvas, weight_sum).reshape(planes.shape[0], 3, 90, 122)
+        merged = np.clip(up.merge_planes(out, channels, channels == 4), 0, 1).transpose(1, 2, 0)
+        np.testing.assert_array_equal(merged, up.upscale(image))
+        np.testing.assert_array_equal(up.blend_tiles(planes), out)
+    assert seen == tiles and len(tiles) > 4
 
 
 def test_progress_bar_counts_tiles(rng, capsys):
