@@ -5,13 +5,13 @@ to ONNX when an ONNX backend is asked for (an SR3 denoiser always: its sr3 backe
 ONNX export), and runs single files or whole folders.
 """
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgesr import fsutil
 from edgesr.errors import EdgesrError
 from edgesr.imageio import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from edgesr.model_memory import ModelMemory
@@ -67,9 +67,8 @@ def _sd_export_folder(path: Path) -> bool:
 
 
 def cache_dir() -> Path:
-    """Where derived artifacts (exported ONNX files) are kept: $EDGESR_CACHE or ~/.cache/edgesr."""
-    root = os.environ.get("EDGESR_CACHE") or Path.home() / ".cache" / "edgesr"
-    return Path(root)
+    """Where derived artifacts (exported ONNX files) are kept: ``fsutil.cache_dir``."""
+    return fsutil.cache_dir()
 
 
 def onnx_for_checkpoint(model_path: Path) -> Path:
