@@ -40,6 +40,7 @@ from edgesr.export.specs import (
     encode_metadata,
     spec_for,
 )
+from edgesr.fidelity import psnr_from_mse
 from edgesr.models.descriptor import ModelDescriptor, OutputResize
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -246,7 +247,7 @@ def compare_outputs(out: np.ndarray, ref: np.ndarray, *, atol: float, min_psnr: 
     diff = np.abs(out.astype(np.float64) - ref)
     max_diff = float(diff.max())
     mse = float(np.mean(diff**2))
-    psnr = math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
+    psnr = psnr_from_mse(mse / peak**2, cap=None)
     if not math.isfinite(max_diff) or max_diff > atol or psnr < min_psnr:
         raise ExportError(f"{context} parity check failed at input {inputs}: max abs diff "
                           f"{max_diff:.3g} (limit {atol:g}), PSNR {psnr:.1f} dB "

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from edgesr.errors import EdgesrError
+from edgesr.fidelity import psnr_from_mse
 
-#: PSNR reported for identical outputs, so it stays finite in JSON.
-MAX_PSNR_DB = 100.0
 #: A pixel value "visibly off" differs by more than this.
 OFF_THRESHOLD = 2.0 / 255.0
 
@@ -74,11 +73,6 @@ class QualityReport:
             tmp.unlink(missing_ok=True)
             raise EdgesrError(f"{path}: cannot write the quality report ({exc})") from None
         return path
-
-
-def psnr_from_mse(mse: float) -> float:
-    """PSNR in dB for data range 1, capped at MAX_PSNR_DB."""
-    return MAX_PSNR_DB if mse <= 10 ** (-MAX_PSNR_DB / 10) else float(-10 * np.log10(mse))
 
 
 def _gaussian_filter(x: np.ndarray, window: np.ndarray) -> np.ndarray:
