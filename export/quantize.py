@@ -8,14 +8,13 @@ artifact. ONNX Runtime takes fp16 and int8 (``.onnx``), OpenVINO int8 and bf16 (
 ``.bin``).
 """
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgesr.errors import EdgesrError, first_line
 from edgesr.export.quality import QualityReport
-from edgesr.fsutil import remove, temp_path
+from edgesr.fsutil import move_files, staging_dir
 
 PRECISIONS = ("fp16", "int8", "bf16")
 _NOT_DIFFUSION = ("edgesr quantize takes one-input image upscalers, not yet diffusion graphs "
@@ -100,9 +99,7 @@ def quantize(model: str, output: str | Path, options: QuantizeOptions, *,
 
     backend, output = target_backend(options, Path(output))
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(output)
-    tmp.mkdir()
-    try:
+    with staging_dir(output) as tmp:
         reference, ref_name, onnx_path = _reference_and_onnx(model, tmp)
         calib = _calibration(options) if options.precision != "bf16" else None
         images = evaluation_images(options.eval, count=options.eval_count, size=options.tile)
@@ -115,10 +112,8 @@ def quantize(model: str, output: str | Path, options: QuantizeOptions, *,
         report_path = report.write_json(output.with_name(output.name + ".quality.json"))
         log(f"quality report -> {report_path}")
         check_quality(report, options.min_psnr)
-        for part in ([built.with_suffix(".bin")] if built.suffix == ".xml" else []) + [built]:
-            shutil.move(str(part), output.with_suffix(part.suffix))
-    finally:
-        remove(tmp)
+        parts = ([built.with_suffix(".bin")] if built.suffix == ".xml" else []) + [built]
+        move_files((part, output.with_suffix(part.suffix)) for part in parts)
     return QuantizeResult(output, report, report_path, notes)
 
 
