@@ -337,7 +337,7 @@ class CachedRuntime(Runtime):
                     reason="Real-ESRGAN x4plus at 160x160 takes minutes on a CPU; "
                            "set EDGESR_SLOW_TESTS=1")
 def test_real_x4plus_tile_128_on_160_pixels():
-    from edgesr.export.ncnn import load_ncnn_model
+    from edgesr.models.ncnn import load_ncnn_model
 
     image = smooth_image(np.random.default_rng(0), 160, 160)
     with CachedRuntime(TorchRuntime(load_ncnn_model(bundled_model_path()))) as rt:

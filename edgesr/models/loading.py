@@ -56,7 +56,7 @@ def load_model(path: str | Path) -> ModelDescriptor:
     """Load any supported model file into a ModelDescriptor (architecture detected)."""
     path = Path(path)
     if path.suffix == ".param":
-        from edgesr.export.ncnn import load_ncnn_model
+        from edgesr.models.ncnn import load_ncnn_model
 
         return load_ncnn_model(path)
     if path.suffix == ".onnx":
