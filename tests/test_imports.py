@@ -53,23 +53,35 @@ def _imported_names(name: str, path: Path) -> set[str]:
                 parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{parent}.{base}" if base else parent
             names.update(f"{base}.{alias.name}" for alias in node.names)
-            names.add(base)
         stack.extend(ast.iter_child_nodes(node))
     return {n for n in names if n == "edgesr" or n.startswith("edgesr.")}
 
 
 @functools.cache
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the edgesr modules it imports (a name resolves to its longest module prefix)."""
+    """Module -> the edgesr modules it imports. An imported name resolves to the module that
+    defines it (``from edgesr.runtimes import Runtime``: ``edgesr.runtimes.base``), else to its
+    longest module prefix. A package's ``__init__`` importing its own modules is re-exporting
+    their names, not a dependency, and is left out."""
     modules = _modules()
 
     def owner(name: str) -> str:
-        while name not in modules:
-            name = name.rpartition(".")[0]
-        return name
+        if name in modules:
+            return name
+        base, _, attr = name.rpartition(".")
+        if base in modules:
+            value = getattr(importlib.import_module(base), attr, None)
+            defined = getattr(value, "__module__", None)
+            return defined if defined in modules else base
+        return owner(base)
 
-    return {name: {owner(n) for n in _imported_names(name, path)} - {name}
-            for name, path in modules.items()}
+    graph = {}
+    for name, path in modules.items():
+        deps = {owner(n) for n in _imported_names(name, path)} - {name}
+        if path.name == "__init__.py":
+            deps = {d for d in deps if not d.startswith(f"{name}.")}
+        graph[name] = deps
+    return graph
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
