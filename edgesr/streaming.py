@@ -64,9 +64,8 @@ def upscale_to_png(upscaler: Upscaler, image: np.ndarray, path: str | os.PathLik
             if y * s > top:
                 flush(y * s - top)
                 top = y * s
-            for tile, out in upscaler.infer_tiles(planes, list(row)):
-                accumulate(band, weight_sum, out, upscaler.blend_weight(tile), tile.y * s - top,
-                           tile.x * s)
+            for tile, out, weight in upscaler.infer_tiles(planes, list(row)):
+                accumulate(band, weight_sum, out, weight, tile.y * s - top, tile.x * s)
         flush(height * s - top)
 
 

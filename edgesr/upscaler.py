@@ -13,8 +13,9 @@ the C library's reference tests and a service can call one by one:
    inputs the model takes (see Channels below).
 3. ``infer_tiles(planes, tiles)``: each tile of every plane cut out (reflection padding past
    the border), run through ``runtime.infer`` ``batch`` tiles at a time (``infer_batch`` checks
-   the output shape), and yielded per tile as its upscaled valid part, planes stacked.
-4. Blend: ``kernels.native.accumulate`` adds each upscaled tile times ``blend_weight(tile)``
+   the output shape), and yielded per tile as its upscaled valid part, planes stacked, with
+   its blend window (``blend_weight``).
+4. Blend: ``kernels.native.accumulate`` adds each upscaled tile times its ``blend_weight``
    (a ``kernels.blend`` window over the tile's overlaps) into a canvas and a weight sum, and
    ``kernels.native.normalize`` divides (``blend_tiles`` does steps 1, 3 and 4 for a whole
    image); ``merge_planes`` turns the planes back into the image's channels.
@@ -29,7 +30,6 @@ and alpha independently (as Real-ESRGAN does), keeping colour under alpha 0.
 
 import math
 from collections.abc import Iterator
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -179,15 +179,17 @@ class Upscaler:
         return out
 
     def infer_tiles(self, planes: np.ndarray, tiles: list[Tile]
-                    ) -> Iterator[tuple[Tile, np.ndarray]]:
+                    ) -> Iterator[tuple[Tile, np.ndarray, np.ndarray]]:
         """Step 3: upscale ``tiles`` (from ``plan``) of (P, C, H, W) ``planes``, in order.
 
         Every plane of every tile is cut out with ``pad_mode`` padding past the border (integer
         pixels scaled to [0, 1], floats clipped to it) and run ``batch`` at a time; a batch may
-        mix tiles and planes. Yields (tile, (P * out channels, valid_h * scale,
-        valid_w * scale)): the tile's upscaled part inside the image, planes stacked, as soon as
-        all its planes are back.
+        mix tiles and planes. Yields, as soon as all its planes are back, (tile, its upscaled
+        part inside the image as (P * out channels, valid_h * scale, valid_w * scale), planes
+        stacked, its ``blend_weight``): what step 4 accumulates. Windows of equal shape and
+        overlaps are computed once per call.
         """
+        weights: dict[tuple, np.ndarray] = {}
         n_planes = planes.shape[0]
         s = self.runtime.info.scale
         jobs = [(tile, p) for tile in tiles for p in range(n_planes)]
@@ -202,14 +204,17 @@ class Upscaler:
                 tile = next(finished)
                 out = np.concatenate(pending[:n_planes])[:, :tile.valid_h * s, :tile.valid_w * s]
                 del pending[:n_planes]
-                yield tile, out
+                key = (tile.valid_h, tile.valid_w, tile.overlap)
+                if key not in weights:
+                    weights[key] = self.blend_weight(tile)
+                yield tile, out, weights[key]
 
     def blend_weight(self, tile: Tile) -> np.ndarray:
         """Step 4's window for ``tile``'s upscaled valid part: (valid_h * scale,
-        valid_w * scale) float32, ramping over the tile's overlaps only; read-only (shared)."""
+        valid_w * scale) float32, ramping over the tile's overlaps only."""
         s = self.runtime.info.scale
-        return _window(tile.valid_h * s, tile.valid_w * s, tuple(o * s for o in tile.overlap),
-                       self.blend)
+        return tile_weight(tile.valid_h * s, tile.valid_w * s, tuple(o * s for o in tile.overlap),
+                           self.blend)
 
     def blend_tiles(self, planes: np.ndarray) -> np.ndarray:
         """Steps 1, 3 and 4 on a whole image: (P, C, H, W) planes upscaled to
@@ -222,18 +227,11 @@ class Upscaler:
         weight_sum = np.zeros((height * s, width * s), np.float32)
         with tqdm(total=len(tiles) * n_planes, unit="tile", disable=not self.progress,
                   leave=False) as bar:
-            for tile, out in self.infer_tiles(planes, tiles):
-                accumulate(canvas, weight_sum, out, self.blend_weight(tile), tile.y * s, tile.x * s)
+            for tile, out, weight in self.infer_tiles(planes, tiles):
+                accumulate(canvas, weight_sum, out, weight, tile.y * s, tile.x * s)
                 bar.update(n_planes)
         out = normalize(canvas, weight_sum)
         return out.reshape(n_planes, c_out, height * s, width * s)
-
-
-@lru_cache(maxsize=64)
-def _window(height: int, width: int, overlap: tuple[int, int, int, int], blend: str) -> np.ndarray:
-    weight = tile_weight(height, width, overlap, blend)
-    weight.flags.writeable = False
-    return weight
 
 
 def _to_float(tile: np.ndarray) -> np.ndarray:

@@ -252,9 +252,10 @@ def test_public_steps_compose_to_upscale(channels, rng):
         canvas = np.zeros((planes.shape[0] * 3, 90, 122), np.float32)
         weight_sum = np.zeros((90, 122), np.float32)
         seen = []
-        for tile, out in up.infer_tiles(planes, tiles):
+        for tile, out, weight in up.infer_tiles(planes, tiles):
             seen.append(tile)
-            accumulate(canvas, weight_sum, out, up.blend_weight(tile), tile.y * 2, tile.x * 2)
+            np.testing.assert_array_equal(weight, up.blend_weight(tile))
+            accumulate(canvas, weight_sum, out, weight, tile.y * 2, tile.x * 2)
         out = normalize(canvas, weight_sum).reshape(planes.shape[0], 3, 90, 122)
         merged = np.clip(up.merge_planes(out, channels, channels == 4), 0, 1).transpose(1, 2, 0)
         np.testing.assert_array_equal(merged, up.upscale(image))
