@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from edgesr.calibration import build_calibration_set, evaluation_images
-from edgesr.errors import BackendUnavailableError, EdgesrError
+from edgesr.errors import BackendUnavailableError, EdgesrError, first_line
 from edgesr.export.onnx_export import export_onnx
+from edgesr.fidelity import psnr_from_mse
 from edgesr.models import load_model
 from edgesr.models.zoo import bundled_model_path
 from edgesr.profiling.timing import LatencyStats, time_calls
@@ -120,10 +121,10 @@ def main() -> None:
                     out, stats = runtime.infer(batch), LatencyStats.from_seconds(seconds)
                     ran = getattr(runtime, "effective_precision", None) or ""
             except BackendUnavailableError as exc:
-                skipped[label] = f"unavailable: {str(exc).splitlines()[0]}"
+                skipped[label] = f"unavailable: {first_line(exc)}"
                 continue
             except EdgesrError as exc:
-                skipped[label] = f"failed: {str(exc).splitlines()[0]}"
+                skipped[label] = f"failed: {first_line(exc)}"
                 continue
             results[label] = out, stats, build, ran
             print(f"  done: {label}", flush=True)
@@ -135,7 +136,7 @@ def main() -> None:
     for label, (out, stats, build, ran) in results.items():
         diff = np.abs(out.astype(np.float64) - ref)
         mse = float(np.mean(diff ** 2))
-        psnr = float("inf") if mse == 0 else 10 * np.log10(1 / mse)
+        psnr = psnr_from_mse(mse, cap=None)
         print(f"{label:<18} {build:8.1f} {stats.p50_ms:9.1f} {stats.p95_ms:9.1f} "
               f"{mp / stats.p50_ms * 1e3:8.4f} {ref_stats.p50_ms / stats.p50_ms:7.2f}x "
               f"{diff.max():10.2e} {psnr:8.1f}  {ran}")

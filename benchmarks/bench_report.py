@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgesr.errors import first_line
 from edgesr.profiling.render import plot_latency
 from edgesr.profiling.report import load_report, write_report
 from edgesr.profiling.runner import BenchSettings, run_bench, synthetic_image
@@ -42,7 +43,7 @@ def markdown(report: dict) -> str:
     for case in report["cases"]:
         if case["status"] != "ok":
             lines.append(f"| {case['backend']} | {case['precision']} | | | unavailable: "
-                         f"{case['reason'].splitlines()[0]} | | | | | | | |")
+                         f"{first_line(case['reason'])} | | | | | | | |")
             continue
         e2e = case["e2e"]
         for row in case["rows"]:

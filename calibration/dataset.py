@@ -7,7 +7,6 @@ accepts as is; ``batches()`` yields larger contiguous batches (TensorRT calibrat
 """
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from edgesr.calibration.degradations import (
     to_uint8,
 )
 from edgesr.errors import EdgesrError
+from edgesr.fsutil import atomic_open
 
 
 class CalibrationError(EdgesrError):
@@ -60,16 +60,13 @@ class CalibrationSet:
         return int(self.images.shape[2]), int(self.images.shape[3])
 
     def save(self, path: str | Path) -> Path:
-        """Write a compressed .npz (to a temporary file, then renamed into place)."""
+        """Write a compressed .npz, whole or not at all (``fsutil.atomic_open``)."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
+            with atomic_open(path) as fh:
                 np.savez_compressed(fh, images=self.images, meta=json.dumps(self.meta))
-            os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise CalibrationError(f"{path}: cannot write calibration set: {exc}") from None
         return path
 

@@ -46,12 +46,14 @@ class TilingError(EdgesrError):
 _LOCATION_LINE = ("Exception from src/", "Check '", "Traceback (most recent call last)")
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message that says what went wrong (skipping lines that
-    only give a source location; a line ending in ":" gets the next one), or the exception's
-    type name when it has no message."""
+def first_line(exc: BaseException | str) -> str:
+    """The first line of an exception's message (or of a message kept as text) that says what
+    went wrong (skipping lines that only give a source location; a line ending in ":" gets the
+    next one), or the exception's type name when it has no message."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     for i, line in enumerate(lines):
         if not line.startswith(_LOCATION_LINE) and not line.endswith(".cpp:"):
             return f"{line} {lines[i + 1]}" if line.endswith(":") and i + 1 < len(lines) else line
-    return lines[0] if lines else type(exc).__name__
+    if lines:
+        return lines[0]
+    return "" if isinstance(exc, str) else type(exc).__name__

@@ -7,6 +7,7 @@ and how much (mean absolute error over channels, per input pixel); ``consistency
 number, the PSNR of downscale(output) against the input.
 """
 
+import math
 import os
 from pathlib import Path
 
@@ -62,12 +63,19 @@ def consistency_map(source: np.ndarray, output: np.ndarray, method: str = "bicub
     return np.abs(down - src).mean(axis=2)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two arrays in [0, 1], capped at MAX_PSNR_DB."""
+def psnr_from_mse(mse: float, cap: float | None = MAX_PSNR_DB) -> float:
+    """PSNR in dB for data range 1 (values in [0, 1]): ``-10 log10(mse)``, at most ``cap``
+    (None: uncapped, inf for mse 0). The one PSNR convention of edgesr; reports keep the
+    default cap so an exact match stays finite in JSON."""
+    if cap is not None and mse <= 10 ** (-cap / 10):
+        return cap
+    return math.inf if mse <= 0 else float(-10 * np.log10(mse))
+
+
+def psnr(a: np.ndarray, b: np.ndarray, *, cap: float | None = MAX_PSNR_DB) -> float:
+    """PSNR in dB of two arrays in [0, 1], from their MSE in float64 (``psnr_from_mse``)."""
     mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    if mse <= 10 ** (-MAX_PSNR_DB / 10):
-        return MAX_PSNR_DB
-    return float(-10 * np.log10(mse))
+    return psnr_from_mse(mse, cap)
 
 
 def consistency_score(source: np.ndarray, output: np.ndarray, method: str = "bicubic") -> float:

@@ -12,7 +12,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -90,6 +90,27 @@ def replace_dir(src: Path, dst: Path) -> None:
         os.replace(dst, old)
         remove(old)
     os.replace(src, dst)
+
+
+@contextmanager
+def staging_dir(target: str | Path) -> Iterator[Path]:
+    """A fresh hidden folder beside ``target`` (named as ``temp_path`` names it) to build files
+    in before ``move_files`` renames them into place; removed on leaving, with what is left."""
+    tmp = temp_path(target)
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        remove(tmp)
+
+
+def move_files(moves: Iterable[tuple[Path, Path]]) -> None:
+    """Rename staged files (a temporary folder's, on the targets' file system) onto their
+    targets, in order, making the targets' folders: each lands whole, so put a file that names
+    another after it (an IR's ``.bin`` before its ``.xml``, weights before their graph)."""
+    for src, dst in moves:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
 
 
 def remove(path: Path) -> None:

@@ -36,6 +36,7 @@ import numpy as np
 
 from edgesr import __version__
 from edgesr.errors import EdgesrError
+from edgesr.fsutil import cache_dir, write_text
 
 MEASURED_TILES = (32, 128)  # input pixels; the first is auto_tile's smallest tile
 #: Backends that sample a diffusion model. A tile's memory does not depend on the step count,
@@ -76,8 +77,6 @@ def measure_model_memory(model_path: str | os.PathLike, backend: str, options: d
                          *, multiple: int = 1) -> ModelMemory:
     """The memory ``backend`` (with ``options``) needs for one tile of ``model_path``: read from
     the cache, else measured in two child processes (announced on stderr) and cached."""
-    from edgesr.pipeline import cache_dir
-
     model_path, options = Path(model_path), options or {}
     if backend in DIFFUSION_BACKENDS:
         options = {**options, "steps": MEASURE_STEPS}
@@ -96,14 +95,11 @@ def measure_model_memory(model_path: str | os.PathLike, backend: str, options: d
     if backend in DIFFUSION_BACKENDS:
         memory = replace(memory, largest_tile=tiles[-1])
     record = {**asdict(memory), "tiles": tiles, "deltas": [d for _, d in points]}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, path)
+        write_text(path, json.dumps(record, indent=1))
     except OSError as exc:  # an unwritable cache costs a measurement next time, not this run
         print(f"edgesr: cannot cache {path}: {exc}", file=sys.stderr)
-        tmp.unlink(missing_ok=True)
     return memory
 
 

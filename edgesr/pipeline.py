@@ -5,13 +5,13 @@ to ONNX when an ONNX backend is asked for (an SR3 denoiser always: its sr3 backe
 ONNX export), and runs single files or whole folders.
 """
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgesr import fsutil
 from edgesr.errors import EdgesrError
 from edgesr.imageio import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from edgesr.model_memory import ModelMemory
@@ -67,9 +67,8 @@ def _sd_export_folder(path: Path) -> bool:
 
 
 def cache_dir() -> Path:
-    """Where derived artifacts (exported ONNX files) are kept: $EDGESR_CACHE or ~/.cache/edgesr."""
-    root = os.environ.get("EDGESR_CACHE") or Path.home() / ".cache" / "edgesr"
-    return Path(root)
+    """Where derived artifacts (exported ONNX files) are kept: ``fsutil.cache_dir``."""
+    return fsutil.cache_dir()
 
 
 def onnx_for_checkpoint(model_path: Path) -> Path:
@@ -226,7 +225,7 @@ def _budget_tile(upscaler: Upscaler, pixels: np.ndarray, max_memory: float, memo
 
     height, width, channels = pixels.shape
     info = upscaler.runtime.info
-    planes = upscaler._split(np.zeros((channels, 1, 1), np.float32), channels in (2, 4)).shape
+    planes = upscaler.split_planes(np.zeros((channels, 1, 1), np.float32), channels in (2, 4)).shape
     out_size = upscaler.output_size(height, width, outscale) if outscale else None
     return auto_tile(max_memory, height=height, width=width, scale=info.scale, channels=channels,
                      lanes=planes[0] * planes[1], model_bytes_per_pixel=memory.bytes_per_pixel,

@@ -20,21 +20,13 @@ from edgesr.errors import TilingError
 from edgesr.kernels.native import (
     BACKEND,
     accumulate,
-    extract_tile,
     normalize,
-    tile_weight,
     to_uint,
 )
 from edgesr.png import PngRowWriter
 from edgesr.upscaler import Upscaler
 
 _FLUSH_ROWS = 32  # output rows normalised, converted and written at a time
-
-
-def _to_float(tile: np.ndarray) -> np.ndarray:
-    if np.issubdtype(tile.dtype, np.integer):
-        return tile.astype(np.float32) / np.float32(np.iinfo(tile.dtype).max)
-    return np.clip(tile, 0, 1).astype(np.float32, copy=False)
 
 
 def upscale_to_png(upscaler: Upscaler, image: np.ndarray, path: str | os.PathLike, *,
@@ -45,13 +37,12 @@ def upscale_to_png(upscaler: Upscaler, image: np.ndarray, path: str | os.PathLik
         raise TilingError(f"streaming takes HW or HWC images with 1 or 3 channels, got shape "
                           f"{image.shape} (alpha: use Upscaler.upscale)")
     chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
-    planes = upscaler._split(np.ascontiguousarray(chw), has_alpha=False)
+    planes = upscaler.split_planes(np.ascontiguousarray(chw), has_alpha=False)
     n_planes, c_model, height, width = planes.shape
     s = upscaler.runtime.info.scale
     tiles = upscaler.plan(height, width)
     band = np.zeros((n_planes * c_model, tiles[0].h * s, width * s), np.float32)
     weight_sum = np.zeros(band.shape[1:], np.float32)
-    weights: dict[tuple, np.ndarray] = {}
     top = 0  # output row of band[:, 0]
 
     def flush(n: int) -> None:
@@ -59,7 +50,7 @@ def upscale_to_png(upscaler: Upscaler, image: np.ndarray, path: str | os.PathLik
         for r in range(0, n, _FLUSH_ROWS):  # in slices: temporaries stay small
             k = min(_FLUSH_ROWS, n - r)
             out = normalize(band[:, r:r + k], weight_sum[r:r + k])
-            out = upscaler._merge(out.reshape(n_planes, c_model, k, -1), chw.shape[0], False)
+            out = upscaler.merge_planes(out.reshape(n_planes, c_model, k, -1), chw.shape[0], False)
             writer.write(to_uint(np.clip(out, 0, 1).transpose(1, 2, 0), bit_depth))
         for i in range(0, len(weight_sum) - n, n):
             src = slice(i + n, min(i + 2 * n, len(weight_sum)))
@@ -67,32 +58,14 @@ def upscale_to_png(upscaler: Upscaler, image: np.ndarray, path: str | os.PathLik
             band[:, dst], weight_sum[dst] = band[:, src], weight_sum[src]
         band[:, -n:], weight_sum[-n:] = 0, 0
 
-    def add(tile, pieces: list[np.ndarray]) -> None:
-        vh, vw = tile.valid_h * s, tile.valid_w * s
-        key = (vh, vw, tile.overlap)
-        if key not in weights:
-            weights[key] = tile_weight(vh, vw, tuple(o * s for o in tile.overlap), upscaler.blend)
-        accumulate(band, weight_sum, np.concatenate(pieces)[:, :vh, :vw], weights[key],
-                   tile.y * s - top, tile.x * s)
-
     with PngRowWriter(path, width * s, height * s, chw.shape[0], bit_depth,
                       compress_level) as writer:
         for y, row in itertools.groupby(tiles, key=lambda t: t.y):
             if y * s > top:
                 flush(y * s - top)
                 top = y * s
-            row = list(row)
-            jobs = [(t, p) for t in row for p in range(n_planes)]
-            pending: list[np.ndarray] = []
-            finished = iter(row)
-            for start in range(0, len(jobs), upscaler.batch):
-                batch = np.stack([_to_float(extract_tile(planes[p], t.y, t.x, t.h, t.w,
-                                                         upscaler.pad_mode))
-                                  for t, p in jobs[start:start + upscaler.batch]])
-                pending.extend(upscaler._infer(batch))
-                while len(pending) >= n_planes:  # every plane of the next tile is back
-                    add(next(finished), pending[:n_planes])
-                    del pending[:n_planes]
+            for tile, out, weight in upscaler.infer_tiles(planes, list(row)):
+                accumulate(band, weight_sum, out, weight, tile.y * s - top, tile.x * s)
         flush(height * s - top)
 
 
@@ -156,13 +129,13 @@ def whole_image_bytes(height: int, width: int, *, scale: int, channels: int, lan
     """Peak bytes ``Upscaler.upscale`` and ``write_image`` hold beyond the decoded input image,
     tiles apart: the input's copies plus the largest of these steps, counted from their code.
 
-    ``_run``: canvas, weight sum and the normalised copy; ``_merge``: normalised lanes, merged
-    channels and, where lanes are averaged to grey (``lanes > channels``), a float64 mean;
+    ``blend_tiles``: canvas, weight sum and the normalised copy; ``merge_planes``: normalised lanes,
+    merged channels and, where lanes are averaged to grey (``lanes > channels``), a float64 mean;
     resizing to ``out_size``: source, separable pass, result; finishing: the clipped copy, alpha
     division temporaries and the HWC copy; writing: the float pixels, a JPEG's alpha composite,
-    ``to_uint``'s temporaries (NumPy kernels only), the integers and the encoder's copy (Pillow:
-    4 bytes a pixel; 16-bit TIFF: deltas, strip). Checked against the measured peak of an RGB
-    x4 run: within 1% with the native kernels, where ``_run`` is the largest step.
+    ``to_uint``'s temporaries (NumPy kernels only), the integers and the encoder's copy (Pillow: 4
+    bytes a pixel; 16-bit TIFF: deltas, strip). Checked against the measured peak of an RGB x4 run:
+    within 1% with the native kernels, where ``blend_tiles`` is the largest step.
     """
     f, c, ints = 4, channels, channels * bit_depth // 8  # bytes a float; integer bytes a pixel
     p_in, p_out = height * width, height * width * scale * scale

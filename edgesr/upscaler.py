@@ -2,8 +2,23 @@
 
 Images are HWC (or HW) float32 in [0, 1] with 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA)
 channels; the result has the same channels, float32 in [0, 1] (``kernels.blend.to_uint``
-converts it). Tiles are planned by ``edgesr.tiling``, padded by reflection where they run past
-the border, batched through ``runtime.infer`` and blended with a ``kernels.blend`` window.
+converts it).
+
+``Upscaler.upscale`` is four public steps, which the streaming writer (``edgesr.streaming``),
+the C library's reference tests and a service can call one by one:
+
+1. ``plan(height, width)``: the tiles (``edgesr.tiling.Tile``) the image is cut into, all of
+   one size, row-major.
+2. ``split_planes(chw, has_alpha)``: the CHW image as (planes, model channels, H, W), the
+   inputs the model takes (see Channels below).
+3. ``infer_tiles(planes, tiles)``: each tile of every plane cut out (reflection padding past
+   the border), run through ``runtime.infer`` ``batch`` tiles at a time (``infer_batch`` checks
+   the output shape), and yielded per tile as its upscaled valid part, planes stacked, with
+   its blend window (``blend_weight``).
+4. Blend: ``kernels.native.accumulate`` adds each upscaled tile times its ``blend_weight``
+   (a ``kernels.blend`` window over the tile's overlaps) into a canvas and a weight sum, and
+   ``kernels.native.normalize`` divides (``blend_tiles`` does steps 1, 3 and 4 for a whole
+   image); ``merge_planes`` turns the planes back into the image's channels.
 
 Channels: a 3-channel model gets grey replicated to three channels and its output averaged back;
 a 1-channel model gets every channel on its own. Alpha goes through the model too, as grey.
@@ -14,6 +29,7 @@ and alpha independently (as Real-ESRGAN does), keeping colour under alpha 0.
 """
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -114,7 +130,8 @@ class Upscaler:
         premultiplied = has_alpha and self.premultiply_alpha
         if premultiplied:
             chw[:-1] *= chw[-1]
-        out = self._merge(self._run(self._split(chw, has_alpha)), chw.shape[0], has_alpha)
+        planes = self.blend_tiles(self.split_planes(chw, has_alpha))
+        out = self.merge_planes(planes, chw.shape[0], has_alpha)
         if out.shape[1:] != size:
             out = resize(out, size)
         out = np.clip(out, 0, 1)
@@ -128,8 +145,11 @@ class Upscaler:
         out = out.transpose(1, 2, 0)
         return np.ascontiguousarray(out[..., 0] if image.ndim == 2 else out)
 
-    def _split(self, chw: np.ndarray, has_alpha: bool) -> np.ndarray:
-        """(planes, model channels, H, W): the image as the model's inputs."""
+    def split_planes(self, chw: np.ndarray, has_alpha: bool) -> np.ndarray:
+        """Step 2: a (channels, H, W) image as (planes, model channels, H, W), the model's
+        inputs: each channel alone for a 1-channel model; for a 3-channel one the colour (grey
+        replicated to RGB) and, if ``has_alpha``, the last channel replicated as a second plane.
+        Any dtype; ``infer_tiles`` converts integers to [0, 1] a tile at a time."""
         if self.runtime.info.in_channels == 1:
             return chw[:, None]
         colour = chw[:-1] if has_alpha else chw
@@ -138,46 +158,17 @@ class Upscaler:
             planes.append(np.repeat(chw[-1:], 3, axis=0))
         return np.stack(planes)
 
-    def _merge(self, out: np.ndarray, channels: int, has_alpha: bool) -> np.ndarray:
-        """Inverse of ``_split`` on the upscaled planes: (channels, H', W')."""
+    def merge_planes(self, out: np.ndarray, channels: int, has_alpha: bool) -> np.ndarray:
+        """Inverse of ``split_planes`` on upscaled (or any) planes: (``channels``, H', W'),
+        replicated grey averaged back in float64."""
         if self.runtime.info.in_channels == 1:
             return out[:, 0]
         colour = out[0] if channels - has_alpha == 3 else _grey(out[0])
         return np.concatenate([colour, _grey(out[1])] if has_alpha else [colour])
 
-    def _run(self, planes: np.ndarray) -> np.ndarray:
-        """Upscale (P, C, H, W) planes tile by tile; return (P, C, H*scale, W*scale)."""
-        info = self.runtime.info
-        n_planes, _, height, width = planes.shape
-        s, c_out = info.scale, info.out_channels
-        tiles = self.plan(height, width)
-        canvas = np.zeros((n_planes * c_out, height * s, width * s), np.float32)
-        weight_sum = np.zeros((height * s, width * s), np.float32)
-        weights: dict[tuple, np.ndarray] = {}
-        jobs = [(tile, p) for tile in tiles for p in range(n_planes)]
-        pending: list[np.ndarray] = []
-        finished = iter(tiles)
-        with tqdm(total=len(jobs), unit="tile", disable=not self.progress, leave=False) as bar:
-            for start in range(0, len(jobs), self.batch):
-                chunk = jobs[start:start + self.batch]
-                batch = np.stack([extract_tile(planes[p], t.y, t.x, t.h, t.w, self.pad_mode)
-                                  for t, p in chunk])
-                pending.extend(self._infer(batch))
-                while len(pending) >= n_planes:  # every plane of the next tile is back
-                    tile = next(finished)
-                    vh, vw = tile.valid_h * s, tile.valid_w * s
-                    key = (vh, vw, tile.overlap)
-                    if key not in weights:
-                        weights[key] = tile_weight(vh, vw, tuple(o * s for o in tile.overlap),
-                                                   self.blend)
-                    tile_out = np.concatenate(pending[:n_planes])[:, :vh, :vw]
-                    del pending[:n_planes]
-                    accumulate(canvas, weight_sum, tile_out, weights[key], tile.y * s, tile.x * s)
-                bar.update(len(chunk))
-        out = normalize(canvas, weight_sum)
-        return out.reshape(n_planes, c_out, height * s, width * s)
-
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Run one (N, C, h, w) float32 batch through the runtime; the output as float32,
+        checked to be (N, out channels, h * scale, w * scale) (else an InferenceError)."""
         info = self.runtime.info
         n, _, h, w = batch.shape
         out = np.asarray(self.runtime.infer(batch), dtype=np.float32)
@@ -186,6 +177,68 @@ class Upscaler:
             raise InferenceError(f"{self.runtime.name}: a {tuple(batch.shape)} batch gave "
                                  f"output {tuple(out.shape)}, expected {expected}")
         return out
+
+    def infer_tiles(self, planes: np.ndarray, tiles: list[Tile]
+                    ) -> Iterator[tuple[Tile, np.ndarray, np.ndarray]]:
+        """Step 3: upscale ``tiles`` (from ``plan``) of (P, C, H, W) ``planes``, in order.
+
+        Every plane of every tile is cut out with ``pad_mode`` padding past the border (integer
+        pixels scaled to [0, 1], floats clipped to it) and run ``batch`` at a time; a batch may
+        mix tiles and planes. Yields, as soon as all its planes are back, (tile, its upscaled
+        part inside the image as (P * out channels, valid_h * scale, valid_w * scale), planes
+        stacked, its ``blend_weight``): what step 4 accumulates. Windows of equal shape and
+        overlaps are computed once per call.
+        """
+        weights: dict[tuple, np.ndarray] = {}
+        n_planes = planes.shape[0]
+        s = self.runtime.info.scale
+        jobs = [(tile, p) for tile in tiles for p in range(n_planes)]
+        pending: list[np.ndarray] = []
+        finished = iter(tiles)
+        for start in range(0, len(jobs), self.batch):
+            batch = np.stack([_to_float(extract_tile(planes[p], t.y, t.x, t.h, t.w,
+                                                     self.pad_mode))
+                              for t, p in jobs[start:start + self.batch]])
+            pending.extend(self.infer_batch(batch))
+            while len(pending) >= n_planes:  # every plane of the next tile is back
+                tile = next(finished)
+                out = np.concatenate(pending[:n_planes])[:, :tile.valid_h * s, :tile.valid_w * s]
+                del pending[:n_planes]
+                key = (tile.valid_h, tile.valid_w, tile.overlap)
+                if key not in weights:
+                    weights[key] = self.blend_weight(tile)
+                yield tile, out, weights[key]
+
+    def blend_weight(self, tile: Tile) -> np.ndarray:
+        """Step 4's window for ``tile``'s upscaled valid part: (valid_h * scale,
+        valid_w * scale) float32, ramping over the tile's overlaps only."""
+        s = self.runtime.info.scale
+        return tile_weight(tile.valid_h * s, tile.valid_w * s, tuple(o * s for o in tile.overlap),
+                           self.blend)
+
+    def blend_tiles(self, planes: np.ndarray) -> np.ndarray:
+        """Steps 1, 3 and 4 on a whole image: (P, C, H, W) planes upscaled to
+        (P, out channels, H * scale, W * scale)."""
+        info = self.runtime.info
+        n_planes, _, height, width = planes.shape
+        s, c_out = info.scale, info.out_channels
+        tiles = self.plan(height, width)
+        canvas = np.zeros((n_planes * c_out, height * s, width * s), np.float32)
+        weight_sum = np.zeros((height * s, width * s), np.float32)
+        with tqdm(total=len(tiles) * n_planes, unit="tile", disable=not self.progress,
+                  leave=False) as bar:
+            for tile, out, weight in self.infer_tiles(planes, tiles):
+                accumulate(canvas, weight_sum, out, weight, tile.y * s, tile.x * s)
+                bar.update(n_planes)
+        out = normalize(canvas, weight_sum)
+        return out.reshape(n_planes, c_out, height * s, width * s)
+
+
+def _to_float(tile: np.ndarray) -> np.ndarray:
+    """A tile as float32 in [0, 1]: integers divided by their dtype's maximum, floats clipped."""
+    if np.issubdtype(tile.dtype, np.integer):
+        return tile.astype(np.float32) / np.float32(np.iinfo(tile.dtype).max)
+    return np.clip(tile, 0, 1).astype(np.float32, copy=False)
 
 
 def _grey(planes: np.ndarray) -> np.ndarray:

@@ -1,1 +1,1 @@
-"""ONNX export with parity checks, export specs and the ncnn importer."""
+"""ONNX export with parity checks, export specs, quantization and its quality gate."""

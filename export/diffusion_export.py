@@ -12,10 +12,7 @@ the files into place only when every graph passes: a failure leaves nothing behi
 
 import contextlib
 import json
-import os
-import shutil
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,17 +25,17 @@ import torch
 from torch import nn
 
 from edgesr import __version__
-from edgesr.errors import ExportError
+from edgesr.errors import ExportError, first_line
 from edgesr.export.onnx_export import (
     PROTOBUF_LIMIT,
     check_graph,
     compare_outputs,
-    first_line,
     trace_to_onnx,
     weight_bytes,
     write_atomic,
 )
 from edgesr.export.specs import MIN_OPSET, encode_metadata
+from edgesr.fsutil import move_files, remove, replace_dir, temp_path
 from edgesr.models.descriptor import ModelDescriptor
 
 #: Graphs with more weight bytes than this keep them in ``<file>.data`` beside the .onnx file.
@@ -135,7 +132,7 @@ def export_graphs(graphs: Sequence[tuple[nn.Module, GraphSpec]], target: str | P
         raise ExportError(f"{target}: the output must be a folder, not a file")
     if not folder and (len(graphs) != 1 or graphs[0][1].file != target.name):
         raise ExportError(f"{target}: a file target takes one graph of that file name")
-    stage = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+    stage = temp_path(target)
     missing = [p for p in stage.parents if not p.exists()]  # nearest first
     destination = target if folder else target.parent
     try:
@@ -144,7 +141,7 @@ def export_graphs(graphs: Sequence[tuple[nn.Module, GraphSpec]], target: str | P
                    for module, spec in graphs]
         staged = _stage_extras(stage, extra_files)
         if folder and not target.exists():
-            os.replace(stage, target)
+            replace_dir(stage, target)
         else:
             _move_files(destination, reports)
             _move_extras(stage, destination, extra_files, staged)
@@ -154,7 +151,7 @@ def export_graphs(graphs: Sequence[tuple[nn.Module, GraphSpec]], target: str | P
         raise ExportError(f"{target}: cannot write the ONNX files ({exc.strerror or exc})"
                           ) from None
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        remove(stage)
         with contextlib.suppress(OSError):
             for parent in missing:  # folders made for a failed export
                 parent.rmdir()
@@ -220,9 +217,8 @@ def _move_files(destination: Path, reports: list[GraphReport]) -> None:
     for report in reports:
         if report.external_data is None:
             (destination / f"{report.path.name}.data").unlink(missing_ok=True)
-        else:
-            os.replace(report.external_data, destination / report.external_data.name)
-        os.replace(report.path, destination / report.path.name)
+        staged = [f for f in (report.external_data, report.path) if f is not None]
+        move_files((f, destination / f.name) for f in staged)
 
 
 def _stage_extras(stage: Path, extra_files: Mapping[str, bytes | None]) -> list[str]:
@@ -240,11 +236,9 @@ def _stage_extras(stage: Path, extra_files: Mapping[str, bytes | None]) -> list[
 def _move_extras(stage: Path, destination: Path, extra_files: Mapping[str, bytes | None],
                  staged: list[str]) -> None:
     """Rename the staged extra files into ``destination``; remove those given as None."""
+    move_files((stage / name, destination / name) for name in staged)
     for name in extra_files:
-        if name in staged:
-            (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(stage / name, destination / name)
-        else:
+        if name not in staged:
             (destination / name).unlink(missing_ok=True)
 
 

@@ -14,9 +14,7 @@ trace size; only then is it written to a temporary file and renamed onto ``outpu
 import io
 import itertools
 import math
-import os
 import time
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ import torch
 from google.protobuf.message import DecodeError
 
 from edgesr import __version__
-from edgesr.errors import CheckpointError, ExportError
+from edgesr.errors import CheckpointError, ExportError, first_line
 from edgesr.export.specs import (
     INPUT_NAME,
     MIN_OPSET,
@@ -40,6 +38,8 @@ from edgesr.export.specs import (
     encode_metadata,
     spec_for,
 )
+from edgesr.fidelity import psnr_from_mse
+from edgesr.fsutil import write_bytes
 from edgesr.models.descriptor import ModelDescriptor, OutputResize
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -246,7 +246,7 @@ def compare_outputs(out: np.ndarray, ref: np.ndarray, *, atol: float, min_psnr: 
     diff = np.abs(out.astype(np.float64) - ref)
     max_diff = float(diff.max())
     mse = float(np.mean(diff**2))
-    psnr = math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
+    psnr = psnr_from_mse(mse / peak**2, cap=None)
     if not math.isfinite(max_diff) or max_diff > atol or psnr < min_psnr:
         raise ExportError(f"{context} parity check failed at input {inputs}: max abs diff "
                           f"{max_diff:.3g} (limit {atol:g}), PSNR {psnr:.1f} dB "
@@ -255,24 +255,10 @@ def compare_outputs(out: np.ndarray, ref: np.ndarray, *, atol: float, min_psnr: 
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it onto ``path``."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    """Write ``data`` to ``path`` whole or not at all (``fsutil.write_bytes``), making its
+    folder; ExportError if it cannot."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            reason = exc.strerror or exc
-            raise ExportError(f"{path}: cannot write the ONNX file ({reason})") from None
-        raise
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        write_bytes(path, data)
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot write the ONNX file ({exc.strerror or exc})") from None

@@ -7,7 +7,6 @@ can refuse to ship a bad engine.
 """
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from edgesr.errors import EdgesrError
+from edgesr.fidelity import psnr_from_mse
+from edgesr.fsutil import write_text
 
-#: PSNR reported for identical outputs, so it stays finite in JSON.
-MAX_PSNR_DB = 100.0
 #: A pixel value "visibly off" differs by more than this.
 OFF_THRESHOLD = 2.0 / 255.0
 
@@ -64,21 +63,13 @@ class QualityReport:
                 f"({len(self.images)} images)")
 
     def write_json(self, path: str | Path) -> Path:
-        """Write the report as JSON (temporary file, then renamed into place)."""
+        """Write the report as JSON, whole or not at all (``fsutil.write_text``)."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-            os.replace(tmp, path)
+            write_text(path, json.dumps(asdict(self), indent=2) + "\n")
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise EdgesrError(f"{path}: cannot write the quality report ({exc})") from None
         return path
-
-
-def psnr_from_mse(mse: float) -> float:
-    """PSNR in dB for data range 1, capped at MAX_PSNR_DB."""
-    return MAX_PSNR_DB if mse <= 10 ** (-MAX_PSNR_DB / 10) else float(-10 * np.log10(mse))
 
 
 def _gaussian_filter(x: np.ndarray, window: np.ndarray) -> np.ndarray:

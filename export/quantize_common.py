@@ -1,7 +1,5 @@
 """Helpers the quantizers share: errors, atomic ONNX writes, and per-tensor range statistics."""
 
-import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,6 +8,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from edgesr.errors import EdgesrError
+from edgesr.fsutil import write_bytes
 
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
 
@@ -39,15 +38,12 @@ def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
-    """Serialise ``model`` to a temporary file beside ``path``, then rename it into place."""
+    """Serialise ``model`` to ``path``, whole or not at all (``fsutil.write_bytes``)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(model.SerializeToString())
-        os.replace(tmp, path)
+        write_bytes(path, model.SerializeToString())
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise QuantizeError(f"{path}: cannot write the model ({exc.strerror or exc})") from None
     return path
 

@@ -10,9 +10,7 @@ records the BF16 inference hint, so AVX512_BF16 / AMX CPUs run it in bfloat16; `
 .bin files are written to a temporary folder, then renamed into place.
 """
 
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from edgesr.calibration import CalibrationSet
 from edgesr.errors import BackendUnavailableError
 from edgesr.export.quantize_common import QuantizeError, load_onnx, name_nodes
 from edgesr.export.quantize_int8 import resolve_exclusions
+from edgesr.fsutil import move_files, staging_dir
 
 PRECISIONS = ("int8", "bf16")
 #: OpenVINO op types ``conv_only`` keeps out of NNCF quantization (ONNX LeakyRelu is PRelu).
@@ -82,12 +81,12 @@ def quantize_openvino(model_path: str | Path, output_path: str | Path,
     hint = "bf16" if precision == "bf16" or bf16_rest else "f32"
     model.set_rt_info(hint, HINT_KEY)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".edgesr-ov-", dir=output_path.parent) as tmp:
-        tmp_xml = Path(tmp) / output_path.name
+    with staging_dir(output_path) as tmp:
+        tmp_xml = tmp / output_path.name
         try:
             ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
-            os.replace(tmp_xml.with_suffix(".bin"), output_path.with_suffix(".bin"))
-            os.replace(tmp_xml, output_path)
+            move_files([(tmp_xml.with_suffix(".bin"), output_path.with_suffix(".bin")),
+                        (tmp_xml, output_path)])
         except (OSError, RuntimeError) as exc:
             raise QuantizeError(f"{output_path}: cannot write the OpenVINO IR ({exc})") from None
     return OpenVinoReport(path=output_path, precision=precision, inference_precision=hint,

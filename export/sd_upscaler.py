@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgesr.errors import CheckpointError, ExportError
+from edgesr.errors import CheckpointError, ExportError, first_line
 from edgesr.export.diffusion_export import (
     EXTERNAL_DATA_BYTES,
     Dims,
@@ -34,9 +34,8 @@ from edgesr.export.diffusion_export import (
     export_graphs,
     image_dims,
 )
-from edgesr.export.onnx_export import first_line
 from edgesr.export.specs import MIN_OPSET
-from edgesr.models.descriptor import sha256_file
+from edgesr.fsutil import sha256_file
 
 ARCHITECTURE = "StableDiffusionUpscaler"
 PIPELINE_CLASS = "StableDiffusionUpscalePipeline"

@@ -8,8 +8,6 @@ and spec reading work on Linux; only prediction needs macOS (see ``coreml_runtim
 """
 
 import logging
-import shutil
-import uuid
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 
 from edgesr.errors import EdgesrError
+from edgesr.fsutil import atomic_path
 from edgesr.models import ModelDescriptor, load_model
 
 # coremltools warns at import about its macOS-only parts and untested torch/sklearn versions.
@@ -115,14 +114,8 @@ def convert(descriptor: ModelDescriptor, target: str | Path, *, precision: str =
             mlmodel.user_defined_metadata[f"edgesr.{key}"] = str(value)
     mlmodel.short_description = f"edgesr {descriptor.name} ({precision})"
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp.mlpackage")
-    try:
+    with atomic_path(target, suffix=".mlpackage") as tmp:
         mlmodel.save(str(tmp))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgesr.errors import BackendUnavailableError, EdgesrError
-from edgesr.models.descriptor import sha256_file
+from edgesr.fsutil import cache_dir, sha256_file
 
 MANIFEST = "manifest.json"
 #: Backends that build engines: name -> module exposing the builder protocol (see build_engine).
@@ -132,8 +132,7 @@ class CacheEntry:
 
 def default_root() -> Path:
     """``$EDGESR_CACHE/engines`` (default ``~/.cache/edgesr/engines``)."""
-    root = os.environ.get("EDGESR_CACHE") or Path.home() / ".cache" / "edgesr"
-    return Path(root) / "engines"
+    return cache_dir() / "engines"
 
 
 class EngineCache:

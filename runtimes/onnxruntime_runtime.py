@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgesr.errors import BackendUnavailableError, CheckpointError, EdgesrError, InferenceError
+from edgesr.errors import (
+    BackendUnavailableError,
+    CheckpointError,
+    EdgesrError,
+    InferenceError,
+    first_line,
+)
 from edgesr.export.specs import decode_metadata
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
@@ -158,8 +164,8 @@ class OnnxRuntime(Runtime):
         try:
             session = ort.InferenceSession(str(path), options, providers=list(providers))
         except Exception as exc:  # onnxruntime's load errors are not one class
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({text})") from None
+            raise CheckpointError(f"{path}: ONNX Runtime cannot load it "
+                                  f"({first_line(exc)})") from None
         if providers[0] not in session.get_providers():
             raise BackendUnavailableError(
                 f"onnxruntime: {providers[0]} failed to start (running on "

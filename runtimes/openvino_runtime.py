@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from edgesr.errors import BackendUnavailableError, EdgesrError, InferenceError
+from edgesr.errors import BackendUnavailableError, EdgesrError, InferenceError, first_line
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
 #: edgesr precision name -> OpenVINO INFERENCE_PRECISION_HINT value.
@@ -172,7 +172,7 @@ def build_ir(onnx_path: str | Path, xml_path: str | Path, *, precision: str = "f
     try:
         model = ov.Core().read_model(str(onnx_path))
     except RuntimeError as exc:
-        raise OpenVINOError(f"{onnx_path}: OpenVINO cannot read it: {_first_line(exc)}") from None
+        raise OpenVINOError(f"{onnx_path}: OpenVINO cannot read it: {first_line(exc)}") from None
     for key, value in read_metadata(onnx_path, model).items():
         model.set_rt_info(value, ["edgesr", key])
     model.set_rt_info(precision, ["edgesr", "ir_precision"])
@@ -213,7 +213,7 @@ class OpenVINORuntime(Runtime):
             model = core.read_model(str(self.model_path))
         except RuntimeError as exc:
             raise OpenVINOError(f"{self.model_path}: OpenVINO cannot read it: "
-                                f"{_first_line(exc)}") from None
+                                f"{first_line(exc)}") from None
         meta = read_metadata(self.model_path, model)
         in_channels = int(meta["in_channels"])
         if cfg.tile is not None:
@@ -222,7 +222,7 @@ class OpenVINORuntime(Runtime):
             self.compiled = core.compile_model(model, cfg.device, cfg.compile_properties(model))
         except RuntimeError as exc:
             raise OpenVINOError(f"openvino: compiling for {cfg.device} failed: "
-                                f"{_first_line(exc)}") from None
+                                f"{first_line(exc)}") from None
         self.effective_precision = self.compiled.get_property(
             "INFERENCE_PRECISION_HINT").to_string()
         jobs = cfg.num_requests or int(
@@ -262,8 +262,3 @@ def _collect(request: ov.InferRequest, out: np.ndarray, index: int) -> None:
     """Wait for ``request`` and copy its output tile into ``out[index]``."""
     request.wait()
     out[index] = request.get_output_tensor(0).data[0]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

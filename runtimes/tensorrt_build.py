@@ -10,13 +10,12 @@ This module imports without TensorRT or a GPU: ``unavailable_reason()`` says wha
 """
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import onnx
 
 from edgesr.errors import BackendUnavailableError, EdgesrError
+from edgesr.fsutil import file_lock, write_bytes
 
 try:
     import tensorrt as trt
@@ -151,22 +150,24 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, *, precision: str =
     if plan is None:
         raise TensorRTError(f"{onnx_path}: TensorRT failed to build the engine (see its log)")
     if timing_cache is not None:
-        _write_atomic(timing_cache, memoryview(config.get_timing_cache().serialize()))
+        _save_timing_cache(config, timing_cache)
     from edgesr.export.onnx_export import read_onnx_metadata
 
     meta = {k: v for k, v in read_onnx_metadata(onnx_path).items()
             if k in ("arch", "scale", "in_channels", "out_channels", "size_multiple")}
     meta.update(precision=precision, tensorrt=trt.__version__, profile=profile.label)
-    _write_atomic(plan_path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
-    _write_atomic(plan_path, memoryview(plan))
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(plan_path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+    write_bytes(plan_path, memoryview(plan))
     return plan_path
 
 
-def _write_atomic(path: Path, data) -> None:
+def _save_timing_cache(config, path: Path) -> None:
+    """Merge this build's timing cache into the file at ``path`` under a file lock, so that two
+    builders sharing it (parallel builds of other engine keys) both keep what they measured."""
+    cache = config.get_timing_cache()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with file_lock(path.with_name(path.name + ".lock")):
+        if path.is_file():  # written by another builder since this one read it
+            cache.combine(config.create_timing_cache(path.read_bytes()), True)
+        write_bytes(path, memoryview(cache.serialize()))

@@ -13,7 +13,9 @@ from edgesr.fsutil import (
     atomic_path,
     clean_stale_temps,
     file_lock,
+    move_files,
     sha256_file,
+    staging_dir,
     temp_path,
     write_text,
 )
@@ -96,3 +98,26 @@ def test_first_line_skips_source_locations():
                                "Unable to read the model")
     assert first_line(ValueError("bad value\nmore")) == "bad value"
     assert first_line(KeyError()) == "KeyError"
+
+
+def test_staging_dir_and_move_files(tmp_path):
+    target = tmp_path / "out" / "model.xml"
+    target.parent.mkdir()
+    with staging_dir(target) as stage:
+        assert stage.parent == target.parent and stage.name.startswith(".model.xml.")
+        (stage / "model.bin").write_bytes(b"w")
+        (stage / "model.xml").write_bytes(b"g")
+        (stage / "left").write_bytes(b"x")
+        move_files([(stage / "model.bin", target.with_suffix(".bin")),
+                    (stage / "model.xml", target), (stage / "left", tmp_path / "new" / "left")])
+        (stage / "unused").write_bytes(b"x")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model.bin", "model.xml"]
+    assert target.read_bytes() == b"g" and (tmp_path / "new" / "left").is_file()
+    with pytest.raises(ValueError), staging_dir(target) as stage:
+        raise ValueError
+    assert not stage.exists()
+
+
+def test_first_line_of_a_kept_message():
+    assert first_line("Exception from src/core.cpp:84:\nmodel is broken\nmore") == "model is broken"
+    assert first_line("") == ""

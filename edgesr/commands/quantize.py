@@ -1,16 +1,12 @@
 """``edgesr quantize``: an FP16, INT8 or BF16 artifact, its quality report, and the PSNR gate.
 
-The artifact is built in a temporary folder, compared with the FP32 model on held-out images
-(the report is printed and written beside the output as ``<output>.quality.json``), and moved
-into place only if it passes ``--min-psnr``.
+The flags become ``edgesr.export.quantize.QuantizeOptions``; ``quantize`` builds the artifact in
+a temporary folder, compares it with the FP32 model on held-out images (the report is printed
+and written beside the output as ``<output>.quality.json``), and moves it into place only if it
+passes ``--min-psnr``.
 """
 
 import argparse
-import shutil
-import tempfile
-from pathlib import Path
-
-from edgesr.errors import EdgesrError
 
 
 def register(sub) -> None:
@@ -53,124 +49,19 @@ def add_layout_options(parser) -> None:
 def int8_layout(args: argparse.Namespace) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
     """(op types to quantize, None for all; nodes kept in float) of ``--preset`` and
     ``--exclude``."""
-    from edgesr.export.quantize_int8 import INT8_PRESETS
+    from edgesr.export.quantize import int8_layout as layout
 
-    preset = INT8_PRESETS[preset_name(args)]
-    return preset["op_types"], (*preset["exclude"], *args.exclude)
-
-
-def preset_name(args: argparse.Namespace) -> str:
-    """The INT8 layout preset asked for, ``sr-safe`` by default."""
-    return args.preset or "sr-safe"
-
-
-def _reference_and_onnx(model: str, tmp: Path):
-    """(reference runner, its name, FP32 ONNX path) for a model argument."""
-    from edgesr.export.quality import onnx_runner, torch_runner
-
-    path = Path(model)
-    if path.suffix == ".onnx":
-        if not path.is_file():
-            raise EdgesrError(f"{path}: model file not found")
-        _require_one_input(path)
-        return onnx_runner(path), "FP32 ONNX", path
-    from edgesr.export.onnx_export import export_onnx
-    from edgesr.models import load_model
-    from edgesr.models.detect import DENOISERS
-    from edgesr.pipeline import resolve_model
-
-    descriptor = load_model(resolve_model(model))
-    if descriptor.architecture in DENOISERS:
-        raise EdgesrError(f"{path}: {_NOT_DIFFUSION} ({descriptor.architecture} is a denoiser)")
-    onnx_path = export_onnx(descriptor, tmp / "fp32.onnx").path
-    return torch_runner(descriptor), "FP32 PyTorch", onnx_path
-
-
-_NOT_DIFFUSION = ("edgesr quantize takes one-input image upscalers, not yet diffusion graphs "
-                  "(x, noise level -> noise)")
-
-
-def _require_one_input(path: Path) -> None:
-    """Refuse an ONNX graph with other inputs than one image (an SR3 or SD x4 UNet)."""
-    import onnx
-
-    from edgesr.export.onnx_export import first_line
-
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as exc:  # onnx raises DecodeError and others for a corrupt file
-        raise EdgesrError(f"{path}: not a readable ONNX file ({first_line(exc)})") from None
-    weights = {init.name for init in graph.initializer}
-    inputs = [i.name for i in graph.input if i.name not in weights]
-    if len(inputs) != 1:
-        raise EdgesrError(f"{path}: {_NOT_DIFFUSION}; this graph has inputs {inputs}")
-
-
-def _calibration(args: argparse.Namespace):
-    from edgesr.calibration import CalibrationSet, build_calibration_set
-
-    if args.calib and Path(args.calib).suffix == ".npz":
-        return CalibrationSet.load(args.calib)
-    return build_calibration_set(args.calib, tile=args.tile)
-
-
-def _build(args, onnx_path: Path, target: Path, calib, images, reference) -> list[str]:
-    """Build the artifact at ``target``; return notes for the report."""
-    from edgesr.export.quantize_fp16 import convert_fp16
-    from edgesr.export.quantize_int8 import quantize_int8, sensitivity_sweep
-    from edgesr.export.quantize_openvino import quantize_openvino
-
-    op_types, exclude = int8_layout(args) if args.precision == "int8" else (None, args.exclude)
-    if args.backend == "openvino":
-        report = quantize_openvino(onnx_path, target, calib, precision=args.precision,
-                                   keep=exclude, conv_only=bool(op_types))
-        return [f"OpenVINO {report.precision}, inference hint {report.inference_precision}"]
-    if args.precision == "fp16":
-        report = convert_fp16(onnx_path, target, calib, keep_fp32=args.exclude)
-        return [f"FP16; kept in FP32: {', '.join(report.kept_fp32) or 'none'}"]
-    options = {"method": args.method, "weights": args.weights, "op_types": op_types,
-               "exclude": list(exclude)}
-    label = f"INT8 {preset_name(args)}, {args.method}, {args.weights} weights"
-    if args.target_psnr is not None:
-        sweep = sensitivity_sweep(onnx_path, target, calib, images, target_psnr=args.target_psnr,
-                                  reference=reference, log=print, **options)
-        return [f"{label}, sweep kept {len(sweep.report.excluded)} node(s) in FP32"]
-    report = quantize_int8(onnx_path, target, calib, **options)
-    return [f"{label}, {len(report.excluded)} node(s) in FP32"]
+    return layout(args.preset, args.exclude)
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesr.calibration import evaluation_images
-    from edgesr.export.quality import artifact_runner, check_quality, quality_report
+    from edgesr.export.quantize import QuantizeOptions, quantize
 
-    output = Path(args.output)
-    if args.preset and args.precision != "int8":
-        raise EdgesrError(f"--preset is an INT8 layout; --precision {args.precision} takes none")
-    if args.backend is None:
-        args.backend = "openvino" if args.precision == "bf16" or output.suffix == ".xml" \
-            else "onnxruntime"
-    if args.backend == "openvino":
-        if args.precision == "fp16":
-            raise EdgesrError("fp16 is built for onnxruntime; OpenVINO takes bf16 or int8")
-        output = output.with_suffix(".xml")
-    elif args.precision == "bf16":
-        raise EdgesrError("bf16 is built for openvino (--backend openvino)")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".edgesr-quantize-", dir=output.parent) as tmp:
-        tmp = Path(tmp)
-        reference, ref_name, onnx_path = _reference_and_onnx(args.model, tmp)
-        calib = _calibration(args) if args.precision != "bf16" else None
-        images = evaluation_images(args.eval, count=args.eval_count, size=args.tile)
-        built = tmp / output.name
-        notes = _build(args, onnx_path, built, calib, images, reference)
-        report = quality_report(reference, artifact_runner(built), images, artifact=str(output),
-                                precision=args.precision, reference_name=ref_name,
-                                extra={"notes": notes, "min_psnr": args.min_psnr})
-        print(report.summary())
-        json_path = report.write_json(output.with_name(output.name + ".quality.json"))
-        print(f"quality report -> {json_path}")
-        check_quality(report, args.min_psnr)
-        for part in ([built.with_suffix(".bin")] if built.suffix == ".xml" else []) + [built]:
-            shutil.move(str(part), output.with_suffix(part.suffix))
-    print(f"{args.precision} ({'; '.join(notes)}) -> {output}")
+    options = QuantizeOptions(
+        precision=args.precision, backend=args.backend, calib=args.calib, tile=args.tile,
+        method=args.method, weights=args.weights, preset=args.preset,
+        exclude=tuple(args.exclude), target_psnr=args.target_psnr, min_psnr=args.min_psnr,
+        eval=args.eval, eval_count=args.eval_count)
+    result = quantize(args.model, args.output, options, log=print)
+    print(f"{args.precision} ({'; '.join(result.notes)}) -> {result.output}")
     return 0

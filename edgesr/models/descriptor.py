@@ -1,6 +1,5 @@
 """What edgesr knows about a loaded model: the module plus what the tiler and exporters need."""
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -8,6 +7,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from edgesr.fsutil import sha256_file
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,12 +67,3 @@ class OutputResize(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
         return F.interpolate(out, scale_factor=self.factor, mode=self.mode, align_corners=False)
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from edgesr.errors import UnsupportedArchitectureError
+from edgesr.errors import UnsupportedArchitectureError, first_line
 from edgesr.models.compact import SRVGGNetCompact
 from edgesr.models.descriptor import ModelDescriptor
 from edgesr.models.rrdbnet import RRDBNet
@@ -110,9 +110,8 @@ def _load_strict(model: torch.nn.Module, sd: StateDict, arch: str) -> None:
     try:
         model.load_state_dict(dict(sd), strict=True)
     except RuntimeError as exc:
-        first_line = str(exc).strip().splitlines()[0]
         raise UnsupportedArchitectureError(
-            f"state_dict looks like {arch} but does not fit it: {first_line}") from None
+            f"state_dict looks like {arch} but does not fit it: {first_line(exc)}") from None
 
 
 ARCHITECTURES: tuple[ArchSpec, ...] = (

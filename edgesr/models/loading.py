@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from edgesr.errors import CheckpointError
+from edgesr.errors import CheckpointError, first_line
 from edgesr.models.descriptor import ModelDescriptor
 from edgesr.models.detect import model_from_state_dict
 
@@ -31,8 +31,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
+                              f"({first_line(exc)})") from None
     for key in WRAPPER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -56,7 +56,7 @@ def load_model(path: str | Path) -> ModelDescriptor:
     """Load any supported model file into a ModelDescriptor (architecture detected)."""
     path = Path(path)
     if path.suffix == ".param":
-        from edgesr.export.ncnn import load_ncnn_model
+        from edgesr.models.ncnn import load_ncnn_model
 
         return load_ncnn_model(path)
     if path.suffix == ".onnx":

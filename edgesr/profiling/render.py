@@ -3,6 +3,7 @@
 import io
 from pathlib import Path
 
+from edgesr.errors import first_line
 from edgesr.profiling.report import write_atomic
 
 
@@ -46,7 +47,7 @@ def format_table(report: dict) -> str:
     for case in report["cases"]:
         label = f"{case['backend']:<12} {case['precision']:<5}"
         if case["status"] != "ok":
-            lines.append(f"{label} unavailable: {case['reason'].splitlines()[0]}")
+            lines.append(f"{label} unavailable: {first_line(case['reason'])}")
             continue
         for row in case["rows"]:
             fraction = row["peak_fraction"]

@@ -9,10 +9,10 @@ allows null.
 
 import json
 import os
-import secrets
 from pathlib import Path
 
 from edgesr.errors import EdgesrError
+from edgesr.fsutil import write_bytes
 
 SCHEMA_NAME = "edgesr-bench"
 SCHEMA_VERSION = 1
@@ -99,14 +99,11 @@ def validate_report(report: dict) -> dict:
 
 
 def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    """Write ``data`` to ``path`` atomically (``fsutil.write_bytes``); ReportError if it cannot."""
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ReportError(f"{path}: cannot write: {exc.strerror or exc}") from None
     return path
 

@@ -4,8 +4,8 @@ Every (backend, precision) case is opened through a factory (by default the runt
 ``pipeline.open_runtime``), timed per tile and batch, then run end to end over an image through
 the Upscaler. The PyTorch eager FP32 baseline always runs first, and every case is also given as
 a ratio to it. A case that cannot open is kept in the report as ``unavailable`` with the reason.
-Through the registry, each case runs in a child process of its own (``isolation``), so its peak
-memory is its alone.
+Through the registry, each case runs in a child process of its own (``run_isolated``), so its
+peak memory is its alone.
 """
 
 import dataclasses
@@ -20,9 +20,16 @@ import numpy as np
 from edgesr.errors import EdgesrError
 from edgesr.fidelity import consistency_score, psnr
 from edgesr.profiling.flops import flops_per_lr_pixel, gemm_peak_gflops, onnx_flops_per_lr_pixel
+from edgesr.profiling.isolation import run_in_child
 from edgesr.profiling.report import SCHEMA_NAME, SCHEMA_VERSION
 from edgesr.profiling.system import system_info
-from edgesr.profiling.timing import InferTimer, LatencyStats, MemoryWatch, time_calls
+from edgesr.profiling.timing import (
+    InferTimer,
+    LatencyStats,
+    MemoryWatch,
+    own_peak_rss_mb,
+    time_calls,
+)
 from edgesr.runtimes import Runtime, config_for
 
 BASELINE = ("torch", "fp32")
@@ -173,6 +180,46 @@ def run_case(open_case: CaseFactory, backend: str, precision: str, settings: Ben
     return case, output
 
 
+def run_isolated(model: str | None, backend: str, precision: str, settings: BenchSettings,
+                 flops: float | None, peak: float) -> tuple[dict, np.ndarray | None]:
+    """Measure one case in a spawned child process of its own (``isolation.run_in_child``):
+    (case dict, end-to-end output or None).
+
+    Its ``peak_rss_mb`` is the child's RSS high-water mark (Linux ``VmHWM``: exact, and of the
+    child alone; ``getrusage``'s ``ru_maxrss`` is not, since Linux carries the parent's peak
+    over ``exec``), elsewhere ``MemoryWatch``'s sampled peak. ``startup_rss_mb`` is the child's
+    RSS once the interpreter, edgesr and the backend's library are imported, before the model
+    is opened. A child that raises or dies gives an ``unavailable`` case, and so, without
+    starting a process, does a case whose options already fail here (unknown backend, library
+    missing, no such precision).
+    """
+    options = settings.options.get(backend, {})
+    try:
+        backend_options(backend, precision, settings)
+    except EdgesrError as exc:
+        return empty_case(backend, precision, options, str(exc)), None
+    result, reason = run_in_child(_measure_in_child,
+                                  (model, backend, precision, settings, flops, peak),
+                                  name=f"edgesr-bench-{backend}-{precision}")
+    if reason is None:
+        return result
+    return empty_case(backend, precision, options, reason), None
+
+
+def _measure_in_child(model: str | None, backend: str, precision: str, settings: BenchSettings,
+                      flops: float | None, peak: float) -> tuple[dict, np.ndarray | None]:
+    """``run_isolated``'s child: open the case through the registry and measure it."""
+    import psutil
+
+    backend_options(backend, precision, settings)  # imports the backend
+    startup = psutil.Process().memory_info().rss / (1 << 20)
+    case, output = run_case(registry_factory(model, settings), backend, precision, settings,
+                            settings.image, flops, peak)
+    if case["status"] == "ok":
+        case.update(startup_rss_mb=startup, peak_rss_mb=own_peak_rss_mb() or case["peak_rss_mb"])
+    return case, output
+
+
 def _add_ratios(case: dict, base: dict, output: np.ndarray | None,
                 base_output: np.ndarray | None) -> None:
     """Fill a case's ratios to the baseline case (in place)."""
@@ -236,8 +283,6 @@ def run_bench(model: str | None, settings: BenchSettings, *,
     for backend, precision in combos:
         log(f"benchmarking {backend} {precision}")
         if isolate:
-            from edgesr.profiling.isolation import run_isolated
-
             case, output = run_isolated(model, backend, precision, settings, flops, peak)
         else:
             case, output = run_case(open_case, backend, precision, settings, settings.image,

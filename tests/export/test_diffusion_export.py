@@ -19,8 +19,8 @@ from edgesr.export import diffusion_export
 from edgesr.export.diffusion_export import GraphSpec, export_graphs, export_sr3
 from edgesr.export.onnx_export import read_onnx_metadata
 from edgesr.export.sd_upscaler import load_sd_upscaler
+from edgesr.fsutil import sha256_file
 from edgesr.models import load_model
-from edgesr.models.descriptor import sha256_file
 
 SD_REASON = "diffusers is not installed: pip install 'edgesr[diffusion]'"
 

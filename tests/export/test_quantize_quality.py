@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from edgesr.export.quality import (
-    MAX_PSNR_DB,
     QualityGateError,
     check_quality,
     compare,
     quality_report,
     ssim,
 )
+from edgesr.fidelity import MAX_PSNR_DB
 
 
 def test_identical_images_are_perfect(rng):

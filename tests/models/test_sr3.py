@@ -12,8 +12,8 @@ from tiny_models import TINY_DENOISERS, make_tiny_denoiser
 
 from edgesr.cli import main
 from edgesr.errors import UnsupportedArchitectureError
+from edgesr.fsutil import sha256_file
 from edgesr.models import detect_architecture, load_model, model_from_state_dict
-from edgesr.models.descriptor import sha256_file
 from edgesr.models.sr3 import SR3UNet
 
 #: Keys as Janspiry's model/sr3_modules/unet.py names them (the tiny "sr3" layout).

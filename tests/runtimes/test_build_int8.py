@@ -21,6 +21,7 @@ import openvino as ov  # noqa: E402
 
 from edgesr.calibration import build_calibration_set  # noqa: E402
 from edgesr.cli import main  # noqa: E402
+from edgesr.fidelity import psnr  # noqa: E402
 from edgesr.runtimes import create_runtime  # noqa: E402
 from edgesr.runtimes.engine_cache import BUILDERS, MANIFEST  # noqa: E402
 
@@ -57,10 +58,6 @@ def _fake_quantize(xml) -> int:
                for op in ov.Core().read_model(str(xml)).get_ordered_ops())
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
-
-
 def test_int8_engine_is_cached_quantized_and_close_to_fp32(setup, built):
     descriptor, _, calib, _, cache = setup
     out, artifact = built
@@ -77,7 +74,7 @@ def test_int8_engine_is_cached_quantized_and_close_to_fp32(setup, built):
     with create_runtime("openvino", xml) as rt:
         assert rt.info.scale == descriptor.scale
         got = rt.infer(x)
-    assert 30.0 < _psnr(got, torch_forward(descriptor, x)) < 99.0
+    assert 30.0 < psnr(got, torch_forward(descriptor, x)) < 99.0
 
 
 def test_same_inputs_hit_the_cache_and_new_ones_build_new_entries(setup, built):

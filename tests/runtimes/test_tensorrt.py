@@ -215,3 +215,41 @@ def test_runtime_buffers_and_chunking_with_a_fake_gpu(tmp_path, monkeypatch):
     plan.write_bytes(b"junk")
     with pytest.raises(TensorRTError, match="not a TensorRT plan"):
         TensorRTRuntime(plan).activate()
+
+
+class _FakeTimingCache:
+    """Stands in for ``trt.ITimingCache``: a set of measured tactics, serialised one a line."""
+
+    def __init__(self, data: bytes = b""):
+        self.entries = set(data.decode().split())
+
+    def combine(self, other: "_FakeTimingCache", ignore_mismatch: bool) -> bool:
+        self.entries |= other.entries
+        return True
+
+    def serialize(self) -> bytes:
+        return "\n".join(sorted(self.entries)).encode()
+
+
+class _FakeConfig:
+    def __init__(self, measured: str):
+        self.cache = _FakeTimingCache(measured.encode())
+
+    def get_timing_cache(self) -> _FakeTimingCache:
+        return self.cache
+
+    def create_timing_cache(self, data: bytes) -> _FakeTimingCache:
+        return _FakeTimingCache(data)
+
+
+def test_timing_cache_merges_what_each_builder_measured(tmp_path):
+    """Two builders that started from the same (empty) timing cache both keep their tactics:
+    the second merges the file the first wrote, under the cache's lock."""
+    from edgesr.runtimes.tensorrt_build import _save_timing_cache
+
+    path = tmp_path / "timing-gpu.cache"
+    _save_timing_cache(_FakeConfig("conv-a conv-b"), path)
+    _save_timing_cache(_FakeConfig("conv-b conv-c"), path)
+    assert path.read_bytes().split() == [b"conv-a", b"conv-b", b"conv-c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["timing-gpu.cache",
+                                                          "timing-gpu.cache.lock"]

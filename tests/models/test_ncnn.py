@@ -10,10 +10,10 @@ import torch
 from tiny_models import make_tiny
 
 from edgesr.errors import CheckpointError, UnsupportedArchitectureError
-from edgesr.export.ncnn import load_ncnn_model
-from edgesr.export.ncnn_param import TAG_FP16, TAG_INT8
 from edgesr.models import load_model
 from edgesr.models.compact import SRVGGNetCompact
+from edgesr.models.ncnn import load_ncnn_model
+from edgesr.models.ncnn_param import TAG_FP16, TAG_INT8
 from edgesr.models.zoo import BUNDLED_MODELS, bundled_model_path
 
 ncnn = pytest.importorskip("ncnn")
