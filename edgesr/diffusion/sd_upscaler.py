@@ -1,6 +1,7 @@
-"""Stable Diffusion x4 upscaler backend: the whole sampling loop of an ``edgesr export`` folder.
+"""Stable Diffusion x4 upscaler sampler: the whole sampling loop of an ``edgesr export`` folder.
 
-The folder holds ``unet.onnx`` and ``vae_decoder.onnx`` (run with ONNX Runtime), the diffusers
+The folder holds ``unet.onnx`` and ``vae_decoder.onnx`` (opened by the session factory it is
+given, see ``sessions``; the sd-upscaler backend gives ONNX Runtime's), the diffusers
 scheduler configs ``scheduler/`` and ``low_res_scheduler/`` and, unless the config names a
 ``prompt_embeds`` file, ``prompt_embeds.npy``: [2, sequence, dim], the CLIP embeddings of the
 negative (unconditional) and the positive prompt. ``infer`` takes low-resolution RGB tiles in
@@ -16,12 +17,13 @@ and steps the scheduler once on the whole latent; the VAE decodes the same windo
 x4. So the whole tile is one sample (no seams where independently sampled tiles disagree) while
 neither network sees more than a window. Use it with pixel tiling off (``--tile 0``).
 
-Seeding: each tile gets its own ``torch.Generator`` (``diffusion_common.tile_generator``) and
+Seeding: each tile gets its own ``torch.Generator`` (``seeding.tile_generator``) and
 draws from it in diffusers' order (image noise, then latents, then any scheduler noise). So the
 same seed gives the same image whatever the batch, the tile order or the other images of a
 folder run, and diffusers given that generator matches.
 
-diffusers (``pip install 'edgesr[diffusion]'``) is imported at ``activate``, for its schedulers.
+diffusers (``pip install 'edgesr[diffusion]'``) is imported when a folder is loaded, for its
+schedulers.
 """
 
 import importlib.util
@@ -33,24 +35,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
+from edgesr.diffusion.latent_tiling import blend_windows, plan_windows
+from edgesr.diffusion.seeding import tile_generator
+from edgesr.diffusion.sessions import SessionFactory
 from edgesr.errors import BackendUnavailableError, CheckpointError, EdgesrError
 from edgesr.export.specs import decode_metadata
-from edgesr.runtimes.base import Runtime, RuntimeInfo
-from edgesr.runtimes.diffusion_common import open_session, tile_generator
-from edgesr.runtimes.latent_tiling import blend_windows, plan_windows
-from edgesr.runtimes.onnxruntime_runtime import DEVICE_PROVIDERS
+from edgesr.model_kinds import SD_GRAPHS as GRAPHS
 
-GRAPHS = ("unet.onnx", "vae_decoder.onnx")
 SCHEDULERS = ("scheduler", "low_res_scheduler")
 EMBEDDINGS_FILE = "prompt_embeds.npy"
 DEFAULT_MAX_NOISE_LEVEL = 350  # diffusers' StableDiffusionUpscalePipeline default
 
 
 @dataclass(frozen=True, kw_only=True)
-class SDUpscalerConfig:
+class SDSampling:
     """``steps``: scheduler steps (diffusers defaults to 75; 20 takes about a quarter of the
     CPU time; the quality cost of fewer steps is not measured by edgesr); ``guidance_scale``:
     classifier-free guidance, off at <= 1 (diffusers' 9.0; when the prompt and negative
@@ -60,8 +60,7 @@ class SDUpscalerConfig:
     docstring; ``prompt_embeds``: a .npy [2, sequence, dim] (negative, positive) used instead
     of the folder's; ``latent_tile``: latent window size (= low-res pixels), a multiple of the
     UNet's size multiple, 0 = off (the whole tile per UNet and VAE call); ``latent_overlap``:
-    the least overlap of neighbouring windows (see the module docstring);
-    ``device``/``providers``/``threads``: as for the onnxruntime backend."""
+    the least overlap of neighbouring windows (see the module docstring)."""
 
     steps: int = 20
     guidance_scale: float = 9.0
@@ -70,16 +69,10 @@ class SDUpscalerConfig:
     prompt_embeds: str | None = None
     latent_tile: int = 0
     latent_overlap: int = 16
-    device: str = "cpu"
-    providers: tuple[str, ...] = ()
-    threads: int = 0
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICE_PROVIDERS:
-            raise EdgesrError(f"sd-upscaler: unknown device {self.device!r}; "
-                              f"choose from {', '.join(DEVICE_PROVIDERS)}")
-        if self.steps < 1 or self.noise_level < 0 or self.threads < 0:
-            raise EdgesrError("sd-upscaler: need steps >= 1, noise_level >= 0 and threads >= 0")
+        if self.steps < 1 or self.noise_level < 0:
+            raise EdgesrError("sd-upscaler: need steps >= 1 and noise_level >= 0")
         if (self.latent_tile < 0 or self.latent_overlap < 0
                 or 0 < self.latent_tile <= self.latent_overlap):
             raise EdgesrError("sd-upscaler: need latent_tile >= 0 and 0 <= latent_overlap < "
@@ -87,78 +80,56 @@ class SDUpscalerConfig:
 
 
 def unavailable_reason() -> str | None:
-    """Why this backend cannot run here (for ``edgesr backends``), or None."""
+    """Why this sampler cannot run here (for ``edgesr backends``), or None."""
     if importlib.util.find_spec("diffusers") is None:
         return "needs diffusers for its schedulers: pip install 'edgesr[diffusion]'"
     return None
 
 
-class SDUpscalerRuntime(Runtime):
-    """Runs an exported Stable Diffusion x4 upscaler folder tile by tile (batch of 1 each)."""
+class SDUpscalerSampler:
+    """A loaded Stable Diffusion x4 export folder; ``sample`` upscales one tile x ``scale``."""
 
-    name = "sd-upscaler"
-
-    def __init__(self, model_path: str | Path, config: SDUpscalerConfig | None = None):
-        super().__init__()
-        self.folder = Path(model_path)
-        self.config = config or SDUpscalerConfig()
-        self._unet: ort.InferenceSession | None = None
-        self._vae: ort.InferenceSession | None = None
-        self._schedulers: dict[str, Any] = {}
-        self._embeds = np.zeros((0,), np.float32)
-        self._vae_scaling = 1.0
-        self._latent_channels = 4
-
-    def activate_impl(self) -> RuntimeInfo:
-        folder, config = self.folder, self.config
+    def __init__(self, folder: str | Path, sampling: SDSampling, sessions: SessionFactory):
+        folder = self.folder = Path(folder)
+        self.sampling = sampling
         missing = [f for f in GRAPHS if not (folder / f).is_file()]
         if missing:
             raise CheckpointError(f"{folder}: not a Stable Diffusion x4 export folder "
                                   f"({', '.join(missing)} missing); write one with edgesr export")
-        self._schedulers = {name: _scheduler(folder, name) for name in SCHEDULERS}
-        unet, vae = (open_session(folder / f, self.name, device=config.device,
-                                  providers=config.providers, threads=config.threads)
-                     for f in GRAPHS)
-        meta = decode_metadata(unet.get_modelmeta().custom_metadata_map, str(folder / GRAPHS[0]))
+        self.schedulers = {name: _scheduler(folder, name) for name in SCHEDULERS}
+        self.unet, self.vae = (sessions(folder / f) for f in GRAPHS)
+        meta = decode_metadata(self.unet.metadata(), str(folder / GRAPHS[0]))
         hyper = meta.get("hyperparameters", {})
         max_noise = hyper.get("max_noise_level") or DEFAULT_MAX_NOISE_LEVEL
-        if config.noise_level > max_noise:
-            raise EdgesrError(f"sd-upscaler: noise_level {config.noise_level} is past this "
+        if sampling.noise_level > max_noise:
+            raise EdgesrError(f"sd-upscaler: noise_level {sampling.noise_level} is past this "
                               f"model's max_noise_level {max_noise}")
-        self._embeds = _embeddings(folder, config.prompt_embeds, hyper.get("cross_attention_dim"))
-        self._vae_scaling = float(meta["vae_scaling_factor"])
-        self._latent_channels = int(meta["latent_channels"])
-        multiple = int(meta.get("size_multiple", 1))
-        if config.latent_tile % multiple:
-            raise EdgesrError(f"sd-upscaler: latent_tile {config.latent_tile} must be a "
-                              f"multiple of this UNet's size multiple {multiple}")
-        self._unet, self._vae = unet, vae
-        return RuntimeInfo(scale=int(meta["scale"]), in_channels=3, out_channels=3,
-                           size_multiple=multiple, preferred_batch=1)
+        self.embeds = _embeddings(folder, sampling.prompt_embeds,
+                                  hyper.get("cross_attention_dim"))
+        self.vae_scaling = float(meta["vae_scaling_factor"])
+        self.latent_channels = int(meta["latent_channels"])
+        self.scale = int(meta["scale"])
+        self.size_multiple = int(meta.get("size_multiple", 1))
+        if sampling.latent_tile % self.size_multiple:
+            raise EdgesrError(f"sd-upscaler: latent_tile {sampling.latent_tile} must be a "
+                              f"multiple of this UNet's size multiple {self.size_multiple}")
 
-    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        return np.concatenate([self._sample(tile) for tile in batch])
-
-    def deactivate_impl(self) -> None:
-        self._unet = self._vae = None
-        self._schedulers = {}
-
-    def _sample(self, tile: np.ndarray) -> np.ndarray:
+    def sample(self, tile: np.ndarray) -> np.ndarray:
         """One [3, H, W] tile in [0, 1] -> [1, 3, 4H, 4W] in [0, 1], as diffusers samples it."""
-        config, scheduler = self.config, self._schedulers["scheduler"]
+        config, scheduler = self.sampling, self.schedulers["scheduler"]
         generator = tile_generator(config.seed, tile)
         image = torch.from_numpy(tile[None] * 2 - 1)
         noise_level = torch.tensor([config.noise_level], dtype=torch.long)
         noise = torch.randn(image.shape, generator=generator)
-        image = self._schedulers["low_res_scheduler"].add_noise(image, noise, noise_level)
-        embeds = self._embeds
+        image = self.schedulers["low_res_scheduler"].add_noise(image, noise, noise_level)
+        embeds = self.embeds
         guided = config.guidance_scale > 1 and not np.array_equal(embeds[0], embeds[1])
         embeds = embeds if guided else embeds[1:]
         copies = len(embeds)
         image = torch.cat([image] * copies)
         labels = noise_level.repeat(copies).numpy()
         scheduler.set_timesteps(config.steps)
-        shape = (1, self._latent_channels, *tile.shape[1:])
+        shape = (1, self.latent_channels, *tile.shape[1:])
         latents = torch.randn(shape, generator=generator) * scheduler.init_noise_sigma
         step_kwargs = _step_kwargs(scheduler, generator)
         windows = plan_windows(*tile.shape[1:], config.latent_tile, config.latent_overlap)
@@ -167,7 +138,7 @@ class SDUpscalerRuntime(Runtime):
             feed = {"sample": sample, "timestep": np.full(count * copies, t, np.float32),
                     "encoder_hidden_states": np.tile(embeds, (count, 1, 1)),
                     "class_labels": np.tile(labels, count)}
-            return self._unet.run(None, feed)[0]
+            return self.unet.run(feed)[0]
 
         for t in scheduler.timesteps:
             model_input = scheduler.scale_model_input(torch.cat([latents] * copies), t)
@@ -179,9 +150,9 @@ class SDUpscalerRuntime(Runtime):
                 noise_pred = uncond + config.guidance_scale * (cond - uncond)
             latents = scheduler.step(noise_pred, t, latents, **step_kwargs,
                                      return_dict=False)[0]
-        latent_sample = (latents / self._vae_scaling).numpy().astype(np.float32)
-        decoded = blend_windows(lambda s, _: self._vae.run(None, {"latent_sample": s})[0],
-                                latent_sample, windows, self.info.scale)
+        latent_sample = (latents / self.vae_scaling).numpy().astype(np.float32)
+        decoded = blend_windows(lambda s, _: self.vae.run({"latent_sample": s})[0],
+                                latent_sample, windows, self.scale)
         return np.clip(decoded / 2 + 0.5, 0, 1).astype(np.float32)
 
 
