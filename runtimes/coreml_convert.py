@@ -33,7 +33,7 @@ METADATA_FIELDS = ("arch", "scale", "in_channels", "out_channels", "size_multipl
 #: MIL ops that hold compressed weights (iOS16 affine INT8; iOS18 blockwise).
 QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 
-# This module is the coreml entry's ``registry.Builder`` (identity and build).
+# This module is the coreml entry's ``engine_cache.Builder`` (identity and build).
 
 
 class CoreMLError(EdgesrError):

@@ -21,13 +21,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from edgesr.errors import BackendUnavailableError, EdgesrError
 from edgesr.models.descriptor import sha256_file
-
-if TYPE_CHECKING:
-    from edgesr.runtimes.registry import Builder, EngineSpec
+from edgesr.runtimes.registry import EngineSpec, entries, entry, load
 
 MANIFEST = "manifest.json"
 
@@ -217,10 +215,21 @@ def _replace_dir(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
-def _spec(backend: str) -> "EngineSpec":
-    """How ``backend`` builds engines, from its registry entry."""
-    from edgesr.runtimes.registry import entries, entry
+class Builder(Protocol):
+    """Builds one backend's engines (named by its registry ``EngineSpec.builder``); a module
+    with these two functions follows it."""
 
+    def identity(self, options: BuildOptions) -> tuple[str, str, str]:
+        """(backend version, device label, shape-profile label) of a build with ``options``."""
+        ...
+
+    def build(self, source: Path, target: Path, options: BuildOptions) -> None:
+        """Write the engine built from model file ``source`` at ``target``."""
+        ...
+
+
+def _spec(backend: str) -> EngineSpec:
+    """How ``backend`` builds engines, from its registry entry."""
     spec = entry(backend).engine
     if spec is None:
         builders = [name for name, e in entries().items() if e.engine is not None]
@@ -266,8 +275,6 @@ def build_engine(backend: str, source: str | Path, options: BuildOptions = Build
     build's identity ``(backend_version, device, profile_label)`` and builds it.
     """
     inputs = check_options(backend, options)
-    from edgesr.runtimes.registry import load
-
     spec = _spec(backend)
     builder: Builder = load(backend, spec.builder)
     source = Path(source)

@@ -136,7 +136,7 @@ def probe_metadata(model_path: Path, model: ov.Model) -> dict[str, str]:
                         "inference fails); export the model with `edgesr export`")
 
 
-# This module is the openvino entry's ``registry.Builder`` (identity and build).
+# This module is the openvino entry's ``engine_cache.Builder`` (identity and build).
 def identity(options) -> tuple[str, str, str]:
     """(version, device, profile) of an IR build: IRs are device- and shape-independent."""
     return version(), "any", "dynamic"

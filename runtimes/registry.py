@@ -1,13 +1,14 @@
 """Backend registry: one ``BackendEntry`` per backend, the single source of truth about it.
 
 An entry says which model files and model kinds the backend runs, the precisions it runs, how
-it builds engines into the engine cache (an ``EngineSpec`` naming a ``Builder``), the pip
-distributions it needs, and where its Runtime and Config classes live. Everything that used to
-keep its own list of backends (CLI choices and help, compare, bench, the engine cache, model
-memory, the model kinds of ``edgesr.models.kinds``) reads the entries instead.
+it builds engines into the engine cache (an ``EngineSpec`` naming an ``engine_cache.Builder``),
+the pip distributions it needs, and where its Runtime and Config classes live. Everything that
+used to keep its own list of backends (CLI choices and help, compare, bench, build, quantize,
+the engine cache, model memory, the model kinds of ``edgesr.model_kinds``) reads the entries.
 
 Built-in entries are below; third-party ones come from the ``edgesr.backends`` entry-point
-group (``plugins``) and are loaded the first time a backend name is not a built-in one. Modules
+group (``plugins``), read the first time a backend name is not a built-in one or every backend
+is listed. Modules
 are imported lazily, so optional dependencies stay optional: only a missing *declared*
 dependency is reported as "needs X; pip install X"; any other failure to import says the
 backend failed to load, with its first line.
@@ -17,37 +18,24 @@ import importlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from edgesr.errors import BackendUnavailableError, EdgesrError, first_line
+from edgesr.runtimes.plugins import discover
 
 if TYPE_CHECKING:
     from edgesr.runtimes.base import Runtime
-    from edgesr.runtimes.engine_cache import BuildOptions
 
 #: What a single-pass upscaler checkpoint can be stored as (see ``edgesr.models.loading``).
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".param")
 
 
-class Builder(Protocol):
-    """Builds one backend's engines for the engine cache (``engine_cache.build_engine``); a
-    module with these two functions follows it."""
-
-    def identity(self, options: "BuildOptions") -> tuple[str, str, str]:
-        """(backend version, device label, shape-profile label) of a build with ``options``."""
-        ...
-
-    def build(self, source: Path, target: Path, options: "BuildOptions") -> None:
-        """Write the engine built from model file ``source`` at ``target``."""
-        ...
-
-
 @dataclass(frozen=True, kw_only=True)
 class EngineSpec:
     """How a backend builds engines: ``builder`` ("module" or "module:attribute", an object
-    following ``Builder``), the engine's file name in its cache entry (``artifact``), the model
-    files it builds from (``sources``), the precisions built from a calibration set
-    (``calibrated``) and, for the others, why they take none (``no_calib``)."""
+    following ``engine_cache.Builder``), the engine's file name in its cache entry
+    (``artifact``), the model files it builds from (``sources``), the precisions built from a
+    calibration set (``calibrated``) and, for the others, why they take none (``no_calib``)."""
 
     builder: str
     artifact: str
@@ -147,17 +135,18 @@ class BackendLoadError(EdgesrError):
 
 def entries() -> dict[str, BackendEntry]:
     """Every backend that can be named: the built-in ones, then the plugins' (see ``plugins``)."""
-    from edgesr.runtimes.plugins import plugin_entries
+    return {**BACKENDS, **discover(BackendEntry, frozenset(BACKENDS))[0]}
 
-    return {**BACKENDS, **{n: e for n, e in plugin_entries().items() if n not in BACKENDS}}
+
+def plugin_errors() -> dict[str, str]:
+    """Why each plugin that was left out was, by entry-point name."""
+    return discover(BackendEntry, frozenset(BACKENDS))[1]
 
 
 def entry(name: str) -> BackendEntry:
     """The entry of backend ``name``; BackendUnavailableError naming the known ones if none."""
     found = BACKENDS.get(name) or entries().get(name)
     if found is None:
-        from edgesr.runtimes.plugins import plugin_errors
-
         broken = plugin_errors().get(name)
         if broken:
             raise BackendUnavailableError(broken)

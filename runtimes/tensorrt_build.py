@@ -25,7 +25,7 @@ except ImportError as exc:  # optional dependency: report it, don't fail the imp
     _TRT_IMPORT_ERROR = str(exc)
 
 PRECISIONS = ("fp32", "fp16", "int8")
-# This module is the tensorrt entry's ``registry.Builder`` (identity and build).
+# This module is the tensorrt entry's ``engine_cache.Builder`` (identity and build).
 
 
 class TensorRTError(EdgesrError):

@@ -42,8 +42,7 @@ def probe(name: str) -> tuple[bool, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesr.runtimes.plugins import plugin_errors
-    from edgesr.runtimes.registry import entries
+    from edgesr.runtimes.registry import entries, plugin_errors
 
     backends = entries()
     broken = {n: why for n, why in plugin_errors().items() if n not in backends}

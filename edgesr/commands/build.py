@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         build_engine,
         check_options,
     )
-    from edgesr.runtimes.registry import entry
+    from edgesr.runtimes.registry import entry as backend_entry
 
     # the INT8 layout applies to calibrated builds; check_options refuses it for any other
     if args.preset and not args.calib:
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
         require_tensorrt()
     source = resolve_model(args.model)
-    if ".onnx" in entry(args.backend).engine.sources and source.suffix != ".onnx":
+    if ".onnx" in backend_entry(args.backend).engine.sources and source.suffix != ".onnx":
         source = exported_onnx(source)
     start = time.perf_counter()
     entry = build_engine(args.backend, source, options, cache=EngineCache(args.cache))

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from edgesr.runtimes import plugins
-from edgesr.runtimes.registry import entries, entry
+from edgesr.runtimes.registry import entries, entry, plugin_errors
 
 PLUGIN_INIT = '''
 """edgesr backend plugin: nearest-neighbour "models" in NumPy (a JSON file with a scale)."""
@@ -122,12 +122,12 @@ def test_plugin_backend_in_backends_upscale_compare_and_bench(plugin_dir, tmp_pa
 
 def test_plugin_entry_loads_lazily_beside_the_built_ins(plugin_dir, monkeypatch):
     monkeypatch.syspath_prepend(str(plugin_dir))
-    plugins._discover.cache_clear()
+    plugins.discover.cache_clear()
     try:
         assert list(entries())[-1] == "nearest" and entry("nearest").plugin == "edgesr-nearest"
         assert "edgesr_nearest.runtime" not in sys.modules  # imported only when it runs
     finally:
-        plugins._discover.cache_clear()
+        plugins.discover.cache_clear()
         for name in ("edgesr_nearest", "edgesr_nearest.runtime"):
             sys.modules.pop(name, None)
 
@@ -138,11 +138,11 @@ def test_a_broken_plugin_is_one_line_and_the_built_ins_still_work(tmp_path, monk
                         "torch = edgesr_broken:TORCH",
                         {"edgesr_broken.py": "raise ImportError('plugin bug\\nmore')\n"})
     monkeypatch.syspath_prepend(str(site))
-    plugins._discover.cache_clear()
+    plugins.discover.cache_clear()
     try:
         assert entry("torch").plugin is None  # the built-in, not the plugin that claims it
         assert "broken" not in entries()
-        errors = plugins.plugin_errors()
+        errors = plugin_errors()
         assert errors["broken"] == ("backend 'broken' (plugin from edgesr-broken) failed to "
                                     "load: ImportError: plugin bug")
         assert "\n" not in errors["torch"]
@@ -151,5 +151,5 @@ def test_a_broken_plugin_is_one_line_and_the_built_ins_still_work(tmp_path, monk
         assert "edgesr: backend 'broken' (plugin from edgesr-broken) failed to load" in \
             capsys.readouterr().err
     finally:
-        plugins._discover.cache_clear()
+        plugins.discover.cache_clear()
         sys.modules.pop("edgesr_broken", None)
