@@ -5,6 +5,7 @@ edgesr file; a broken plugin is one line and leaves the built-in backends workin
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ import pytest
 from PIL import Image
 
 from edgesr.runtimes import plugins
-from edgesr.runtimes.registry import entries, entry, plugin_errors
+from edgesr.runtimes.registry import BackendEntry, entries, entry, plugin_errors
 
 PLUGIN_INIT = '''
 """edgesr backend plugin: nearest-neighbour "models" in NumPy (a JSON file with a scale)."""
@@ -153,3 +154,17 @@ def test_a_broken_plugin_is_one_line_and_the_built_ins_still_work(tmp_path, monk
     finally:
         plugins.discover.cache_clear()
         sys.modules.pop("edgesr_broken", None)
+
+
+def test_the_readme_plugin_example_is_a_valid_entry():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is standard from Python 3.11")
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Writing a backend plugin", 1)[1].split("\n## ", 1)[0]
+    toml_block, python_block = (re.search(rf"```{lang}\n(.*?)```", section, re.S).group(1)
+                                for lang in ("toml", "python"))
+    points = tomllib.loads(toml_block)["project"]["entry-points"]["edgesr.backends"]
+    namespace: dict = {}
+    exec(python_block, namespace)  # noqa: S102 - the README's own example
+    entry_ = namespace["ENTRY"]
+    assert isinstance(entry_, BackendEntry) and list(points) == [entry_.name] == ["rknn"]
+    assert points["rknn"] == "edgesr_rknn:ENTRY" and entry_.artifacts == (".rknn",)
