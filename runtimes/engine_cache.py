@@ -25,7 +25,7 @@ from typing import Protocol
 
 from edgesr.errors import BackendUnavailableError, EdgesrError
 from edgesr.models.descriptor import sha256_file
-from edgesr.runtimes.registry import EngineSpec, entries, entry, load
+from edgesr.runtimes.registry import EngineSpec, engine_backends, entry, load
 
 MANIFEST = "manifest.json"
 
@@ -232,9 +232,8 @@ def _spec(backend: str) -> EngineSpec:
     """How ``backend`` builds engines, from its registry entry."""
     spec = entry(backend).engine
     if spec is None:
-        builders = [name for name, e in entries().items() if e.engine is not None]
         raise BackendUnavailableError(f"backend {backend!r} builds no engines; engine backends: "
-                                      f"{', '.join(builders)}")
+                                      f"{', '.join(engine_backends())}")
     return spec
 
 
