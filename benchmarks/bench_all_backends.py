@@ -2,15 +2,19 @@
 
     python benchmarks/bench_all_backends.py [--model realesrgan-x4plus] [--tile 64] [--runs 5]
 
-Rows: PyTorch eager FP32 (the baseline); ONNX Runtime FP32 / FP16 (guarded) / INT8 (QDQ);
-OpenVINO FP32 / FP16 (FP16-compressed IR, f16 hint) / BF16 hint / INT8 (NNCF), each reshaped to
-the tile; TensorRT FP32 / FP16 / INT8 (the QDQ model); CoreML FP16 / INT8 weights. Every row runs
-the same tile and reports build time, p50/p95 latency, speed ratio vs eager (eager p50 / row
-p50), max abs diff and PSNR vs eager, and the precision the device really ran. Rows that cannot
-run here are listed with the reason. Artifacts go to a temporary folder (engine cache included).
+Rows: every registered backend that runs single-pass upscalers (plugins included), at every
+precision its registry entry lists, opened as ``edgesr compare`` and ``edgesr bench`` open them
+(``pipeline.open_runtime`` with ``backend:precision``), plus the model files ``edgesr quantize``
+writes: ONNX Runtime FP16 (guarded) / INT8 (QDQ), OpenVINO INT8 (NNCF) and TensorRT INT8 (the QDQ
+model). Backends with a ``tile`` option are reshaped or built for the tile. Every row runs the
+same tile and reports build time, p50/p95 latency, speed ratio vs eager (eager p50 / row p50),
+max abs diff and PSNR vs eager, and the precision the device really ran. Rows that cannot run
+here are listed with the reason. Artifacts go to a temporary folder (the engine cache included).
 """
 
 import argparse
+import dataclasses
+import os
 import platform
 import tempfile
 import time
@@ -26,59 +30,49 @@ from edgesr.export.onnx_export import export_onnx
 from edgesr.fidelity import psnr_from_mse
 from edgesr.models import load_model
 from edgesr.models.zoo import bundled_model_path
+from edgesr.pipeline import open_runtime
 from edgesr.profiling.timing import LatencyStats, time_calls
-from edgesr.runtimes import create_runtime
-from edgesr.runtimes.engine_cache import BuildOptions, EngineCache, ShapeProfile, build_engine
+from edgesr.runtimes.registry import config_class, entries
 
 
-def variants(descriptor, d: Path, args, calib) -> list[tuple[str, Callable]]:
+def variants(checkpoint: Path, d: Path, args, calib) -> list[tuple[str, Callable]]:
     """(label, make) pairs; ``make()`` builds what the row needs and returns an inactive
     runtime, raising BackendUnavailableError when the row cannot run here."""
-    cache = EngineCache(d / "engines")
-    tile = (args.tile, args.tile)
-    fp32 = export_onnx(descriptor, d / "fp32.onnx", check=False).path
-    model_file = Path(descriptor.source)
-    artifacts: dict[str, Path] = {}
+    fp32 = export_onnx(load_model(checkpoint), d / "fp32.onnx", check=False).path
+    made: dict[str, Path] = {}
 
     def quantized(kind: str) -> Path:
         from edgesr.export.quantize_fp16 import convert_fp16
         from edgesr.export.quantize_int8 import quantize_int8
+        from edgesr.export.quantize_openvino import quantize_openvino
 
-        if kind not in artifacts:
-            make = convert_fp16 if kind == "fp16" else quantize_int8
-            artifacts[kind] = make(fp32, d / f"{kind}.onnx", calib).path
-        return artifacts[kind]
+        if kind not in made:
+            make = {"fp16": convert_fp16, "int8": quantize_int8, "ov_int8": quantize_openvino}
+            suffix = ".xml" if kind == "ov_int8" else ".onnx"
+            made[kind] = make[kind](fp32, d / f"{kind}{suffix}", calib).path
+        return made[kind]
 
-    def openvino(precision: str):
-        if precision == "int8":
-            from edgesr.export.quantize_openvino import quantize_openvino
+    #: (backend, precision) -> the quantized model file that row runs.
+    files = {("onnxruntime", "fp16"): "fp16", ("onnxruntime", "int8"): "int8",
+             ("openvino", "int8"): "ov_int8", ("tensorrt", "int8"): "int8"}
 
-            xml = quantize_openvino(fp32, d / "ov_int8.xml", calib).path
-            return create_runtime("openvino", xml, tile=tile)
-        weights = "fp16" if precision == "fp16" else "fp32"
-        xml = build_engine("openvino", fp32, BuildOptions(precision=weights), cache=cache)
-        return create_runtime("openvino", xml.artifact, precision=precision, tile=tile)
+    def make(name: str, precision: str):
+        known = {f.name for f in dataclasses.fields(config_class(name))}
+        options = {"tile": (args.tile, args.tile)} if "tile" in known else {}
+        if "max_batch" in known:
+            options["max_batch"] = args.batch
+        model = quantized(files[name, precision]) if (name, precision) in files else checkpoint
+        # a quantized file carries its precision, unless the backend also names it (TensorRT)
+        variant = f"{name}:{precision}" if precision in entries()[name].precisions else name
+        return open_runtime(str(model), variant, **options)
 
-    def tensorrt(precision: str):
-        source = quantized("int8") if precision == "int8" else fp32
-        return create_runtime("tensorrt", source, precision=precision, tile=tile,
-                              max_batch=args.batch)
-
-    def coreml(precision: str):
-        from edgesr.runtimes.coreml_runtime import unavailable_reason
-
-        if unavailable_reason():  # don't convert a package nothing here can run
-            raise BackendUnavailableError(f"coreml: {unavailable_reason()}")
-        options = BuildOptions(precision=precision, profile=ShapeProfile.fixed(args.tile))
-        package = build_engine("coreml", model_file, options, cache=cache).artifact
-        return create_runtime("coreml", package)
-
-    rows = [("onnxruntime fp32", lambda: create_runtime("onnxruntime", fp32))]
-    rows += [(f"onnxruntime {p}", lambda p=p: create_runtime("onnxruntime", quantized(p)))
-             for p in ("fp16", "int8")]
-    rows += [(f"openvino {p}", lambda p=p: openvino(p)) for p in ("fp32", "fp16", "bf16", "int8")]
-    rows += [(f"tensorrt {p}", lambda p=p: tensorrt(p)) for p in ("fp32", "fp16", "int8")]
-    rows += [(f"coreml {p}", lambda p=p: coreml(p)) for p in ("fp16", "int8")]
+    rows = []
+    for name, backend in entries().items():
+        if "upscaler" not in backend.kinds:
+            continue
+        extra = [p for b, p in files if b == name and p not in backend.precisions]
+        for precision in (*backend.precisions, *extra):
+            rows.append((f"{name} {precision}", lambda n=name, p=precision: make(n, p)))
     return rows
 
 
@@ -105,8 +99,8 @@ def main() -> None:
 
     results, skipped = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [("torch fp32", lambda: create_runtime("torch", descriptor))]
-        rows += variants(descriptor, Path(tmp), args, calib)
+        os.environ["EDGESR_CACHE"] = str(Path(tmp) / "cache")  # ONNX exports, engines
+        rows = variants(Path(descriptor.source), Path(tmp), args, calib)
         wanted = tuple(args.only.split(",")) if args.only else None
         for label, make in rows:
             if wanted and not label.startswith(wanted) and label != "torch fp32":

@@ -16,7 +16,7 @@ from edgesr.errors import first_line
 from edgesr.profiling.render import plot_latency
 from edgesr.profiling.report import load_report, write_report
 from edgesr.profiling.runner import BenchSettings, run_bench, synthetic_image
-from edgesr.runtimes import BACKENDS
+from edgesr.runtimes.registry import entries
 
 
 def _fmt(value, spec: str, suffix: str = "") -> str:
@@ -65,7 +65,7 @@ def markdown(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model file or bundled name")
-    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--backends", default=",".join(entries()))
     parser.add_argument("--tiles", default="32,64")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)

@@ -41,10 +41,10 @@ import onnxruntime as ort
 import psutil
 import torch
 
+from edgesr.diffusion.seeding import tile_generator
 from edgesr.export.sd_upscaler import EMBEDDINGS_FILE, export_sd_upscaler
 from edgesr.profiling.timing import own_peak_rss_mb
 from edgesr.runtimes import create_runtime
-from edgesr.runtimes.diffusion_common import tile_generator
 
 SEED = 0
 GUIDANCE = 9.0

@@ -39,10 +39,10 @@ from edgesr.errors import EdgesrError
 from edgesr.fsutil import cache_dir, write_text
 
 MEASURED_TILES = (32, 128)  # input pixels; the first is auto_tile's smallest tile
-#: Backends that sample a diffusion model. A tile's memory does not depend on the step count,
-#: so they are measured with ``MEASURE_STEPS``; it grows faster than the tile's pixels
-#: (self-attention over all of them), so no tile above the largest measured one is planned.
-DIFFUSION_BACKENDS = ("sd-upscaler", "sr3")
+#: Backends that sample a diffusion model (``BackendEntry.diffusion``): a tile's memory does not
+#: depend on the step count, so they are measured with ``MEASURE_STEPS``; it grows faster than
+#: the tile's pixels (self-attention over all of them), so no tile above the largest measured
+#: one is planned.
 MEASURE_STEPS = 2
 RUNS = 2  # inferences per tile: some backends (ONNX Runtime's arena) grow on the second
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -77,8 +77,11 @@ def measure_model_memory(model_path: str | os.PathLike, backend: str, options: d
                          *, multiple: int = 1) -> ModelMemory:
     """The memory ``backend`` (with ``options``) needs for one tile of ``model_path``: read from
     the cache, else measured in two child processes (announced on stderr) and cached."""
+    from edgesr.runtimes.registry import entry
+
     model_path, options = Path(model_path), options or {}
-    if backend in DIFFUSION_BACKENDS:
+    diffusion = entry(backend).diffusion
+    if diffusion:
         options = {**options, "steps": MEASURE_STEPS}
     key = _cache_key(model_path, backend, options)
     path = cache_dir() / "memory" / f"{model_path.stem}-{backend}-{key}.json"
@@ -92,7 +95,7 @@ def measure_model_memory(model_path: str | os.PathLike, backend: str, options: d
     tiles = [-(-t // multiple) * multiple for t in MEASURED_TILES]
     points = [(t * t, _run_child(model_path, backend, options, t)) for t in tiles]
     memory = fit(points)
-    if backend in DIFFUSION_BACKENDS:
+    if diffusion:
         memory = replace(memory, largest_tile=tiles[-1])
     record = {**asdict(memory), "tiles": tiles, "deltas": [d for _, d in points]}
     try:
@@ -106,11 +109,11 @@ def measure_model_memory(model_path: str | os.PathLike, backend: str, options: d
 def _cache_key(model_path: Path, backend: str, options: dict) -> str:
     """16 hex digits of the sha256 of everything the figure depends on."""
     from edgesr.runtimes.engine_cache import model_sha256
-    from edgesr.runtimes.registry import BACKENDS, config_for
+    from edgesr.runtimes.registry import config_for, entry
 
     config = asdict(config_for(backend, **options))  # defaults filled in: {} == {"threads": 0}
     libraries = {}
-    for dist in BACKENDS[backend].requires.split():
+    for dist in entry(backend).requires:
         try:
             libraries[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

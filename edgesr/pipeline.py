@@ -1,8 +1,9 @@
 """From a model argument and a backend name to a ready runtime; from image files to image files.
 
-This is the glue the CLI calls: it resolves the default (bundled) model, exports a checkpoint
-to ONNX when an ONNX backend is asked for (an SR3 denoiser always: its sr3 backend samples the
-ONNX export), and runs single files or whole folders.
+This is the glue the CLI calls: it resolves the default (bundled) model, turns a model and a
+``backend[:precision]`` into a runtime (the model kinds of ``model_kinds`` say which backend and
+which file: a checkpoint on an ONNX backend becomes its ONNX export, and so does an SR3 denoiser,
+whose sr3 backend samples the export), and runs single files or whole folders.
 """
 
 from collections.abc import Callable
@@ -11,26 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesr import fsutil
+from edgesr import model_kinds
 from edgesr.errors import EdgesrError
 from edgesr.imageio import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from edgesr.model_memory import ModelMemory
 from edgesr.models.zoo import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 from edgesr.runtimes import Runtime, create_runtime
+from edgesr.runtimes.registry import parse_variant, precision_options
 from edgesr.streaming import LARGEST_TILE, auto_tile, upscale_to_png
 from edgesr.upscaler import Upscaler
-
-ONNX_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
-#: PyTorch checkpoints: checked for a diffusion denoiser before a runtime gets them.
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
-#: The backend that samples a diffusion denoiser (SR3), from its checkpoint or ONNX export.
-DENOISER_BACKEND = "sr3"
-#: What an exported Stable Diffusion x4 upscaler folder holds, and the backend that samples it.
-SD_GRAPHS = ("unet.onnx", "vae_decoder.onnx")
-SD_BACKEND = "sd-upscaler"
-#: Built engines, run as they are by their backend.
-ENGINE_SUFFIXES = {".xml": "openvino", ".plan": "tensorrt", ".engine": "tensorrt",
-                   ".mlpackage": "coreml"}
 
 
 def resolve_model(model: str | None) -> Path:
@@ -42,128 +32,24 @@ def resolve_model(model: str | None) -> Path:
     return Path(model)
 
 
-def default_backend(model_path: Path) -> str:
-    """Engines run on their backend, ONNX files on ONNX Runtime, checkpoints on PyTorch, a
-    Stable Diffusion x4 export folder (unet.onnx + vae_decoder.onnx) on sd-upscaler (an SR3
-    denoiser, checkpoint or ONNX export, on sr3: ``resolve_runtime`` sees to that)."""
-    if _sd_export_folder(model_path):
-        return SD_BACKEND
-    if model_path.suffix in ENGINE_SUFFIXES:
-        return ENGINE_SUFFIXES[model_path.suffix]
-    return "onnxruntime" if model_path.suffix == ".onnx" else "torch"
-
-
-def _sd_export_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder written by exporting a Stable Diffusion x4 upscaler; one
-    holding only some of its graphs is an error naming the missing ones."""
-    if not path.is_dir() or path.suffix in ENGINE_SUFFIXES:
-        return False
-    found = [(path / name).is_file() for name in SD_GRAPHS]
-    if any(found) and not all(found):
-        missing = ", ".join(n for n, ok in zip(SD_GRAPHS, found, strict=True) if not ok)
-        raise EdgesrError(f"{path}: a Stable Diffusion x4 export folder needs "
-                          f"{' and '.join(SD_GRAPHS)}; {missing} is missing")
-    return all(found)
-
-
-def cache_dir() -> Path:
-    """Where derived artifacts (exported ONNX files) are kept: ``fsutil.cache_dir``."""
-    return fsutil.cache_dir()
-
-
-def onnx_for_checkpoint(model_path: Path) -> Path:
-    """Export a checkpoint to ONNX once, cached by the checkpoint's sha256 (an SR3 denoiser
-    with ``export_sr3``: inputs ``x`` and ``noise_level``, its noise schedule in the metadata)."""
-    from edgesr.export.onnx_export import export_onnx
-    from edgesr.models import load_model
-    from edgesr.models.detect import DENOISERS
-
-    descriptor = load_model(model_path)
-    target = cache_dir() / "onnx" / f"{model_path.stem}-{descriptor.source_sha256[:16]}.onnx"
-    if not target.is_file():
-        if descriptor.architecture in DENOISERS:
-            from edgesr.export.diffusion_export import export_sr3
-
-            export_sr3(descriptor, target)
-        else:
-            export_onnx(descriptor, target)
-    return target
-
-
 def resolve_runtime(model: str | None = None, backend: str | None = None) -> tuple[Path, str]:
-    """(model file, backend) that ``open_runtime`` runs: a checkpoint asked to run on an ONNX
-    backend becomes its cached ONNX export, and so does an SR3 one, on the sr3 backend."""
+    """(model file, backend) that ``open_runtime`` runs: the model's kind (``model_kinds``)
+    picks the default backend and says what file the backend gets (a checkpoint asked to run on
+    an ONNX backend becomes its cached ONNX export, and so does an SR3 one, on the sr3 backend)."""
     model_path = resolve_model(model)
     if not model_path.exists():  # a .mlpackage is a folder
         raise EdgesrError(f"{model_path}: model file not found")
-    denoiser = _denoiser_arch(model_path)
-    backend = backend or (DENOISER_BACKEND if denoiser else default_backend(model_path))
-    if denoiser or backend == DENOISER_BACKEND:
-        return _denoiser_runtime(model_path, backend, denoiser), backend
-    engine_backend = ENGINE_SUFFIXES.get(model_path.suffix)
-    if _sd_export_folder(model_path) or backend == SD_BACKEND:
-        _check_sd_backend(model_path, backend)
-        return model_path, backend
-    if engine_backend:
-        if backend != engine_backend:
-            raise EdgesrError(f"{model_path}: a {engine_backend} engine; it runs on "
-                              f"--backend {engine_backend}, not {backend!r}")
-    elif backend in ONNX_BACKENDS and model_path.suffix != ".onnx":
-        model_path = onnx_for_checkpoint(model_path)
-    elif backend not in ONNX_BACKENDS and model_path.suffix == ".onnx":
-        raise EdgesrError(f"{model_path}: an ONNX model needs an ONNX backend "
-                          f"({', '.join(ONNX_BACKENDS)}), not {backend!r}")
-    return model_path, backend
-
-
-def _check_sd_backend(model_path: Path, backend: str) -> None:
-    """An SD x4 export folder runs on the sd-upscaler backend, and that backend on nothing else."""
-    if backend != SD_BACKEND:
-        raise EdgesrError(f"{model_path}: a Stable Diffusion x4 export folder; it runs on "
-                          f"--backend {SD_BACKEND}, not {backend!r}")
-    if not _sd_export_folder(model_path):
-        raise EdgesrError(f"{model_path}: --backend {SD_BACKEND} needs a Stable Diffusion x4 "
-                          f"export folder ({' + '.join(SD_GRAPHS)}; see edgesr export)")
-
-
-def _denoiser_arch(model_path: Path) -> str | None:
-    """The architecture of a diffusion denoiser checkpoint, or of an edgesr ONNX export whose
-    metadata says role "denoiser"; None for anything else (an unreadable ONNX file included:
-    its backend says why)."""
-    from edgesr.models.detect import DENOISERS
-
-    if model_path.suffix == ".onnx":
-        from edgesr.export.onnx_export import read_onnx_metadata
-
-        try:
-            meta = read_onnx_metadata(model_path)
-        except EdgesrError:
-            return None
-        return meta.get("arch", "SR3") if meta.get("role") == "denoiser" else None
-    if model_path.suffix not in CHECKPOINT_SUFFIXES:
-        return None
-    from edgesr.models.detect import detect_architecture
-    from edgesr.models.loading import load_state_dict
-
-    arch = detect_architecture(load_state_dict(model_path)).name
-    return arch if arch in DENOISERS else None
-
-
-def _denoiser_runtime(model_path: Path, backend: str, arch: str | None) -> Path:
-    """The .onnx file the sr3 backend samples: a denoiser runs there and nowhere else, and that
-    backend runs nothing else; a checkpoint becomes its cached export."""
-    if backend != DENOISER_BACKEND:
-        raise EdgesrError(f"{model_path}: an {arch} diffusion denoiser (x, noise_level -> noise) "
-                          f"needs a sampling loop; it runs on --backend {DENOISER_BACKEND}, not "
-                          f"{backend!r}")
-    if arch is None:
-        raise EdgesrError(f"{model_path}: --backend {DENOISER_BACKEND} needs an SR3 denoiser "
-                          "(a .pth/.safetensors checkpoint or its edgesr export), not this model")
-    return model_path if model_path.suffix == ".onnx" else onnx_for_checkpoint(model_path)
+    return model_kinds.resolve(model_path, backend)
 
 
 def open_runtime(model: str | None = None, backend: str | None = None, **options) -> Runtime:
-    """Create an (inactive) runtime for ``model`` on ``backend`` with backend options."""
+    """Create an (inactive) runtime for ``model`` on ``backend`` with backend options;
+    ``backend`` may name a precision, ``backend:precision`` (e.g. ``openvino:fp16``), which
+    becomes the backend's precision option (``registry.precision_options``). compare, bench
+    and the benchmarks open every variant through here."""
+    if backend is not None:
+        backend, precision = parse_variant(backend)
+        options = {**precision_options(backend, precision), **options}
     model_path, backend = resolve_runtime(model, backend)
     return create_runtime(backend, model_path, **options)
 

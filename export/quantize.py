@@ -129,11 +129,11 @@ def _reference_and_onnx(model: str, tmp: Path):
         return onnx_runner(path), "FP32 ONNX", path
     from edgesr.export.onnx_export import export_onnx
     from edgesr.models import load_model
-    from edgesr.models.detect import DENOISERS
+    from edgesr.models.detect import purpose_of
     from edgesr.pipeline import resolve_model
 
     descriptor = load_model(resolve_model(model))
-    if descriptor.architecture in DENOISERS:
+    if purpose_of(descriptor.architecture) == "denoiser":
         raise EdgesrError(f"{path}: {_NOT_DIFFUSION} ({descriptor.architecture} is a denoiser)")
     onnx_path = export_onnx(descriptor, tmp / "fp32.onnx").path
     return torch_runner(descriptor), "FP32 PyTorch", onnx_path

@@ -1,4 +1,4 @@
-"""Runtime backends behind one protocol; see ``base.Runtime`` and ``registry.BACKENDS``."""
+"""Runtime backends behind one protocol; see ``base.Runtime`` and ``registry.BackendEntry``."""
 
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 from edgesr.runtimes.registry import BACKENDS, config_for, create_runtime

@@ -32,9 +32,7 @@ METADATA_FIELDS = ("arch", "scale", "in_channels", "out_channels", "size_multipl
 #: MIL ops that hold compressed weights (iOS16 affine INT8; iOS18 blockwise).
 QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 
-# Engine-cache builder protocol (see ``edgesr.runtimes.engine_cache.build_engine``).
-ARTIFACT = "model.mlpackage"
-SOURCE_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".param")
+# This module is the coreml entry's ``engine_cache.Builder`` (identity and build).
 
 
 class CoreMLError(EdgesrError):

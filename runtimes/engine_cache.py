@@ -13,7 +13,6 @@ this holds across threads of one process as well as across processes).
 
 import fcntl
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -22,24 +21,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 from edgesr.errors import BackendUnavailableError, EdgesrError
 from edgesr.fsutil import cache_dir, sha256_file
+from edgesr.runtimes.registry import EngineSpec, engine_backends, entry, load
 
 MANIFEST = "manifest.json"
-#: Backends that build engines: name -> module exposing the builder protocol (see build_engine).
-BUILDERS = {
-    "openvino": "edgesr.runtimes.openvino_runtime",
-    "tensorrt": "edgesr.runtimes.tensorrt_build",
-    "coreml": "edgesr.runtimes.coreml_convert",
-}
-#: Why a backend's builds take no calibration set (a builder's ``CALIBRATED`` names the
-#: precisions that need one).
-NO_CALIB = {
-    "tensorrt": "TensorRT INT8 is built from a Q/DQ .onnx (edgesr quantize --precision int8 "
-                "--calib ...), which carries its own calibration",
-    "coreml": "CoreML int8 quantizes the weights only",
-}
 
 
 class EngineCacheError(EdgesrError):
@@ -226,29 +214,40 @@ def _replace_dir(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
-def _builder(backend: str):
-    """The builder module of ``backend``."""
-    if backend not in BUILDERS:
+class Builder(Protocol):
+    """Builds one backend's engines (named by its registry ``EngineSpec.builder``); a module
+    with these two functions follows it."""
+
+    def identity(self, options: BuildOptions) -> tuple[str, str, str]:
+        """(backend version, device label, shape-profile label) of a build with ``options``."""
+        ...
+
+    def build(self, source: Path, target: Path, options: BuildOptions) -> None:
+        """Write the engine built from model file ``source`` at ``target``."""
+        ...
+
+
+def _spec(backend: str) -> EngineSpec:
+    """How ``backend`` builds engines, from its registry entry."""
+    spec = entry(backend).engine
+    if spec is None:
         raise BackendUnavailableError(f"backend {backend!r} builds no engines; engine backends: "
-                                      f"{', '.join(BUILDERS)}")
-    try:
-        return importlib.import_module(BUILDERS[backend])
-    except ImportError as exc:
-        raise BackendUnavailableError(f"backend {backend!r} is unavailable: {exc}") from None
+                                      f"{', '.join(engine_backends())}")
+    return spec
 
 
 def check_options(backend: str, options: BuildOptions) -> str:
     """Check the calibration options of a build; return the key's ``inputs``.
 
-    A precision the builder lists in ``CALIBRATED`` needs ``options.calib``, a calibration set;
-    ``inputs`` is then the JSON of its sha256, ``keep`` and ``conv_only``. Any other precision
-    takes none of the three and has empty ``inputs``.
+    A precision the backend's ``EngineSpec.calibrated`` lists needs ``options.calib``, a
+    calibration set; ``inputs`` is then the JSON of its sha256, ``keep`` and ``conv_only``. Any
+    other precision takes none of the three and has empty ``inputs``.
     """
-    builder = _builder(backend)
-    calibrated = getattr(builder, "CALIBRATED", ())
+    spec = _spec(backend)
+    calibrated = spec.calibrated
     if options.precision not in calibrated:
         if options.calib is not None or options.keep or options.conv_only:
-            why = NO_CALIB.get(backend) or f"only {', '.join(calibrated)} does"
+            why = spec.no_calib or f"only {', '.join(calibrated)} does"
             raise EngineCacheError(f"{backend} {options.precision} takes no calibration set or "
                                    f"kept nodes: {why}")
         return ""
@@ -269,17 +268,17 @@ def build_engine(backend: str, source: str | Path, options: BuildOptions = Build
                  cache: EngineCache | None = None) -> CacheEntry:
     """Build (or find in ``cache``) the engine of ``backend`` for model file ``source``.
 
-    Each builder module in ``BUILDERS`` exposes ``ARTIFACT`` (the artifact's file name),
-    ``SOURCE_SUFFIXES`` (model files it builds from), ``identity(options)`` returning
-    ``(backend_version, device, profile_label)``, and ``build(source, target, options)``;
-    optionally ``CALIBRATED``, the precisions built from a calibration set (``check_options``).
+    The backend's registry entry declares how (``registry.EngineSpec``: the artifact's file
+    name, the model files it builds from, the calibrated precisions); its ``Builder`` gives the
+    build's identity ``(backend_version, device, profile_label)`` and builds it.
     """
     inputs = check_options(backend, options)
-    builder = _builder(backend)
+    spec = _spec(backend)
+    builder: Builder = load(backend, spec.builder)
     source = Path(source)
-    if source.suffix not in builder.SOURCE_SUFFIXES:
+    if source.suffix not in spec.sources:
         raise EngineCacheError(f"{source}: {backend} builds from "
-                               f"{' or '.join(builder.SOURCE_SUFFIXES)} files")
+                               f"{' or '.join(spec.sources)} files")
     if not source.is_file():
         raise EngineCacheError(f"{source}: model file not found")
     version, device, profile = builder.identity(options)
@@ -287,4 +286,4 @@ def build_engine(backend: str, source: str | Path, options: BuildOptions = Build
                     precision=options.precision, profile=profile, device=device,
                     inputs=inputs)
     return (cache or EngineCache()).get_or_build(
-        key, builder.ARTIFACT, lambda target: builder.build(source, target, options))
+        key, spec.artifact, lambda target: builder.build(source, target, options))

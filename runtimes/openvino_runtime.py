@@ -1,11 +1,13 @@
 """OpenVINO backend: IR builder (FP32, FP16, and NNCF INT8 from a calibration set) and a runtime
 that overlaps tiles on async infer requests.
 
-The runtime compiles an edgesr ONNX model or an IR (``.xml`` + ``.bin``), optionally reshapes
-it to one static tile shape (faster on CPU than dynamic shapes), and deals the images of a batch
-round-robin to a pool of async infer requests so tiles run concurrently. (Not
-``AsyncInferQueue``: its Python callbacks deadlock OpenVINO 2026.4 when the compiled model is
-freed while an executor thread still waits for the GIL.)
+The runtime compiles an IR (``.xml`` + ``.bin``); given an edgesr ONNX model, it builds the IR
+first through the engine cache, as the TensorRT and CoreML backends build theirs (FP16-compressed
+weights when it runs at fp16, else FP32). It optionally reshapes the model to one static tile
+shape (faster on CPU than dynamic shapes), and deals the images of a batch round-robin to a pool
+of async infer requests so tiles run concurrently. (Not ``AsyncInferQueue``: its Python
+callbacks deadlock OpenVINO 2026.4 when the compiled model is freed while an executor thread
+still waits for the GIL.)
 """
 
 import os
@@ -16,7 +18,13 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from edgesr.errors import BackendUnavailableError, EdgesrError, InferenceError, first_line
+from edgesr.errors import (
+    BackendUnavailableError,
+    CheckpointError,
+    EdgesrError,
+    InferenceError,
+    first_line,
+)
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
 #: edgesr precision name -> OpenVINO INFERENCE_PRECISION_HINT value.
@@ -134,12 +142,7 @@ def probe_metadata(model_path: Path, model: ov.Model) -> dict[str, str]:
                         "inference fails); export the model with `edgesr export`")
 
 
-#: Engine-cache builder protocol (see ``edgesr.runtimes.engine_cache.build_engine``).
-ARTIFACT = "model.xml"
-SOURCE_SUFFIXES = (".onnx",)
-CALIBRATED = ("int8",)
-
-
+# This module is the openvino entry's ``engine_cache.Builder`` (identity and build).
 def identity(options) -> tuple[str, str, str]:
     """(version, device, profile) of an IR build: IRs are device- and shape-independent."""
     return version(), "any", "dynamic"
@@ -148,7 +151,7 @@ def identity(options) -> tuple[str, str, str]:
 def build(source: Path, target: Path, options) -> None:
     """Engine-cache builder: ``build_ir`` at ``options.precision``; int8 quantizes with NNCF on
     the calibration set ``options.calib`` (``edgesr.export.quantize_openvino``)."""
-    if options.precision not in CALIBRATED:
+    if options.precision != "int8":
         build_ir(source, target, precision=options.precision)
         return
     from edgesr.calibration import CalibrationSet
@@ -202,6 +205,17 @@ class OpenVINORuntime(Runtime):
         self.effective_precision: str | None = None
         self._scale = 1
 
+    def ir_path(self) -> Path:
+        """The IR to compile: the model itself, or an ONNX model's IR from the engine cache."""
+        if not self.model_path.exists():
+            raise CheckpointError(f"{self.model_path}: model file not found")
+        if self.model_path.suffix != ".onnx":
+            return self.model_path
+        from edgesr.runtimes.engine_cache import BuildOptions, build_engine
+
+        weights = "fp16" if self.config.precision == "fp16" else "fp32"
+        return build_engine(self.name, self.model_path, BuildOptions(precision=weights)).artifact
+
     def activate_impl(self) -> RuntimeInfo:
         cfg = self.config
         core = ov.Core()
@@ -209,12 +223,12 @@ class OpenVINORuntime(Runtime):
             raise BackendUnavailableError(
                 f"openvino: device {cfg.device!r} not found; available: "
                 f"{', '.join(core.available_devices)}")
+        path = self.ir_path()
         try:
-            model = core.read_model(str(self.model_path))
+            model = core.read_model(str(path))
         except RuntimeError as exc:
-            raise OpenVINOError(f"{self.model_path}: OpenVINO cannot read it: "
-                                f"{first_line(exc)}") from None
-        meta = read_metadata(self.model_path, model)
+            raise OpenVINOError(f"{path}: OpenVINO cannot read it: {first_line(exc)}") from None
+        meta = read_metadata(path, model)
         in_channels = int(meta["in_channels"])
         if cfg.tile is not None:
             model.reshape({model.input(0): ov.PartialShape([1, in_channels, *cfg.tile])})

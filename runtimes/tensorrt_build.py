@@ -24,9 +24,7 @@ except ImportError as exc:  # optional dependency: report it, don't fail the imp
     _TRT_IMPORT_ERROR = str(exc)
 
 PRECISIONS = ("fp32", "fp16", "int8")
-# Engine-cache builder protocol (see ``edgesr.runtimes.engine_cache.build_engine``).
-ARTIFACT = "model.plan"
-SOURCE_SUFFIXES = (".onnx",)
+# This module is the tensorrt entry's ``engine_cache.Builder`` (identity and build).
 
 
 class TensorRTError(EdgesrError):

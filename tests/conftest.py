@@ -121,3 +121,10 @@ def quantized_psnr(setup, path) -> float:
     descriptor, _, _, images = setup
     return quality_report(torch_runner(descriptor), artifact_runner(path), images,
                           artifact=str(path), precision="quantized").psnr
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Every test writes derived artifacts (ONNX exports, engines) under a temporary cache, not
+    ~/.cache/edgesr; a test that sets EDGESR_CACHE itself overrides it."""
+    monkeypatch.setenv("EDGESR_CACHE", str(tmp_path_factory.getbasetemp() / "edgesr-cache"))

@@ -1,39 +1,56 @@
-"""``edgesr backends``: every runtime backend, whether it runs on this machine, and why not."""
+"""``edgesr backends``: every runtime backend, built in or from a plugin, whether it runs on
+this machine, and why not."""
 
 import argparse
-import importlib
 from importlib import metadata
+
+from edgesr.errors import EdgesrError
 
 
 def register(sub) -> None:
-    b = sub.add_parser("backends", help="list runtime backends and why any is unavailable")
+    b = sub.add_parser("backends", help="list runtime backends (built in and plugins) and why "
+                       "any is unavailable")
     b.set_defaults(func=run)
 
 
 def probe(name: str) -> tuple[bool, str]:
-    """(available, detail): the version and devices, or the reason it cannot run here."""
-    from edgesr.runtimes.registry import BACKENDS
+    """(available, detail): the version and devices, or the reason it cannot run here.
 
-    entry = BACKENDS[name]
+    The backend's runtime module may say more through two optional functions:
+    ``unavailable_reason()`` (None when it can run) and ``describe()``.
+    """
+    from edgesr.runtimes.registry import entry, load
+
+    backend = entry(name)
     try:
-        module = importlib.import_module(entry.module)
-    except ImportError as exc:
-        return False, f"{exc}; install it with pip install {entry.requires}"
+        module = load(backend, backend.runtime.partition(":")[0])
+    except EdgesrError as exc:
+        return False, str(exc)
     reason = getattr(module, "unavailable_reason", lambda: None)()
     if reason:
         return False, reason
     describe = getattr(module, "describe", None)
     if describe is not None:
         return True, describe()
-    distribution = entry.requires.split()[0]
-    return True, f"{distribution} {metadata.version(distribution)}"
+    if not backend.requires:
+        return True, "no dependencies"
+    distribution = backend.requires[0]
+    try:
+        return True, f"{distribution} {metadata.version(distribution)}"
+    except metadata.PackageNotFoundError:
+        return True, f"{distribution} (version unknown)"
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesr.runtimes.registry import BACKENDS
+    from edgesr.runtimes.registry import entries, plugin_errors
 
-    width = max(map(len, BACKENDS))
-    for name in BACKENDS:
+    backends = entries()
+    broken = {n: why for n, why in plugin_errors().items() if n not in backends}
+    width = max(map(len, [*backends, *broken]))
+    for name, backend in backends.items():
         ok, detail = probe(name)
-        print(f"{name:<{width}}  {'yes' if ok else 'no ':<3}  {detail}")
+        origin = f"  [plugin: {backend.plugin}]" if backend.plugin else ""
+        print(f"{name:<{width}}  {'yes' if ok else 'no ':<3}  {detail}{origin}")
+    for name, why in broken.items():
+        print(f"{name:<{width}}  no   {why}")
     return 0

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from edgesr.profiling.render import format_table, plot_latency
     from edgesr.profiling.report import compare_reports, load_report, write_report
     from edgesr.profiling.runner import BenchSettings, run_bench, synthetic_image
-    from edgesr.runtimes import BACKENDS
+    from edgesr.runtimes.registry import entries
 
     if args.compare:
         print(compare_reports(*(load_report(p) for p in args.compare)))
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         image = synthetic_image(*args.image_size)
     precisions = [p.partition("=") for p in args.precisions]
     settings = BenchSettings(
-        backends=args.backends or tuple(BACKENDS), precisions=tuple(p[0] for p in precisions),
+        backends=args.backends or tuple(entries()), precisions=tuple(p[0] for p in precisions),
         artifacts={name: path for name, _, path in precisions if path}, tiles=args.tiles,
         batches=args.batches, warmup=args.warmup, runs=args.runs, image=image,
         overlap=args.overlap, downsample=args.consistency_downsample, threads=args.threads,

@@ -10,11 +10,14 @@ from edgesr.errors import EdgesrError
 
 
 def register(sub) -> None:
-    b = sub.add_parser("build", help="build an engine for openvino, tensorrt or coreml into the "
-                       "engine cache and print its path")
+    from edgesr.runtimes.registry import Choices, engine_backends
+
+    b = sub.add_parser("build", help="build an engine (an OpenVINO IR, TensorRT plan, CoreML "
+                       "package, or a plugin backend's) into the engine cache and print its path")
     b.add_argument("model", nargs="?", help="checkpoint, ncnn .param, .onnx or bundled model "
                    "name (default: realesrgan-x4plus)")
-    b.add_argument("-b", "--backend", required=True, choices=("openvino", "tensorrt", "coreml"))
+    b.add_argument("-b", "--backend", required=True, choices=Choices(engine_backends),
+                   metavar="BACKEND", help="a backend that builds engines: %(choices)s")
     b.add_argument("-p", "--precision", default="fp16",
                    help="openvino: fp32|fp16|int8 (NNCF, needs --calib); tensorrt: "
                    "fp32|fp16|int8 (from a Q/DQ .onnx); coreml: fp32|fp16|int8 (INT8 weights). "
@@ -46,13 +49,15 @@ def profile_from(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesr.pipeline import onnx_for_checkpoint, resolve_model
+    from edgesr.model_kinds import exported_onnx
+    from edgesr.pipeline import resolve_model
     from edgesr.runtimes.engine_cache import (
         BuildOptions,
         EngineCache,
         build_engine,
         check_options,
     )
+    from edgesr.runtimes.registry import entry as backend_entry
 
     # the INT8 layout applies to calibrated builds; check_options refuses it for any other
     if args.preset and not args.calib:
@@ -67,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
         require_tensorrt()
     source = resolve_model(args.model)
-    if args.backend != "coreml" and source.suffix != ".onnx":
-        source = onnx_for_checkpoint(source)
+    if ".onnx" in backend_entry(args.backend).engine.sources and source.suffix != ".onnx":
+        source = exported_onnx(source)
     start = time.perf_counter()
     entry = build_engine(args.backend, source, options, cache=EngineCache(args.cache))
     verb = f"built in {time.perf_counter() - start:.1f} s" if entry.built else "cached"

@@ -1,9 +1,10 @@
 """``edgesr compare``: one input through several backends and precisions, compared pairwise.
 
 Each variant is ``backend[:precision]`` (``torch``, ``onnxruntime``, ``openvino:fp16``,
-``tensorrt:int8``, ``coreml:fp16``...). Every pair gets its max abs diff and PSNR, and a
-pass/fail at ``--atol`` from Polygraphy's comparator. A variant that cannot run here is listed
-with the reason and left out of the pairs.
+``tensorrt:int8``, ``coreml:fp16``, or a plugin backend), opened by ``pipeline.open_runtime``
+as bench opens its cases: any registered backend, at any precision its registry entry lists.
+Every pair gets its max abs diff and PSNR, and a pass/fail at ``--atol`` from Polygraphy's
+comparator. A variant that cannot run here is listed with the reason and left out of the pairs.
 """
 
 import argparse
@@ -43,44 +44,16 @@ def register(sub) -> None:
     c.set_defaults(func=run)
 
 
-def open_variant(model_path: Path, variant: str):
-    """An inactive runtime for ``backend[:precision]`` on a checkpoint ``model_path``."""
-    from edgesr.pipeline import onnx_for_checkpoint
-    from edgesr.runtimes import create_runtime
-    from edgesr.runtimes.engine_cache import BuildOptions, build_engine
-
-    backend, _, precision = variant.partition(":")
-
-    def onnx() -> Path:
-        return model_path if model_path.suffix == ".onnx" else onnx_for_checkpoint(model_path)
-
-    if backend in ("torch", "onnxruntime"):
-        if precision not in ("", "fp32"):
-            raise EdgesrError(f"{variant}: {backend} runs the FP32 model here; quantized ONNX "
-                              "models come from `edgesr quantize`")
-        source = model_path if backend == "torch" else onnx()
-        return create_runtime(backend, source)
-    if backend == "openvino":  # fp16: FP16-compressed IR + f16 hint; bf16: FP32 IR + bf16 hint
-        weights = "fp16" if precision == "fp16" else "fp32"
-        ir = build_engine("openvino", onnx(),
-                          BuildOptions(precision=weights)).artifact
-        return create_runtime("openvino", ir, precision=precision or "fp32")
-    if backend == "tensorrt":
-        return create_runtime("tensorrt", onnx(),
-                              precision=precision or "fp16")
-    if backend == "coreml":
-        return create_runtime("coreml", model_path, precision=precision or "fp16")
-    raise BackendUnavailableError(f"{variant}: unknown backend {backend!r}")
-
-
 def run_variants(model_path: Path, variants: list[str], batch: np.ndarray
                  ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, str]]:
     """Run ``batch`` through each variant: (outputs, timing notes, skip reasons). A note names
     the precision a device really ran when it differs from the one asked for."""
+    from edgesr.pipeline import open_runtime
+
     outputs, notes, skipped = {}, {}, {}
     for variant in variants:
         try:
-            with open_variant(model_path, variant) as runtime:
+            with open_runtime(str(model_path), variant) as runtime:
                 runtime.infer(batch)  # warm-up: first runs pay for lazy init
                 start = time.perf_counter()
                 outputs[variant] = runtime.infer(batch)

@@ -28,10 +28,10 @@ def run(args: argparse.Namespace) -> int:
     if source.is_dir():
         return _export_sd_upscaler(source, output, args.opset, args.prompt)
     from edgesr.models import load_model
-    from edgesr.models.detect import DENOISERS
+    from edgesr.models.detect import purpose_of
 
     descriptor = load_model(source)
-    if descriptor.architecture in DENOISERS:
+    if purpose_of(descriptor.architecture) == "denoiser":
         from edgesr.export.diffusion_export import export_sr3
 
         report = export_sr3(descriptor, output, opset=args.opset)

@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _describe_folder(folder: Path) -> int:
     """An edgesr SD x4 export folder (its graphs, embeddings, schedulers) or a diffusers one."""
+    from edgesr.diffusion.sd_upscaler import EMBEDDINGS_FILE, GRAPHS, SCHEDULERS
     from edgesr.export.onnx_export import read_onnx_metadata
-    from edgesr.runtimes.sd_upscaler_runtime import EMBEDDINGS_FILE, GRAPHS, SCHEDULERS
 
     if all((folder / graph).is_file() for graph in GRAPHS):
         print(f"model: Stable Diffusion x4 upscaler export (backend sd-upscaler)\nfolder: {folder}")

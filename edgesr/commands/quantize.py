@@ -14,8 +14,10 @@ def register(sub) -> None:
     q.add_argument("model", help="checkpoint, ncnn .param, FP32 .onnx or bundled model name")
     q.add_argument("-o", "--output", required=True,
                    help="artifact to write: .onnx (ONNX Runtime) or .xml (OpenVINO IR)")
-    q.add_argument("--precision", choices=("fp16", "int8", "bf16"), required=True)
-    q.add_argument("--backend", choices=("onnxruntime", "openvino"), default=None,
+    from edgesr.runtimes.registry import quantize_backends, quantize_precisions
+
+    q.add_argument("--precision", choices=quantize_precisions(), required=True)
+    q.add_argument("--backend", choices=quantize_backends(), default=None,
                    help="target runtime (default: openvino for bf16 or a .xml output, else "
                    "onnxruntime)")
     q.add_argument("--calib", help="calibration set (.npz from edgesr calibrate) or an image "

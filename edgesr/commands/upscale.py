@@ -6,6 +6,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from edgesr.runtimes.registry import BACKENDS
+
 
 def register(sub) -> None:
     up = sub.add_parser("upscale", help="upscale an image or a folder of images")
@@ -14,8 +16,8 @@ def register(sub) -> None:
     up.add_argument("-m", "--model", help="checkpoint (.pth/.safetensors), ncnn .param, .onnx, "
                     "a Stable Diffusion x4 export folder, or a bundled model name (default: "
                     "realesrgan-x4plus)")
-    up.add_argument("-b", "--backend", help="torch, onnxruntime, openvino, tensorrt, coreml, "
-                    "sd-upscaler or sr3 (default: by model file type)")
+    up.add_argument("-b", "--backend", help=f"{', '.join(BACKENDS)} or a plugin's (edgesr "
+                    "backends lists them all; default: by model kind and file type)")
     up.add_argument("--tile", type=int, default=256, help="tile size in input pixels; 0 = whole "
                     "image (default: 256)")
     up.add_argument("--overlap", type=int, default=32, help="tile overlap in input pixels")
@@ -68,15 +70,9 @@ SD_OPTIONS = ("scale", "steps", "guidance_scale", "noise_level", "seed", "prompt
 
 def run(args: argparse.Namespace) -> int:
     from edgesr.errors import EdgesrError
+    from edgesr.model_kinds import DENOISER, SD_X4, backends_for
     from edgesr.model_memory import measure_model_memory, return_freed_memory
-    from edgesr.pipeline import (
-        DENOISER_BACKEND,
-        SD_BACKEND,
-        parse_size,
-        plan_outputs,
-        resolve_runtime,
-        upscale_many,
-    )
+    from edgesr.pipeline import parse_size, plan_outputs, resolve_runtime, upscale_many
     from edgesr.runtimes import create_runtime
     from edgesr.upscaler import Upscaler
 
@@ -89,12 +85,13 @@ def run(args: argparse.Namespace) -> int:
     options = {"threads": args.threads} if args.threads else {}
     options |= {k: getattr(args, k) for k in SD_OPTIONS if getattr(args, k) is not None}
     model_path, backend = resolve_runtime(args.model, args.backend)
-    if args.scale is not None and backend != DENOISER_BACKEND:
-        raise EdgesrError(f"--scale is for SR3 models (backend {DENOISER_BACKEND}), not "
+    sr3, sd = backends_for(DENOISER), backends_for(SD_X4)
+    if args.scale is not None and backend not in sr3:
+        raise EdgesrError(f"--scale is for SR3 models (backend {' or '.join(sr3)}), not "
                           f"backend {backend!r}; to resize the output use --outscale")
-    if (args.latent_tile, args.latent_overlap) != (None, None) and backend != SD_BACKEND:
+    if (args.latent_tile, args.latent_overlap) != (None, None) and backend not in sd:
         raise EdgesrError(f"--latent-tile and --latent-overlap are for Stable Diffusion x4 "
-                          f"folders (backend {SD_BACKEND}), not backend {backend!r}")
+                          f"folders (backend {' or '.join(sd)}), not backend {backend!r}")
     with create_runtime(backend, model_path, **options) as runtime:
         info = runtime.info
         label = f"x{args.outscale or info.scale:g}"

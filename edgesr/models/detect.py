@@ -42,9 +42,15 @@ class KeyCondition:
 
 @dataclass(frozen=True)
 class ArchSpec:
+    """One architecture. ``purpose`` (as spandrel's descriptor): "upscaler" for a single-pass
+    model, "denoiser" for a diffusion denoiser, ``model(x, noise_level)`` -> noise at the
+    input's size (scale 1), which ``edgesr upscale`` samples on its own backend (see
+    ``edgesr.model_kinds``), never on torch or onnxruntime."""
+
     name: str
     condition: KeyCondition
     build: Callable[[StateDict], ModelDescriptor]
+    purpose: str = "upscaler"
 
 
 def _conv_out(state_dict: StateDict, key: str) -> int:
@@ -116,7 +122,8 @@ def _load_strict(model: torch.nn.Module, sd: StateDict, arch: str) -> None:
 
 ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec("SR3", KeyCondition.has_all("noise_level_mlp.1.weight", "downs.0.weight",
-                                         "final_conv.block.3.weight"), _build_sr3),
+                                         "final_conv.block.3.weight"), _build_sr3,
+             purpose="denoiser"),
     ArchSpec(
         "RRDBNet",
         KeyCondition.has_all("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight",
@@ -127,10 +134,11 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec("SRVGGNetCompact", KeyCondition.has_all("body.0.weight", "body.0.bias"),
              _build_compact),
 )
-#: Architectures whose model is a diffusion denoiser, ``model(x, noise_level)`` -> noise at the
-#: input's size (scale 1), not a one-pass upscaler: ``edgesr upscale`` samples them on their own
-#: backend (``pipeline.DENOISER_BACKEND``), never on torch or onnxruntime.
-DENOISERS = frozenset({"SR3"})
+
+
+def purpose_of(architecture: str) -> str:
+    """The purpose of architecture ``architecture`` (see ``ArchSpec``)."""
+    return next((s.purpose for s in ARCHITECTURES if s.name == architecture), "upscaler")
 
 
 def normalize_keys(state_dict: StateDict) -> dict[str, torch.Tensor]:

@@ -31,6 +31,7 @@ from edgesr.profiling.timing import (
     time_calls,
 )
 from edgesr.runtimes import Runtime, config_for
+from edgesr.runtimes.registry import precision_options
 
 BASELINE = ("torch", "fp32")
 
@@ -79,15 +80,13 @@ def backend_options(backend: str, precision: str, settings: BenchSettings) -> di
     """Backend options for one case, from its Config fields; EdgesrError if it cannot run it.
 
     A precision with its own model file (``settings.artifacts``) needs no option; any other
-    precision but fp32 is passed as the backend's ``precision`` option, if it has one.
+    becomes the backend's precision option, as ``backend:precision`` does everywhere
+    (``registry.precision_options``).
     """
     known = {f.name for f in dataclasses.fields(config_for(backend))}
     options = dict(settings.options.get(backend, {}))
-    if precision != "fp32" and precision not in settings.artifacts:
-        if "precision" not in known:
-            raise EdgesrError(f"backend {backend!r} has no precision option and no {precision} "
-                              f"model was given ({precision}=FILE)")
-        options["precision"] = precision
+    if precision not in settings.artifacts:
+        options.update(precision_options(backend, precision))
     if settings.threads and "threads" in known:
         options.setdefault("threads", settings.threads)
     return options

@@ -14,9 +14,9 @@ INTERESTING_FLAGS = (
     "asimdhp", "asimddp", "sve", "bf16", "i8mm",
 )
 
-#: Distributions whose versions go into the report (missing ones are left out).
-LIBRARIES = ("edgesr", "torch", "numpy", "onnx", "onnxruntime", "openvino", "tensorrt",
-             "coremltools", "ncnn", "pillow", "matplotlib", "psutil")
+#: Distributions whose versions go into the report (missing ones are left out), beside those
+#: every registered backend requires (``BackendEntry.requires``).
+LIBRARIES = ("edgesr", "torch", "numpy", "onnx", "ncnn", "pillow", "matplotlib", "psutil")
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -50,8 +50,11 @@ def cpu_info() -> dict:
 
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries that shape performance."""
+    from edgesr.runtimes.registry import entries
+
     versions = {}
-    for name in LIBRARIES:
+    backends = (dist for backend in entries().values() for dist in backend.requires)
+    for name in dict.fromkeys((*LIBRARIES, *backends)):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

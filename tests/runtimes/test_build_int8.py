@@ -23,7 +23,8 @@ from edgesr.calibration import build_calibration_set  # noqa: E402
 from edgesr.cli import main  # noqa: E402
 from edgesr.fidelity import psnr  # noqa: E402
 from edgesr.runtimes import create_runtime  # noqa: E402
-from edgesr.runtimes.engine_cache import BUILDERS, MANIFEST  # noqa: E402
+from edgesr.runtimes.engine_cache import MANIFEST  # noqa: E402
+from edgesr.runtimes.registry import engine_backends  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,8 @@ def _fails(setup, capsys, tmp_path, args, message):
     code = main(["build", str(onnx_path), "--cache", str(cache), *args])
     err = capsys.readouterr().err
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
-    leftovers = [p for p in cache.rglob("*") if p.suffix != ".lock" and p.name not in BUILDERS]
+    leftovers = [p for p in cache.rglob("*")
+                 if p.suffix != ".lock" and p.name not in engine_backends()]
     assert leftovers == []  # only the backend folder and a lock file: no entry, no temp folder
 
 

@@ -116,3 +116,19 @@ def test_pipeline_routes_checkpoints_and_irs(models, tmp_path, monkeypatch):
     assert open_runtime(str(xml)).name == "openvino"
     with pytest.raises(EdgesrError, match="openvino engine"):
         open_runtime(str(xml), "torch")
+
+
+def test_onnx_builds_its_ir_through_the_engine_cache(models, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGESR_CACHE", str(tmp_path / "cache"))
+    desc, onnx_path = models["compact_x4"]
+    x = np.random.default_rng(3).random((1, 3, 16, 16), np.float32)
+    irs = {}
+    for precision in ("fp32", "fp16", "fp32"):  # the second fp32 run finds the first one's IR
+        with create_runtime("openvino", onnx_path, precision=precision) as rt:
+            irs.setdefault(precision, set()).add(rt.ir_path())
+            atol = THRESHOLDS[precision][0] * 10  # an f16 hint on top of the FP16 IR's weights
+            np.testing.assert_allclose(rt.infer(x), reference(desc, x), atol=atol)
+    entries = sorted(p.parent.name for p in (tmp_path / "cache" / "engines" / "openvino")
+                     .glob("*/model.xml"))
+    assert len(entries) == 2 and [len(v) for v in irs.values()] == [1, 1]
+    assert "-fp32-" in entries[1] and "-fp16-" in entries[0]

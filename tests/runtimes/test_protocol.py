@@ -1,4 +1,8 @@
-"""The runtime protocol, checked the same way on every backend (torch and onnxruntime)."""
+"""The runtime protocol, checked the same way on every registered backend that runs a
+single-pass upscaler and is available here (plugins included); the others are skipped with the
+reason (``edgesr backends``'s), or because they run another model kind (tested on their own)."""
+
+import importlib.util
 
 import numpy as np
 import pytest
@@ -15,29 +19,61 @@ from edgesr.errors import (
 from edgesr.export.onnx_export import export_onnx
 from edgesr.models import load_model
 from edgesr.runtimes import Runtime, create_runtime
+from edgesr.runtimes.registry import entries
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = tuple(entries())
+
+
+def _skip_reason(name: str) -> str | None:
+    """Why the suite cannot run ``name`` here, or None."""
+    from edgesr.commands.backends import probe
+
+    backend = entries()[name]
+    if "upscaler" not in backend.kinds:
+        return f"{name} runs {', '.join(backend.kinds)} models, not the suite's upscaler"
+    if not {".pth", ".onnx"} & set(backend.suffixes):
+        return f"{name} runs neither checkpoints nor ONNX files"
+    ok, detail = probe(name)
+    return None if ok else f"{name} unavailable: {detail}"
+
+
+AVAILABLE = tuple(name for name in BACKENDS if _skip_reason(name) is None)
 
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory):
-    """backend -> the tiny compact x2 model in that backend's file format."""
+    """backend -> the tiny compact x2 model in a file format that backend runs (a checkpoint
+    when it runs checkpoints, else the ONNX export)."""
     folder = tmp_path_factory.mktemp("models")
     checkpoint = folder / "tiny_x2.pth"
     torch.save({"params_ema": make_tiny("compact_x2").state_dict()}, checkpoint)
     export_onnx(load_model(checkpoint), folder / "tiny_x2.onnx", check=False)
-    return {"torch": checkpoint, "onnxruntime": folder / "tiny_x2.onnx"}
+    return {name: checkpoint if ".pth" in entries()[name].suffixes else folder / "tiny_x2.onnx"
+            for name in AVAILABLE}
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
+    reason = _skip_reason(request.param)
+    if reason:
+        pytest.skip(reason)
     return request.param
+
+
+def test_the_suite_covers_the_backends_of_this_machine():
+    assert {"torch", "onnxruntime"} <= set(AVAILABLE)
+    if importlib.util.find_spec("openvino") is not None:
+        assert "openvino" in AVAILABLE
 
 
 @pytest.fixture
 def runtime(backend, model_files) -> Runtime:
     """An inactive runtime of ``backend``."""
     return create_runtime(backend, model_files[backend])
+
+
+#: Tolerance against torch FP32 of backends whose default precision is below FP32.
+_ATOL = {"tensorrt": 1e-2, "coreml": 1e-2}
 
 
 def _batch(rng, n=2, c=3, h=6, w=7) -> np.ndarray:
@@ -85,13 +121,12 @@ def test_bad_batch_shape_raises_inference_error(runtime, rng, shape):
             runtime.infer(rng.random(shape, np.float32))
 
 
-def test_backends_agree(model_files, rng):
+def test_backends_agree(backend, model_files, rng):
     batch = _batch(rng, n=3, h=9, w=5)
-    outputs = []
-    for name in BACKENDS:
-        with create_runtime(name, model_files[name]) as runtime:
-            outputs.append(runtime.infer(batch))
-    np.testing.assert_allclose(*outputs, atol=1e-4)
+    with create_runtime("torch", model_files["torch"]) as reference:
+        expected = reference.infer(batch)
+    with create_runtime(backend, model_files[backend]) as runtime:  # at its default precision
+        np.testing.assert_allclose(runtime.infer(batch), expected, atol=_ATOL.get(backend, 1e-4))
 
 
 def test_unknown_config_option(backend, model_files):

@@ -16,8 +16,8 @@ from PIL import Image
 from tiny_models import make_tiny, write_tiny_sd_x4
 
 from edgesr.cli import main
+from edgesr.diffusion.seeding import tile_seed
 from edgesr.runtimes import create_runtime
-from edgesr.runtimes.diffusion_common import tile_seed
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed: "
                                 "pip install 'edgesr[diffusion]'")

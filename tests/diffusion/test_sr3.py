@@ -12,6 +12,10 @@ from PIL import Image
 from tiny_models import make_tiny, make_tiny_denoiser
 
 from edgesr.cli import main
+from edgesr.diffusion.seeding import tile_seed
+from edgesr.diffusion.sessions import onnxruntime_sessions
+from edgesr.diffusion.sr3 import SR3Sampler, SR3Sampling
+from edgesr.diffusion.sr3 import schedule as noise_schedule
 from edgesr.errors import EdgesrError
 from edgesr.export.onnx_export import read_onnx_metadata
 from edgesr.models.sr3 import (
@@ -21,8 +25,6 @@ from edgesr.models.sr3 import (
     sampling_coefficients,
 )
 from edgesr.runtimes import create_runtime
-from edgesr.runtimes.diffusion_common import tile_seed
-from edgesr.runtimes.sr3_runtime import SR3Config, SR3Runtime
 
 #: The checkpoint's own schedule: short, so the full loop is cheap.
 BETAS = np.linspace(1e-3, 0.3, 6)
@@ -122,11 +124,40 @@ def test_matches_janspiry_p_sample_loop(sr3, schedule):
 
 
 def test_schedule_without_betas_is_janspirys(sr3):
-    runtime = SR3Runtime(sr3[1], SR3Config(scale=2))
-    default = runtime._schedule({})["posterior_mean_coef1"].numpy()
+    sampling = SR3Sampling(scale=2)
+    default = noise_schedule(sampling, {}, sr3[1])["posterior_mean_coef1"].numpy()
     np.testing.assert_array_equal(default, sampling_coefficients(
         linear_betas(2000, 1e-6, 1e-2))["posterior_mean_coef1"])
-    assert len(runtime._schedule({"betas": "[0.1, 0.2]"})["noise_level"]) == 2
+    assert len(noise_schedule(sampling, {"betas": "[0.1, 0.2]"}, sr3[1])["noise_level"]) == 2
+
+
+def test_sampler_runs_through_any_session_factory(sr3):
+    """The sampler opens its graph only through the factory it is given and runs every step
+    there; ONNX Runtime's factory wrapped by a counting one gives the backend's image."""
+    _, onnx_path, _ = sr3
+    opened, runs = [], []
+    ort_sessions = onnxruntime_sessions("sr3", device="cpu")
+
+    class Counting:
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, inputs):
+            runs.append(sorted(inputs))
+            return self.session.run(inputs)
+
+        def metadata(self):
+            return self.session.metadata()
+
+    def factory(path):
+        opened.append(path)
+        return Counting(ort_sessions(path))
+
+    tile = np.random.default_rng(3).random((3, 4, 6), dtype=np.float32)
+    sampler = SR3Sampler(onnx_path, SR3Sampling(scale=2, steps=3, seed=7), factory)
+    out = sampler.sample(tile)
+    assert opened == [onnx_path] and runs == [["noise_level", "x"]] * 3
+    np.testing.assert_array_equal(out, _infer(onnx_path, tile[None], scale=2, steps=3, seed=7))
 
 
 def test_respacing():

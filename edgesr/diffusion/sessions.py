@@ -1,0 +1,68 @@
+"""How a sampler runs its networks: a *session factory* opens one graph file as a ``Session``.
+
+The samplers (``sd_upscaler``, ``sr3``) never open a runtime themselves; they are given a
+factory, so the same sampling loop can run its UNet and VAE on any backend that runs a
+multi-input graph. ONNX Runtime's (``onnxruntime_sessions``) is the one implemented.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edgesr.errors import CheckpointError, first_line
+
+
+class Session(Protocol):
+    """One loaded graph."""
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The graph's outputs, in order, for named inputs."""
+        ...
+
+    def metadata(self) -> dict[str, str]:
+        """The graph's custom metadata (edgesr writes its own there at export)."""
+        ...
+
+
+#: Opens the graph at a path (an exported ``.onnx``) as a Session.
+SessionFactory = Callable[[Path], Session]
+
+
+class OnnxRuntimeSession:
+    """A Session on an ``onnxruntime.InferenceSession``."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(None, inputs)
+
+    def metadata(self) -> dict[str, str]:
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+
+def onnxruntime_sessions(backend: str, *, device: str, providers: tuple[str, ...] = (),
+                         threads: int = 0) -> SessionFactory:
+    """A factory of ONNX Runtime sessions on ``providers`` (or those of ``device``); a missing
+    provider or an unloadable file is one clear line naming ``backend``."""
+    import onnxruntime as ort
+
+    from edgesr.runtimes.onnxruntime_runtime import DEVICE_PROVIDERS, require_providers
+
+    chosen = list(providers or DEVICE_PROVIDERS[device])
+    require_providers(backend, chosen)
+
+    def open_session(path: Path) -> Session:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        try:
+            return OnnxRuntimeSession(ort.InferenceSession(str(path), options,
+                                                           providers=chosen))
+        except Exception as exc:  # onnxruntime's load errors are not one class
+            raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)})"
+                                  ) from None
+
+    return open_session

@@ -1,0 +1,73 @@
+"""Model kinds: detection in registry order, default backends from the backend entries, and one
+clear line when a model and a backend do not go together."""
+
+import pytest
+import torch
+from tiny_models import make_tiny
+
+from edgesr.errors import EdgesrError
+from edgesr.model_kinds import KINDS, SD_GRAPHS, backends_for, detect_kind, resolve
+from edgesr.models.detect import ARCHITECTURES, DENOISERS, purpose_of
+
+
+@pytest.fixture
+def sd_folder(tmp_path):
+    folder = tmp_path / "sd"
+    folder.mkdir()
+    for name in SD_GRAPHS:
+        (folder / name).write_bytes(b"")
+    return folder
+
+
+def test_kinds_are_tried_in_order_and_the_last_takes_anything(tmp_path, sd_folder):
+    assert [k.name for k in KINDS] == ["sd-x4", "sr3-denoiser", "upscaler"]
+    assert detect_kind(sd_folder)[0].name == "sd-x4"
+    assert detect_kind(tmp_path / "any.bin")[0].name == "upscaler"
+    assert backends_for("sd-x4") == ["sd-upscaler"] and backends_for("sr3-denoiser") == ["sr3"]
+
+
+@pytest.mark.parametrize(("name", "backend"), [
+    ("m.pth", "torch"), ("m.param", "torch"), ("m.onnx", "onnxruntime"), ("m.xml", "openvino"),
+    ("m.plan", "tensorrt"), ("m.engine", "tensorrt"), ("m.mlpackage", "coreml")])
+def test_default_backend_by_file_type(tmp_path, name, backend):
+    path = tmp_path / name
+    if name.endswith(".pth"):  # read: a checkpoint may be a diffusion denoiser
+        torch.save({"params_ema": make_tiny("compact_x2").state_dict()}, path)
+    else:  # an unreadable .onnx is no denoiser; its backend says why
+        path.write_bytes(b"not read")
+    assert resolve(path) == (path, backend)
+
+
+def test_sd_folder_runs_on_sd_upscaler_only(sd_folder):
+    assert resolve(sd_folder) == (sd_folder, "sd-upscaler")
+    with pytest.raises(EdgesrError, match="a Stable Diffusion x4 export folder; it runs on "
+                       "--backend sd-upscaler, not 'torch'"):
+        resolve(sd_folder, "torch")
+    with pytest.raises(EdgesrError, match="--backend sr3 needs an SR3 denoiser"):
+        resolve(sd_folder, "sr3")
+    (sd_folder / SD_GRAPHS[1]).unlink()
+    with pytest.raises(EdgesrError, match="vae_decoder.onnx is missing"):
+        resolve(sd_folder)
+
+
+def test_mismatched_files_and_backends(tmp_path):
+    plan, onnx = tmp_path / "m.plan", tmp_path / "m.onnx"
+    for path in (plan, onnx):
+        path.write_bytes(b"")
+    with pytest.raises(EdgesrError, match="a tensorrt engine; it runs on --backend tensorrt, "
+                       "not 'openvino'"):
+        resolve(plan, "openvino")
+    with pytest.raises(EdgesrError, match=r"an ONNX model needs an ONNX backend \(onnxruntime, "
+                       r"openvino, tensorrt\), not 'coreml'"):
+        resolve(onnx, "coreml")
+    with pytest.raises(EdgesrError, match="--backend sd-upscaler needs a Stable Diffusion x4 "
+                       "export folder"):
+        resolve(onnx, "sd-upscaler")
+    with pytest.raises(EdgesrError, match="unknown backend 'tflite'"):
+        resolve(onnx, "tflite")
+
+
+def test_architecture_purpose_replaces_a_denoiser_list():
+    assert {spec.name: spec.purpose for spec in ARCHITECTURES} == {
+        "SR3": "denoiser", "RRDBNet": "upscaler", "SRVGGNetCompact": "upscaler"}
+    assert purpose_of("SR3") == "denoiser" and DENOISERS == {"SR3"}
