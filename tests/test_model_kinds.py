@@ -7,7 +7,7 @@ from tiny_models import make_tiny
 
 from edgesr.errors import EdgesrError
 from edgesr.model_kinds import KINDS, SD_GRAPHS, backends_for, detect_kind, resolve
-from edgesr.models.detect import ARCHITECTURES, DENOISERS, purpose_of
+from edgesr.models.detect import ARCHITECTURES, purpose_of
 
 
 @pytest.fixture
@@ -70,4 +70,4 @@ def test_mismatched_files_and_backends(tmp_path):
 def test_architecture_purpose_replaces_a_denoiser_list():
     assert {spec.name: spec.purpose for spec in ARCHITECTURES} == {
         "SR3": "denoiser", "RRDBNet": "upscaler", "SRVGGNetCompact": "upscaler"}
-    assert purpose_of("SR3") == "denoiser" and DENOISERS == {"SR3"}
+    assert purpose_of("SR3") == "denoiser" and purpose_of("unknown") == "upscaler"
