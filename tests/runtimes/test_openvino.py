@@ -120,3 +120,19 @@ def test_pipeline_routes_checkpoints_and_irs(models, tmp_path, monkeypatch):
     assert open_runtime(str(xml)).name == "openvino"
     with pytest.raises(EdgesrError, match="openvino engine"):
         open_runtime(str(xml), "torch")
+
+
+
+def test_one_runtime_shared_by_threads_returns_each_call_its_own_output(models):
+    """8 threads x 50 calls on one activated runtime: every call gets exactly the output a
+    serial call gives for its own input (no "Infer Request is busy", no other call's tile)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, path = models["compact_x4"]
+    inputs = np.random.default_rng(0).random((400, 1, 3, 16, 16), dtype=np.float32)
+    with OpenVINORuntime(path, OpenVINOConfig(num_requests=2)) as runtime:
+        serial = [runtime.infer(x) for x in inputs]
+        with ThreadPoolExecutor(8) as pool:
+            threaded = list(pool.map(runtime.infer, inputs))
+    wrong = sum(not np.array_equal(a, b) for a, b in zip(threaded, serial, strict=True))
+    assert wrong == 0, f"{wrong} of 400 threaded calls differ from serial"
