@@ -6,6 +6,7 @@ ONNX export), and runs single files or whole folders.
 """
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,16 +242,40 @@ def plan_outputs(source: Path, output: Path | None, scale_label: str,
                  ext: str | None) -> list[tuple[Path, Path]]:
     """Pairs of (input, output) paths for a file or a folder of images.
 
-    Every output extension is checked here, before any image is upscaled.
+    Checked here, before any image is upscaled: every output extension; ``ext`` is an
+    extension only (no folder in it); no output is an input (an original is never replaced);
+    no two inputs share an output (``a.png`` and ``a.jpg`` with ``ext`` ``.png``).
     """
-    if ext and not ext.startswith("."):
-        ext = f".{ext}"
+    if ext is not None:
+        ext = ext if ext.startswith(".") else f".{ext}"
+        if not re.fullmatch(r"\.[A-Za-z0-9]+", ext):
+            raise EdgesrError(f"--ext {ext!r}: an extension such as .png, not a path")
     pairs = _pair_paths(source, output, scale_label, ext)
-    for _, target in pairs:
+    inputs = {_identity(s): s for s, _ in pairs}
+    targets: dict = {}
+    for source_path, target in pairs:
         if target.suffix.lower() not in IMAGE_EXTENSIONS:
             raise EdgesrError(f"{target}: unknown output image format {target.suffix!r}; "
                               f"use one of {', '.join(IMAGE_EXTENSIONS)}")
+        key = _identity(target)
+        if key in inputs:
+            raise EdgesrError(f"{target}: would overwrite the input {inputs[key]}; choose "
+                              "another output (-o) or --ext")
+        if key in targets:
+            raise EdgesrError(f"{targets[key]} and {source_path} would both be written to "
+                              f"{target}; choose another --ext or move one of them")
+        targets[key] = source_path
     return pairs
+
+
+def _identity(path: Path) -> tuple:
+    """What tells two paths apart: the file's device and inode when it exists (hard and
+    symbolic links), else its resolved path."""
+    try:
+        stat = path.stat()
+        return stat.st_dev, stat.st_ino
+    except OSError:
+        return (str(path.resolve()),)
 
 
 def _pair_paths(source: Path, output: Path | None, scale_label: str,

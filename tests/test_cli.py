@@ -217,3 +217,16 @@ def test_max_memory_too_small_for_the_whole_image_suggests_stream(tmp_path, heav
     assert "too small to hold the whole 3072x3072 output" in run["stderr"]
     assert "--stream" in run["stderr"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+@pytest.mark.parametrize("extra", [[], ["--stream"]])
+def test_upscale_onto_its_input_keeps_the_original(tmp_path, checkpoint, rng, capsys, extra,
+                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = _write_png(tmp_path / "a.png", rng)
+    original = src.read_bytes()
+    assert main(["upscale", "a.png", "-o", "./a.png", "-m", str(checkpoint), "-q", *extra]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edgesr: error:") and "would overwrite the input" in err
+    assert src.read_bytes() == original and sorted(os.listdir(tmp_path)) == ["a.png",
+                                                                              checkpoint.name]
