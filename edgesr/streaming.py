@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from edgesr.errors import TilingError
+from edgesr.finite import check_tile
 from edgesr.kernels.native import (
     BACKEND,
     accumulate,
@@ -68,6 +69,7 @@ def upscale_to_png(upscaler: Upscaler, image: np.ndarray, path: str | os.PathLik
         band[:, -n:], weight_sum[-n:] = 0, 0
 
     def add(tile, pieces: list[np.ndarray]) -> None:
+        check_tile(np.stack(pieces), tile)
         vh, vw = tile.valid_h * s, tile.valid_w * s
         key = (vh, vw, tile.overlap)
         if key not in weights:

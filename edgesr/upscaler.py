@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from edgesr.errors import InferenceError, TilingError
+from edgesr.finite import check_tile
 from edgesr.kernels.native import (
     BLEND_KINDS,
     DEFAULT_BLEND,
@@ -171,6 +172,7 @@ class Upscaler:
                         weights[key] = tile_weight(vh, vw, tuple(o * s for o in tile.overlap),
                                                    self.blend)
                     tile_out = np.concatenate(pending[:n_planes])[:, :vh, :vw]
+                    check_tile(tile_out, tile)
                     del pending[:n_planes]
                     accumulate(canvas, weight_sum, tile_out, weights[key], tile.y * s, tile.x * s)
                 bar.update(len(chunk))

@@ -112,7 +112,10 @@ def run(args: argparse.Namespace) -> int:
         def report(result) -> None:
             files.update()
             if result.error:
-                tqdm.write(f"edgesr: failed: {result.error}", file=sys.stderr)
+                error = result.error if str(result.source) in result.error else \
+                    f"{result.source}: {result.error}"
+                tqdm.write(f"edgesr: {'error' if len(pairs) == 1 else 'failed'}: {error}",
+                           file=sys.stderr)
             elif not args.quiet:
                 tqdm.write(f"{result.source} -> {result.target}")
 
