@@ -10,7 +10,6 @@ partial image.
 
 import os
 import re
-import secrets
 import struct
 import sys
 import zlib
@@ -23,7 +22,8 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, TiffImagePlugin, UnidentifiedImageError
 
-from edgesr.errors import ImageReadError, ImageWriteError
+from edgesr.errors import ImageReadError, ImageWriteError, first_line
+from edgesr.fsutil import atomic_open
 from edgesr.kernels.native import to_uint
 from edgesr.png import PngRowWriter
 
@@ -197,18 +197,13 @@ def _pixels(im: PILImage.Image) -> tuple[np.ndarray, int]:
 
 def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Run ``write`` on a temporary file beside ``path``, then rename it to ``path``."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "xb") as f:
+        with atomic_open(path) as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, ValueError) as exc:  # what Pillow's encoders raise
-        raise ImageWriteError(f"{path}: cannot write image: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    # What Pillow's encoders raise (libtiff: RuntimeError when it cannot write its header).
+    except (OSError, ValueError, RuntimeError, ImageWriteError) as exc:
+        raise ImageWriteError(f"{path}: cannot write image: {first_line(exc)}") from exc
 
 
 def _encode(f: BinaryIO, fmt: str, data: np.ndarray, icc: bytes | None,

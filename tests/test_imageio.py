@@ -246,3 +246,38 @@ def test_list_images(tmp_path):
     assert set(IMAGE_EXTENSIONS) == {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"}
     with pytest.raises(ImageReadError, match="not a folder"):
         list_images(tmp_path / "a.jpg")
+
+
+@pytest.mark.parametrize("name, bit_depth", [("o.tif", 8), ("o.tif", 16), ("o.png", 8),
+                                             ("o.png", 16), ("o.jpg", 8), ("o.webp", 8)])
+def test_full_disk_is_one_clear_error(tmp_path, monkeypatch, name, bit_depth):
+    """/dev/full fails every write with ENOSPC, as a full disk does (libtiff: at its header)."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def full_disk(target):
+        with open("/dev/full", "wb", buffering=0) as fh:
+            yield fh
+
+    monkeypatch.setattr(imageio, "atomic_open", full_disk)
+    with pytest.raises(ImageWriteError, match=f"{name}: cannot write image"):
+        write_image(tmp_path / name, np.zeros((64, 64, 3), np.float32), bit_depth=bit_depth)
+
+
+def test_read_only_folder_is_one_clear_error(tmp_path, monkeypatch):
+    """On a read-only mount, creating the temporary file and removing it both fail (EROFS)."""
+    import errno
+    import pathlib
+
+    from edgesr import fsutil
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    target = tmp_path / "o.png"
+    target.write_bytes(b"old")
+    monkeypatch.setattr(fsutil, "open", read_only, raising=False)
+    monkeypatch.setattr(pathlib.Path, "unlink", read_only)
+    with pytest.raises(ImageWriteError, match="o.png: cannot write image: .*Read-only"):
+        write_image(target, np.zeros((4, 4, 3), np.float32))
+    assert target.read_bytes() == b"old"
