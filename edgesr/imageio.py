@@ -10,8 +10,10 @@ partial image.
 
 import os
 import re
+import stat
 import struct
 import sys
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,7 +65,7 @@ def read_image(path: str | os.PathLike) -> Image:
     and 32-bit integer ones give ``bit_depth`` 16, float ("F") ones are taken as [0, 1] and clipped.
     Raises ImageReadError, naming the file, if it is missing, not an image or damaged.
     """
-    path = Path(path)
+    path = _regular_file(path)
     try:
         with PILImage.open(path) as src:
             rawmode = _rawmode(src.tile)
@@ -80,6 +82,40 @@ def read_image(path: str | os.PathLike) -> Image:
     dpi = (float(dpi[0]), float(dpi[1])) if dpi and min(dpi) > 0 else None
     icc = _icc_for(info.get("icc_profile"), pixels.shape[2])
     return Image(pixels, bit_depth, icc, dpi)
+
+
+def read_size(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(height, width, channels) of an image file from its header, without decoding it;
+    channels as ``read_image`` gives them (gray 1, colour 3, alpha one more)."""
+    path = _regular_file(path)
+    try:
+        with warnings.catch_warnings():  # the caller checks the size against its own limit
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            src = PILImage.open(path)
+        with src:
+            width, height = src.size
+            alpha = "A" in src.mode or "a" in src.mode or "transparency" in src.info
+            gray = src.mode in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "F")
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image (or not a format Pillow can read)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, PILImage.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: cannot read image: {exc}") from exc
+    return height, width, (1 if gray else 3) + alpha
+
+
+def _regular_file(path: str | os.PathLike) -> Path:
+    """``path`` if it is a regular file (after symbolic links); a FIFO would block the reader
+    forever, a device never end."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read image: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise ImageReadError(f"{path}: not a regular file (a folder, FIFO or device); skipped")
+    return path
 
 
 def write_image(path: str | os.PathLike, pixels: np.ndarray, *, bit_depth: int | None = None,
@@ -130,12 +166,14 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, *, bit_depth: int |
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """The image files directly in ``folder`` (by extension, hidden files skipped), sorted."""
+    """The image files directly in ``folder`` (by extension, hidden files and folders skipped),
+    sorted. Entries that are not regular files (FIFOs, dangling or looping links) stay in, so
+    ``read_image`` reports them instead of a run passing them over in silence."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageReadError(f"{folder}: not a folder")
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
-                  and not p.name.startswith(".") and p.is_file())
+                  and not p.name.startswith(".") and not p.is_dir())
 
 
 def _icc_for(icc: bytes | None, channels: int) -> bytes | None:

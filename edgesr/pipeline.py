@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from edgesr.errors import EdgesrError
-from edgesr.imageio import IMAGE_EXTENSIONS, list_images, read_image, write_image
+from edgesr.imageio import IMAGE_EXTENSIONS, list_images, read_image, read_size, write_image
+from edgesr.limits import DEFAULT_LIMITS, PixelLimits
 from edgesr.model_memory import ModelMemory
 from edgesr.models.zoo import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 from edgesr.runtimes import Runtime, create_runtime
@@ -193,15 +194,21 @@ def parse_size(text: str) -> float:
 
 def upscale_file(upscaler: Upscaler, source: Path, target: Path, *, outscale: float | None = None,
                  bit_depth: int | None = None, stream: bool = False,
-                 max_memory: float | None = None,
-                 model_memory: ModelMemory | None = None) -> Path:
+                 max_memory: float | None = None, model_memory: ModelMemory | None = None,
+                 limits: PixelLimits = DEFAULT_LIMITS) -> Path:
     """Read, upscale and atomically write one image; return the written path.
+
+    ``limits``: the most input and output pixels, checked from the file's header before it is
+    decoded (PixelLimitError).
 
     ``max_memory`` (bytes) picks the tile size for this image so that the process's peak memory
     stays within it, from ``model_memory`` (``model_memory.measure_model_memory``; needed unless
     the runtime has a fixed input shape, which leaves no tile to choose) and the process's RSS
     now; ``stream`` writes a PNG row band by row band, so memory stays flat in image size.
     """
+    height, width, channels = read_size(source)
+    limits.check(source, height, width, upscaler.output_size(height, width, outscale),
+                 channels=channels, scale=upscaler.runtime.info.scale, stream=stream)
     image = read_image(source)
     bit_depth = bit_depth or image.bit_depth
     if stream and (target.suffix.lower() != ".png" or image.has_alpha or outscale):
@@ -307,6 +314,9 @@ def upscale_many(upscaler: Upscaler, pairs: list[tuple[Path, Path]],
             result = FileResult(source, upscale_file(upscaler, source, target, **kwargs))
         except EdgesrError as exc:
             result = FileResult(source, None, str(exc))
+        except MemoryError:
+            result = FileResult(source, None, f"{source}: out of memory; lower --max-output-"
+                                "pixels, use --stream or --max-memory")
         on_result(result)
         results.append(result)
     return results

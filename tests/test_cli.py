@@ -252,3 +252,20 @@ def test_nan_weights_fail_with_the_tile_and_write_nothing(tmp_path, rng, capsys,
     err = capsys.readouterr().err
     assert err.startswith("edgesr: error:") and "NaN" in err and "x=0, y=0" in err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_folder_run_lists_too_big_and_unreadable_entries_and_carries_on(tmp_path, checkpoint,
+                                                                        rng, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write_png(folder / "a.png", rng)
+    _write_png(folder / "big.png", rng, h=40, w=40)
+    os.mkfifo(folder / "fifo.png")
+    (folder / "dangling.png").symlink_to(tmp_path / "gone.png")
+    code = main(["upscale", str(folder), "-o", str(tmp_path / "out"), "-m", str(checkpoint), "-q",
+                 "--max-input-pixels", "1000"])
+    err = capsys.readouterr().err
+    assert code == 1 and "3 of 4 images failed" in err
+    assert "big.png: 40x40 gives 1600 input pixels, over the limit 1000" in err
+    assert "fifo.png: not a regular file" in err and "dangling.png: file not found" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]

@@ -1,5 +1,6 @@
 """Image files: round trips per format, depth and channel layout; orientation; metadata; errors."""
 
+import os
 import struct
 import zlib
 
@@ -281,3 +282,47 @@ def test_read_only_folder_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ImageWriteError, match="o.png: cannot write image: .*Read-only"):
         write_image(target, np.zeros((4, 4, 3), np.float32))
     assert target.read_bytes() == b"old"
+
+
+def _in_thread(call, seconds: float = 10.0):
+    """``call()``'s exception (None if it returned); fails the test if it hangs."""
+    import threading
+
+    outcome = []
+
+    def run():
+        try:
+            call()
+            outcome.append(None)
+        except Exception as exc:  # noqa: BLE001 - the outcome is what the test checks
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"hung for {seconds} s"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: os.mkfifo(p), "not a regular file"),
+    (lambda p: p.mkdir(), "not a regular file"),
+    (lambda p: p.symlink_to("/dev/zero"), "not a regular file"),
+    (lambda p: p.symlink_to(p), "symbolic links"),
+    (lambda p: p.symlink_to(p.parent / "gone.png"), "file not found"),
+])
+def test_what_is_not_a_regular_file_is_refused_without_hanging(tmp_path, make, reason):
+    path = tmp_path / "x.png"
+    make(path)
+    error = _in_thread(lambda: read_image(path))
+    assert isinstance(error, ImageReadError) and reason in str(error) and "x.png" in str(error)
+
+
+def test_folder_listing_keeps_what_it_cannot_read_so_it_is_reported(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (tmp_path / "folder.png").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == ["a.png", "dangling.png", "fifo.png",
+                                                       "loop.png"]
