@@ -134,7 +134,10 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
     if proto.ir_version == 0:
         raise CheckpointError(f"{path}: not an ONNX model (no IR version)")
-    return decode_metadata({p.key: p.value for p in proto.metadata_props}, str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    if not all(isinstance(t, str) for t in itertools.chain(props, props.values())):
+        raise CheckpointError(f"{path}: a metadata key or value is not UTF-8 text")
+    return decode_metadata(props, str(path))
 
 
 def _metadata(descriptor: ModelDescriptor) -> dict[str, str]:
