@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesr.errors import EdgesrError
+from edgesr.fsutil import clean_stale_temps
 from edgesr.imageio import IMAGE_EXTENSIONS, list_images, read_image, read_size, write_image
 from edgesr.limits import DEFAULT_LIMITS, PixelLimits
 from edgesr.model_memory import ModelMemory
@@ -307,7 +308,10 @@ def _pair_paths(source: Path, output: Path | None, scale_label: str,
 
 def upscale_many(upscaler: Upscaler, pairs: list[tuple[Path, Path]],
                  on_result: Callable[[FileResult], None], **kwargs) -> list[FileResult]:
-    """Upscale every pair; a failing file is reported and the run carries on."""
+    """Upscale every pair; a failing file is reported and the run carries on. Temporary files
+    that killed runs left in the output folders are removed first (``clean_stale_temps``)."""
+    for folder in dict.fromkeys(target.parent for _, target in pairs):
+        clean_stale_temps(folder)
     results = []
     for source, target in pairs:
         try:

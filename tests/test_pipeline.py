@@ -10,7 +10,7 @@ from stub_runtimes import NearestRuntime
 
 from edgesr.errors import EdgesrError
 from edgesr.model_memory import ModelMemory
-from edgesr.pipeline import plan_outputs, upscale_file
+from edgesr.pipeline import plan_outputs, upscale_file, upscale_many
 from edgesr.runtimes.base import RuntimeInfo
 from edgesr.upscaler import Upscaler
 
@@ -80,3 +80,25 @@ def test_ext_is_an_extension_only(tmp_path, ext):
     folder = _pngs(tmp_path / "photos", "a.png")
     with pytest.raises(EdgesrError, match="--ext"):
         plan_outputs(folder, tmp_path / "out", "x2", ext)
+
+
+def test_a_run_cleans_what_killed_runs_left_in_its_output_folder(tmp_path, src):
+    import os
+    import subprocess
+    import sys
+
+    from edgesr.fsutil import temp_path
+
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = temp_path(out / "in.png")
+    stale = stale.with_name(stale.name.replace(f".{os.getpid()}-", f".{dead}-"))
+    stale.write_bytes(b"half a PNG")
+    live = temp_path(out / "other.png")  # a writer of this process, still at work
+    live.write_bytes(b"in progress")
+    with NearestRuntime() as runtime:
+        results = upscale_many(Upscaler(runtime), [(src, out / "in.png")], lambda r: None)
+    assert results[0].error is None
+    assert sorted(p.name for p in out.iterdir()) == sorted(["in.png", live.name])
