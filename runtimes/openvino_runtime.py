@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from edgesr.errors import BackendUnavailableError, EdgesrError, InferenceError
+from edgesr.errors import BackendUnavailableError, EdgesrError, InferenceError, first_line
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
 #: edgesr precision name -> OpenVINO INFERENCE_PRECISION_HINT value.
@@ -272,5 +272,4 @@ def _collect(request: ov.InferRequest, out: np.ndarray, index: int) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return first_line(exc)  # the reason, not OpenVINO's "Exception from src/...:" location

@@ -136,3 +136,13 @@ def test_one_runtime_shared_by_threads_returns_each_call_its_own_output(models):
             threaded = list(pool.map(runtime.infer, inputs))
     wrong = sum(not np.array_equal(a, b) for a, b in zip(threaded, serial, strict=True))
     assert wrong == 0, f"{wrong} of 400 threaded calls differ from serial"
+
+
+@pytest.mark.parametrize("name, content", [("junk.xml", b"garbage"), ("junk.onnx", b"\x08garb")])
+def test_read_failures_say_why_not_where(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(EdgesrError) as info:
+        OpenVINORuntime(tmp_path / name).activate()
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / name}: OpenVINO cannot read it: ")
+    assert "Exception from src/" not in message and not message.endswith(":")
