@@ -70,12 +70,17 @@ def read_image(path: str | os.PathLike) -> Image:
         with PILImage.open(path) as src:
             rawmode = _rawmode(src.tile)
             info = dict(src.info)
-            decoded = ImageOps.exif_transpose(src)
-        pixels, bit_depth = _read16(path, rawmode, decoded) or _pixels(decoded)
+            planar = _planar16(path, src)
+            decoded = None if planar else ImageOps.exif_transpose(src)
+        pixels, bit_depth = (_read_planar16(path, *planar) if planar else
+                             _read16(path, rawmode, decoded) or _pixels(decoded))
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image (or not a format Pillow can read)") from None
+        tiff = _tiff_samples(path)
+        raise ImageReadError(f"{path}: {tiff}, which Pillow cannot read; save it with 8- or "
+                             "16-bit integer samples" if tiff else f"{path}: not an image (or "
+                             "not a format Pillow can read)") from None
     except (OSError, SyntaxError, ValueError, EOFError, PILImage.DecompressionBombError) as exc:
         raise ImageReadError(f"{path}: cannot read image: {exc}") from exc
     dpi = info.get("dpi")
@@ -215,6 +220,52 @@ def _read16(path: Path, rawmode: str, high: PILImage.Image) -> tuple[np.ndarray,
     else:
         return None
     return full.astype(np.float32) / 65535, 16
+
+
+def _planar16(path: Path, src: PILImage.Image) -> tuple | None:
+    """(tiles, byte order, size) of a 16-bit TIFF that stores each channel on its own plane
+    (PlanarConfiguration 2), which Pillow decodes to garbage at 8 bits; None for other files."""
+    tags = getattr(src, "tag_v2", None)
+    if src.format != "TIFF" or tags is None or tags.get(284) != 2 or 16 not in tags.get(258, ()):
+        return None
+    if any(tile[0] != "raw" or tile[3][0] not in "RGBA" for tile in src.tile):
+        raise ImageReadError(f"{path}: a compressed or non-RGB planar 16-bit TIFF; save it with "
+                             "interleaved (contiguous) samples")
+    return [(tile[3][0], tile[2], tile[1]) for tile in src.tile], tags._endian, src.size
+
+
+def _read_planar16(path: Path, tiles: list, order: str, size: tuple[int, int]
+                   ) -> tuple[np.ndarray, int]:
+    """Pixels of an uncompressed planar 16-bit RGB(A) TIFF: each (band, offset, extents)
+    tile is read straight from the file."""
+    width, height = size
+    bands = sorted({band for band, _, _ in tiles}, key="RGBA".index)
+    planes = np.zeros((len(bands), height, width), np.uint16)
+    data = path.read_bytes()
+    for band, offset, (x0, y0, x1, y1) in tiles:
+        count = (x1 - x0) * (y1 - y0)
+        if offset + 2 * count > len(data):
+            raise ImageReadError(f"{path}: cannot read image: truncated {band} plane")
+        planes[bands.index(band), y0:y1, x0:x1] = np.frombuffer(
+            data, f"{order}u2", count, offset).reshape(y1 - y0, x1 - x0)
+    return planes.transpose(1, 2, 0).astype(np.float32) / 65535, 16
+
+
+def _tiff_samples(path: Path) -> str | None:
+    """What a TIFF that Pillow cannot open holds ("a TIFF with 3 32-bit floating-point
+    samples a pixel"), from its first directory; None if it is no TIFF."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if head[:4] not in (b"II*\0", b"MM\0*"):
+                return None
+            ifd = TiffImagePlugin.ImageFileDirectory_v2(head)
+            fh.seek(ifd.next)
+            ifd.load(fh)
+        kind = {2: "signed integer", 3: "floating-point"}.get(ifd.get(339, (1,))[0], "integer")
+        return f"a TIFF with {ifd.get(277, 1)} {ifd.get(258, (8,))[0]}-bit {kind} samples a pixel"
+    except Exception:  # noqa: BLE001 - only a better message is at stake
+        return None
 
 
 def _pixels(im: PILImage.Image) -> tuple[np.ndarray, int]:

@@ -326,3 +326,45 @@ def test_folder_listing_keeps_what_it_cannot_read_so_it_is_reported(tmp_path):
     (tmp_path / "folder.png").mkdir()
     assert [p.name for p in list_images(tmp_path)] == ["a.png", "dangling.png", "fifo.png",
                                                        "loop.png"]
+
+
+def _raw_tiff(data: np.ndarray, *, planar: bool = False, sample_format: int = 1) -> bytes:
+    """An uncompressed little-endian TIFF of HWC ``data`` (uint16 or float32), its samples
+    interleaved or (``planar``) one strip per channel."""
+    from PIL import TiffImagePlugin as t
+
+    height, width, channels = data.shape
+    little = data.astype(data.dtype.newbyteorder("<"))
+    strips = ([np.ascontiguousarray(little[..., i]).tobytes() for i in range(channels)]
+              if planar else [little.tobytes()])
+    ifd = t.ImageFileDirectory_v2(prefix=b"II")
+    tags = {t.IMAGEWIDTH: width, t.IMAGELENGTH: height, t.COMPRESSION: 1,
+            t.BITSPERSAMPLE: (data.dtype.itemsize * 8,) * channels, t.SAMPLESPERPIXEL: channels,
+            t.PHOTOMETRIC_INTERPRETATION: 2 if channels >= 3 else 1, t.ROWSPERSTRIP: height,
+            t.PLANAR_CONFIGURATION: 2 if planar else 1, 339: (sample_format,) * channels,
+            t.STRIPBYTECOUNTS: tuple(len(s) for s in strips),
+            # Pillow adds the IFD's end to the strip offsets
+            t.STRIPOFFSETS: tuple(sum(len(s) for s in strips[:i]) for i in range(len(strips)))}
+    if channels == 4:
+        tags[t.EXTRASAMPLES] = 2
+    for tag, value in tags.items():
+        ifd[tag] = value
+    return b"II*\0" + struct.pack("<I", 8) + ifd.tobytes(8) + b"".join(strips)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_planar_16bit_tiff_reads_exactly(tmp_path, rng, channels):
+    data = rng.integers(0, 65536, (8, 10, channels), dtype=np.uint16)
+    path = tmp_path / "planar.tif"
+    path.write_bytes(_raw_tiff(data, planar=True))
+    image = read_image(path)
+    assert image.bit_depth == 16
+    assert np.array_equal(np.round(image.pixels * 65535).astype(np.uint16), data)
+
+
+def test_float_colour_tiff_is_named_for_what_it_is(tmp_path, rng):
+    path = tmp_path / "float.tif"
+    path.write_bytes(_raw_tiff(rng.random((8, 10, 3), dtype=np.float32), sample_format=3))
+    with pytest.raises(ImageReadError, match="float.tif: a TIFF with 3 32-bit floating-point "
+                                             "samples a pixel"):
+        read_image(path)
