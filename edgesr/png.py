@@ -51,6 +51,7 @@ class PngRowWriter:
             self.path = Path(target)
             self._tmp = temp_path(self.path)
             try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = open(self._tmp, "xb")  # closed by close() or abort()
             except OSError as exc:
                 raise ImageWriteError(f"cannot write {self.path}: {exc}") from None

@@ -76,3 +76,10 @@ def test_full_disk_is_one_clear_error_and_leaves_no_file(tmp_path, width, room, 
                 written += 1
     assert written == (2 if fails_in == "close" else 1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_folders_are_created_as_write_image_does(tmp_path):
+    target = tmp_path / "a" / "b" / "o.png"
+    with PngRowWriter(target, 4, 2, 3) as png:
+        png.write(np.zeros((2, 4, 3), np.uint8))
+    assert Image.open(target).size == (4, 2)
