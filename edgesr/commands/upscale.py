@@ -6,6 +6,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from edgesr.limits import DEFAULT_INPUT_PIXELS, DEFAULT_OUTPUT_PIXELS
+
 
 def register(sub) -> None:
     up = sub.add_parser("upscale", help="upscale an image or a folder of images")
@@ -34,9 +36,10 @@ def register(sub) -> None:
     up.add_argument("--ext", help="output extension for folder runs, e.g. .png")
     up.add_argument("--max-input-pixels", metavar="N", help="refuse (from the header, before "
                     "decoding) images with more pixels, e.g. 64M or 8000x8000; 0: no limit "
-                    "(default: 100M)")
+                    f"(default: {DEFAULT_INPUT_PIXELS // 10**6}M)")
     up.add_argument("--max-output-pixels", metavar="N", help="refuse images whose upscale has "
-                    "more pixels (default: 256M; raise it with --stream)")
+                    f"more pixels (default: {DEFAULT_OUTPUT_PIXELS // 10**6}M; raise it with "
+                    "--stream)")
     up.add_argument("--threads", type=int, default=0, help="CPU threads for the backend")
     up.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     up.add_argument("--consistency-map", metavar="PATH", help="also write a heat map of where "
