@@ -30,8 +30,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             "(expected .pth, .pt, .safetensors or an ncnn .param)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    # Damaged files raise many kinds: OSError (Errno 22) from a truncated zip archive, KeyError
+    # or IndexError from the weights-only unpickler on a damaged pickle, and the usual ones.
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError,
-            OSError) as exc:  # OSError: a truncated zip archive (Errno 22)
+            OSError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
                               f"({_reason(exc)})") from None
     for key in WRAPPER_KEYS:
@@ -60,6 +62,8 @@ def _reason(exc: BaseException) -> str:
     ``weights_only=False``, which would run the file's code: that advice is never passed on."""
     if "weights_only" in str(exc) or "Weights only" in str(exc):
         return "it holds Python objects other than tensors, which edgesr never unpickles"
+    if isinstance(exc, (KeyError, IndexError, TypeError, AttributeError)):
+        return f"a damaged pickle: {type(exc).__name__} {first_line(exc)}"
     return first_line(exc)
 
 

@@ -65,3 +65,13 @@ def test_weights_that_are_not_floating_point_are_refused(tmp_path, dtype, suffix
         save_file(state, str(path))
     with pytest.raises(CheckpointError, match=rf"m{suffix}: .*stored as {str(dtype)[6:]}"):
         load_model(path)
+
+
+@pytest.mark.parametrize("data", [b"\x80\x02h\x1c.", b"\x80\x02]q\x00(K\x01e0h\x05."],
+                         ids=["memo-key", "memo-after-pop"])
+def test_malformed_pickle_is_one_error(tmp_path, data):
+    """torch's weights-only unpickler raises KeyError and others on a damaged pickle."""
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(data)
+    with pytest.raises(CheckpointError, match="bad.pth: not a readable PyTorch checkpoint"):
+        load_state_dict(bad)
