@@ -102,3 +102,11 @@ def test_a_run_cleans_what_killed_runs_left_in_its_output_folder(tmp_path, src):
         results = upscale_many(Upscaler(runtime), [(src, out / "in.png")], lambda r: None)
     assert results[0].error is None
     assert sorted(p.name for p in out.iterdir()) == sorted(["in.png", live.name])
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_a_link_to_the_input_is_the_input(tmp_path, src, link):
+    out = tmp_path / "out.png"
+    out.symlink_to(src) if link == "symlink" else out.hardlink_to(src)
+    with pytest.raises(EdgesrError, match="would overwrite the input"):
+        plan_outputs(src, out, "x2", None)
