@@ -42,7 +42,7 @@ class PixelLimits:
     def check(self, source: Path, height: int, width: int, out_size: tuple[int, int], *,
               channels: int, scale: int, stream: bool) -> None:
         """Raise PixelLimitError naming ``source``, its size and the memory it would need."""
-        from edgesr.streaming import whole_image_bytes
+        from edgesr.streaming import whole_image_bytes  # lazily: the CLI reads the defaults
 
         p_in, p_out = height * width, out_size[0] * out_size[1]
         decoded = p_in * channels * 5  # Pillow's 8-bit decoding and the float32 pixels
