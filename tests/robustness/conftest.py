@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.append(str(Path(__file__).parent))  # after tests/: its conftest stays "conftest"
 
 from tiny_models import make_tiny  # noqa: E402
 
