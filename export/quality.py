@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesr.errors import EdgesrError
+from edgesr.errors import EdgesrError, ExportError, first_line
 
 #: PSNR reported for identical outputs, so it stays finite in JSON.
 MAX_PSNR_DB = 100.0
@@ -173,7 +173,10 @@ def onnx_runner(path: str | Path, threads: int = 0) -> Runner:
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime's own error types: an invalid or damaged graph
+        raise ExportError(f"{path}: ONNX Runtime cannot load it: {first_line(exc)}") from None
     name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {name: batch})[0].astype(np.float32)
 

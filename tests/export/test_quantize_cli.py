@@ -110,3 +110,16 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path, exported, c
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("edgesr: error:") and len(err.splitlines()) == 1
     assert "outside the model's folder" in err and not (tmp_path / "q.onnx").exists()
+
+
+def test_invalid_graph_is_one_clear_error(tmp_path, exported, capsys):
+    import onnx
+
+    model = onnx.load(str(exported("compact_x2")[1]))
+    model.graph.node[3].op_type = "NoSuchOp"
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    code = main(["quantize", str(tmp_path / "bad.onnx"), "--precision", "fp16", "-o",
+                 str(tmp_path / "q.onnx")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("edgesr: error:") and "NoSuchOp" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "q.onnx").exists()
