@@ -10,9 +10,10 @@ partial image.
 
 import os
 import re
-import secrets
+import stat
 import struct
 import sys
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, TiffImagePlugin, UnidentifiedImageError
 
-from edgesr.errors import ImageReadError, ImageWriteError
+from edgesr.errors import ImageReadError, ImageWriteError, first_line
+from edgesr.fsutil import atomic_open
 from edgesr.kernels.native import to_uint
 from edgesr.png import PngRowWriter
 
@@ -63,23 +65,62 @@ def read_image(path: str | os.PathLike) -> Image:
     and 32-bit integer ones give ``bit_depth`` 16, float ("F") ones are taken as [0, 1] and clipped.
     Raises ImageReadError, naming the file, if it is missing, not an image or damaged.
     """
-    path = Path(path)
+    path = _regular_file(path)
     try:
         with PILImage.open(path) as src:
             rawmode = _rawmode(src.tile)
             info = dict(src.info)
-            decoded = ImageOps.exif_transpose(src)
-        pixels, bit_depth = _read16(path, rawmode, decoded) or _pixels(decoded)
+            planar = _planar16(path, src)
+            decoded = None if planar else ImageOps.exif_transpose(src)
+        pixels, bit_depth = (_read_planar16(path, *planar) if planar else
+                             _read16(path, rawmode, decoded) or _pixels(decoded))
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image (or not a format Pillow can read)") from None
+        tiff = _tiff_samples(path)
+        raise ImageReadError(f"{path}: {tiff}, which Pillow cannot read; save it with 8- or "
+                             "16-bit integer samples" if tiff else f"{path}: not an image (or "
+                             "not a format Pillow can read)") from None
     except (OSError, SyntaxError, ValueError, EOFError, PILImage.DecompressionBombError) as exc:
         raise ImageReadError(f"{path}: cannot read image: {exc}") from exc
     dpi = info.get("dpi")
     dpi = (float(dpi[0]), float(dpi[1])) if dpi and min(dpi) > 0 else None
     icc = _icc_for(info.get("icc_profile"), pixels.shape[2])
     return Image(pixels, bit_depth, icc, dpi)
+
+
+def read_size(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(height, width, channels) of an image file from its header, without decoding it;
+    channels as ``read_image`` gives them (gray 1, colour 3, alpha one more)."""
+    path = _regular_file(path)
+    try:
+        with warnings.catch_warnings():  # the caller checks the size against its own limit
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            src = PILImage.open(path)
+        with src:
+            width, height = src.size
+            alpha = "A" in src.mode or "a" in src.mode or "transparency" in src.info
+            gray = src.mode in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "F")
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image (or not a format Pillow can read)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, PILImage.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: cannot read image: {exc}") from exc
+    return height, width, (1 if gray else 3) + alpha
+
+
+def _regular_file(path: str | os.PathLike) -> Path:
+    """``path`` if it is a regular file (after symbolic links); a FIFO would block the reader
+    forever, a device never end."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read image: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise ImageReadError(f"{path}: not a regular file (a folder, FIFO or device); skipped")
+    return path
 
 
 def write_image(path: str | os.PathLike, pixels: np.ndarray, *, bit_depth: int | None = None,
@@ -130,12 +171,14 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, *, bit_depth: int |
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """The image files directly in ``folder`` (by extension, hidden files skipped), sorted."""
+    """The image files directly in ``folder`` (by extension, hidden files and folders skipped),
+    sorted. Entries that are not regular files (FIFOs, dangling or looping links) stay in, so
+    ``read_image`` reports them instead of a run passing them over in silence."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageReadError(f"{folder}: not a folder")
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
-                  and not p.name.startswith(".") and p.is_file())
+                  and not p.name.startswith(".") and not p.is_dir())
 
 
 def _icc_for(icc: bytes | None, channels: int) -> bytes | None:
@@ -179,6 +222,52 @@ def _read16(path: Path, rawmode: str, high: PILImage.Image) -> tuple[np.ndarray,
     return full.astype(np.float32) / 65535, 16
 
 
+def _planar16(path: Path, src: PILImage.Image) -> tuple | None:
+    """(tiles, byte order, size) of a 16-bit TIFF that stores each channel on its own plane
+    (PlanarConfiguration 2), which Pillow decodes to garbage at 8 bits; None for other files."""
+    tags = getattr(src, "tag_v2", None)
+    if src.format != "TIFF" or tags is None or tags.get(284) != 2 or 16 not in tags.get(258, ()):
+        return None
+    if any(tile[0] != "raw" or tile[3][0] not in "RGBA" for tile in src.tile):
+        raise ImageReadError(f"{path}: a compressed or non-RGB planar 16-bit TIFF; save it with "
+                             "interleaved (contiguous) samples")
+    return [(tile[3][0], tile[2], tile[1]) for tile in src.tile], tags._endian, src.size
+
+
+def _read_planar16(path: Path, tiles: list, order: str, size: tuple[int, int]
+                   ) -> tuple[np.ndarray, int]:
+    """Pixels of an uncompressed planar 16-bit RGB(A) TIFF: each (band, offset, extents)
+    tile is read straight from the file."""
+    width, height = size
+    bands = sorted({band for band, _, _ in tiles}, key="RGBA".index)
+    planes = np.zeros((len(bands), height, width), np.uint16)
+    data = path.read_bytes()
+    for band, offset, (x0, y0, x1, y1) in tiles:
+        count = (x1 - x0) * (y1 - y0)
+        if offset + 2 * count > len(data):
+            raise ImageReadError(f"{path}: cannot read image: truncated {band} plane")
+        planes[bands.index(band), y0:y1, x0:x1] = np.frombuffer(
+            data, f"{order}u2", count, offset).reshape(y1 - y0, x1 - x0)
+    return planes.transpose(1, 2, 0).astype(np.float32) / 65535, 16
+
+
+def _tiff_samples(path: Path) -> str | None:
+    """What a TIFF that Pillow cannot open holds ("a TIFF with 3 32-bit floating-point
+    samples a pixel"), from its first directory; None if it is no TIFF."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if head[:4] not in (b"II*\0", b"MM\0*"):
+                return None
+            ifd = TiffImagePlugin.ImageFileDirectory_v2(head)
+            fh.seek(ifd.next)
+            ifd.load(fh)
+        kind = {2: "signed integer", 3: "floating-point"}.get(ifd.get(339, (1,))[0], "integer")
+        return f"a TIFF with {ifd.get(277, 1)} {ifd.get(258, (8,))[0]}-bit {kind} samples a pixel"
+    except Exception:  # noqa: BLE001 - only a better message is at stake
+        return None
+
+
 def _pixels(im: PILImage.Image) -> tuple[np.ndarray, int]:
     """HWC float32 pixels in [0, 1] and the bit depth of a decoded Pillow image."""
     if im.mode.startswith("I"):
@@ -197,18 +286,13 @@ def _pixels(im: PILImage.Image) -> tuple[np.ndarray, int]:
 
 def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Run ``write`` on a temporary file beside ``path``, then rename it to ``path``."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "xb") as f:
+        with atomic_open(path) as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, ValueError) as exc:  # what Pillow's encoders raise
-        raise ImageWriteError(f"{path}: cannot write image: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    # What Pillow's encoders raise (libtiff: RuntimeError when it cannot write its header).
+    except (OSError, ValueError, RuntimeError, ImageWriteError) as exc:
+        raise ImageWriteError(f"{path}: cannot write image: {first_line(exc)}") from exc
 
 
 def _encode(f: BinaryIO, fmt: str, data: np.ndarray, icc: bytes | None,

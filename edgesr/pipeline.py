@@ -6,6 +6,7 @@ which file: a checkpoint on an ONNX backend becomes its ONNX export, and so does
 whose sr3 backend samples the export), and runs single files or whole folders.
 """
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,9 @@ import numpy as np
 
 from edgesr import model_kinds
 from edgesr.errors import EdgesrError
-from edgesr.imageio import IMAGE_EXTENSIONS, list_images, read_image, write_image
+from edgesr.fsutil import clean_stale_temps
+from edgesr.imageio import IMAGE_EXTENSIONS, list_images, read_image, read_size, write_image
+from edgesr.limits import DEFAULT_LIMITS, PixelLimits
 from edgesr.model_memory import ModelMemory
 from edgesr.models.zoo import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 from edgesr.runtimes import Runtime, create_runtime
@@ -77,15 +80,21 @@ def parse_size(text: str) -> float:
 
 def upscale_file(upscaler: Upscaler, source: Path, target: Path, *, outscale: float | None = None,
                  bit_depth: int | None = None, stream: bool = False,
-                 max_memory: float | None = None,
-                 model_memory: ModelMemory | None = None) -> Path:
+                 max_memory: float | None = None, model_memory: ModelMemory | None = None,
+                 limits: PixelLimits = DEFAULT_LIMITS) -> Path:
     """Read, upscale and atomically write one image; return the written path.
+
+    ``limits``: the most input and output pixels, checked from the file's header before it is
+    decoded (PixelLimitError).
 
     ``max_memory`` (bytes) picks the tile size for this image so that the process's peak memory
     stays within it, from ``model_memory`` (``model_memory.measure_model_memory``; needed unless
     the runtime has a fixed input shape, which leaves no tile to choose) and the process's RSS
     now; ``stream`` writes a PNG row band by row band, so memory stays flat in image size.
     """
+    height, width, channels = read_size(source)
+    limits.check(source, height, width, upscaler.output_size(height, width, outscale),
+                 channels=channels, scale=upscaler.runtime.info.scale, stream=stream)
     image = read_image(source)
     bit_depth = bit_depth or image.bit_depth
     if stream and (target.suffix.lower() != ".png" or image.has_alpha or outscale):
@@ -126,16 +135,40 @@ def plan_outputs(source: Path, output: Path | None, scale_label: str,
                  ext: str | None) -> list[tuple[Path, Path]]:
     """Pairs of (input, output) paths for a file or a folder of images.
 
-    Every output extension is checked here, before any image is upscaled.
+    Checked here, before any image is upscaled: every output extension; ``ext`` is an
+    extension only (no folder in it); no output is an input (an original is never replaced);
+    no two inputs share an output (``a.png`` and ``a.jpg`` with ``ext`` ``.png``).
     """
-    if ext and not ext.startswith("."):
-        ext = f".{ext}"
+    if ext is not None:
+        ext = ext if ext.startswith(".") else f".{ext}"
+        if not re.fullmatch(r"\.[A-Za-z0-9]+", ext):
+            raise EdgesrError(f"--ext {ext!r}: an extension such as .png, not a path")
     pairs = _pair_paths(source, output, scale_label, ext)
-    for _, target in pairs:
+    inputs = {_identity(s): s for s, _ in pairs}
+    targets: dict = {}
+    for source_path, target in pairs:
         if target.suffix.lower() not in IMAGE_EXTENSIONS:
             raise EdgesrError(f"{target}: unknown output image format {target.suffix!r}; "
                               f"use one of {', '.join(IMAGE_EXTENSIONS)}")
+        key = _identity(target)
+        if key in inputs:
+            raise EdgesrError(f"{target}: would overwrite the input {inputs[key]}; choose "
+                              "another output (-o) or --ext")
+        if key in targets:
+            raise EdgesrError(f"{targets[key]} and {source_path} would both be written to "
+                              f"{target}; choose another --ext or move one of them")
+        targets[key] = source_path
     return pairs
+
+
+def _identity(path: Path) -> tuple:
+    """What tells two paths apart: the file's device and inode when it exists (hard and
+    symbolic links), else its resolved path."""
+    try:
+        stat = path.stat()
+        return stat.st_dev, stat.st_ino
+    except OSError:
+        return (str(path.resolve()),)
 
 
 def _pair_paths(source: Path, output: Path | None, scale_label: str,
@@ -160,13 +193,19 @@ def _pair_paths(source: Path, output: Path | None, scale_label: str,
 
 def upscale_many(upscaler: Upscaler, pairs: list[tuple[Path, Path]],
                  on_result: Callable[[FileResult], None], **kwargs) -> list[FileResult]:
-    """Upscale every pair; a failing file is reported and the run carries on."""
+    """Upscale every pair; a failing file is reported and the run carries on. Temporary files
+    that killed runs left in the output folders are removed first (``clean_stale_temps``)."""
+    for folder in dict.fromkeys(target.parent for _, target in pairs):
+        clean_stale_temps(folder)
     results = []
     for source, target in pairs:
         try:
             result = FileResult(source, upscale_file(upscaler, source, target, **kwargs))
         except EdgesrError as exc:
             result = FileResult(source, None, str(exc))
+        except MemoryError:
+            result = FileResult(source, None, f"{source}: out of memory; lower --max-output-"
+                                "pixels, use --stream or --max-memory")
         on_result(result)
         results.append(result)
     return results

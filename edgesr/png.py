@@ -13,6 +13,7 @@ from typing import BinaryIO
 import numpy as np
 
 from edgesr.errors import ImageWriteError
+from edgesr.fsutil import remove, temp_path
 
 _COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type
 _IDAT_BYTES = 1 << 20
@@ -23,8 +24,10 @@ class PngRowWriter:
     """Writes a PNG top to bottom from (rows, width, channels) uint8/uint16 blocks.
 
     ``target`` is a path or an open binary file. A path's file appears (renamed from a temporary
-    name) only when ``close`` has seen all ``height`` rows; a writer left early (an exception in a
-    ``with`` block) leaves nothing. ``icc_profile`` and ``dpi`` (x, y) become iCCP and pHYs chunks.
+    name of its own, ``fsutil.temp_path``: concurrent writers of one target never share it) only
+    when ``close`` has seen all ``height`` rows; a writer left early (an exception in a ``with``
+    block) or failing to write (a full disk: ImageWriteError) leaves nothing. ``icc_profile``
+    and ``dpi`` (x, y) become iCCP and pHYs chunks.
     With ``adaptive_filter`` each row gets the PNG filter that minimises its sum of absolute
     signed bytes (libpng's heuristic): about 10% smaller files of photos, and slower to write.
     """
@@ -46,22 +49,27 @@ class PngRowWriter:
         self._file, self._tmp = target, None  # _tmp: the temporary file of a path target
         if not is_file:
             self.path = Path(target)
-            self._tmp = self.path.with_name(f".{self.path.name}.partial")
+            self._tmp = temp_path(self.path)
             try:
-                self._file = open(self._tmp, "wb")  # closed by close() or abort()
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self._tmp, "xb")  # closed by close() or abort()
             except OSError as exc:
                 raise ImageWriteError(f"cannot write {self.path}: {exc}") from None
-        self._file.write(b"\x89PNG\r\n\x1a\n")
         self._chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth,
-                                         _COLOUR_TYPE[channels], 0, 0, 0))
+                                         _COLOUR_TYPE[channels], 0, 0, 0), b"\x89PNG\r\n\x1a\n")
         if icc_profile:
             self._chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile))
         if dpi:
             self._chunk(b"pHYs", struct.pack(">IIB", *(round(d / 0.0254) for d in dpi), 1))
 
-    def _chunk(self, kind: bytes, data: bytes) -> None:
-        self._file.write(struct.pack(">I", len(data)) + kind + data)
-        self._file.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(kind))))
+    def _chunk(self, kind: bytes, data: bytes, before: bytes = b"") -> None:
+        """Write one chunk (after ``before``); a failed write drops the file (ImageWriteError)."""
+        crc = struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+        try:
+            self._file.write(before + struct.pack(">I", len(data)) + kind + data + crc)
+        except OSError as exc:
+            self.abort()
+            raise ImageWriteError(f"cannot write {self.name}: {exc}") from None
 
     def _idat(self, data: bytes, final: bool = False) -> None:
         self._pending += data
@@ -99,14 +107,23 @@ class PngRowWriter:
         self._idat(self._zip.flush(), final=True)
         self._chunk(b"IEND", b"")
         if self._tmp is not None:
-            self._file.close()
-            os.replace(self._tmp, self.path)
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                os.replace(self._tmp, self.path)
+            except OSError as exc:
+                self.abort()
+                raise ImageWriteError(f"cannot write {self.name}: {exc}") from None
 
     def abort(self) -> None:
         """Drop a path's partial file."""
         if self._tmp is not None:
-            self._file.close()
-            self._tmp.unlink(missing_ok=True)
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the buffer's flush failed (a full disk): the file goes anyway
+            remove(self._tmp)
 
     def __enter__(self) -> "PngRowWriter":
         return self

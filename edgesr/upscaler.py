@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from edgesr.errors import InferenceError, TilingError
+from edgesr.finite import check_tile
 from edgesr.kernels.native import (
     BLEND_KINDS,
     DEFAULT_BLEND,
@@ -204,6 +205,7 @@ class Upscaler:
                 tile = next(finished)
                 out = np.concatenate(pending[:n_planes])[:, :tile.valid_h * s, :tile.valid_w * s]
                 del pending[:n_planes]
+                check_tile(out, tile)
                 key = (tile.valid_h, tile.valid_w, tile.overlap)
                 if key not in weights:
                     weights[key] = self.blend_weight(tile)

@@ -134,7 +134,42 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
     if proto.ir_version == 0:
         raise CheckpointError(f"{path}: not an ONNX model (no IR version)")
-    return decode_metadata({p.key: p.value for p in proto.metadata_props}, str(path))
+    check_external_data(path, proto)
+    props = {p.key: p.value for p in proto.metadata_props}
+    if not all(isinstance(t, str) for t in itertools.chain(props, props.values())):
+        raise CheckpointError(f"{path}: a metadata key or value is not UTF-8 text")
+    return decode_metadata(props, str(path))
+
+
+def check_external_data(path: Path, proto: onnx.ModelProto | None = None) -> None:
+    """Refuse an ONNX file whose external-data tensors point outside its own folder (an
+    absolute path or ``..``): a hostile model could otherwise read any file."""
+    path = Path(path)
+    if proto is None:
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except (DecodeError, OSError) as exc:
+            raise CheckpointError(f"{path}: not a readable ONNX model ({first_line(exc)})") \
+                from None
+    folder = path.resolve().parent
+    for tensor in _tensors(proto.graph):
+        for entry in tensor.external_data:
+            if entry.key == "location" and not (folder / entry.value).resolve().is_relative_to(
+                    folder):
+                raise CheckpointError(f"{path}: tensor {tensor.name!r} keeps its data in "
+                                      f"{entry.value!r}, outside the model's folder; refused")
+
+
+def _tensors(graph: onnx.GraphProto):
+    """Every tensor of a graph: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
 
 
 def _metadata(descriptor: ModelDescriptor) -> dict[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesr.errors import EdgesrError
+from edgesr.errors import EdgesrError, ExportError, first_line
 from edgesr.fidelity import psnr_from_mse
 from edgesr.fsutil import write_text
 
@@ -164,7 +164,10 @@ def onnx_runner(path: str | Path, threads: int = 0) -> Runner:
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime's own error types: an invalid or damaged graph
+        raise ExportError(f"{path}: ONNX Runtime cannot load it: {first_line(exc)}") from None
     name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {name: batch})[0].astype(np.float32)
 

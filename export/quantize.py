@@ -119,6 +119,7 @@ def quantize(model: str, output: str | Path, options: QuantizeOptions, *,
 
 def _reference_and_onnx(model: str, tmp: Path):
     """(reference runner, its name, FP32 ONNX path) for a model argument."""
+    from edgesr.export.onnx_export import check_external_data
     from edgesr.export.quality import onnx_runner, torch_runner
 
     path = Path(model)
@@ -126,6 +127,7 @@ def _reference_and_onnx(model: str, tmp: Path):
         if not path.is_file():
             raise EdgesrError(f"{path}: model file not found")
         _require_one_input(path)
+        check_external_data(path)
         return onnx_runner(path), "FP32 ONNX", path
     from edgesr.export.onnx_export import export_onnx
     from edgesr.models import load_model

@@ -20,6 +20,9 @@ MIN_OPSET = 17
 METADATA_PREFIX = "edgesr."
 _INT_KEYS = ("scale", "in_channels", "out_channels", "size_multiple", "latent_channels")
 _FLOAT_KEYS = ("vae_scaling_factor",)
+#: The ranges integer metadata must lie in (a scale of 0 or 100000 is a damaged file).
+_INT_RANGES = {"scale": (1, 16), "in_channels": (1, 64), "out_channels": (1, 64),
+               "size_multiple": (1, 1024), "latent_channels": (1, 64)}
 _JSON_KEYS = ("hyperparameters", "output_resize")
 
 
@@ -97,6 +100,16 @@ def encode_metadata(values: Mapping[str, Any]) -> dict[str, str]:
     return props
 
 
+def session_metadata(session, source: str) -> dict[str, Any]:
+    """``decode_metadata`` of an ONNX Runtime session's model; metadata that is not UTF-8 text
+    (which ONNX Runtime cannot decode) is a CheckpointError too."""
+    try:
+        props = session.get_modelmeta().custom_metadata_map
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{source}: a metadata key or value is not UTF-8 text") from None
+    return decode_metadata(props, source)
+
+
 def decode_metadata(props: Mapping[str, str], source: str = "ONNX model") -> dict[str, Any]:
     """The edgesr entries of ONNX ``metadata_props``, prefix stripped and values typed.
 
@@ -112,4 +125,8 @@ def decode_metadata(props: Mapping[str, str], source: str = "ONNX model") -> dic
                            else json.loads(text) if key in _JSON_KEYS else text)
         except ValueError:
             raise CheckpointError(f"{source}: bad metadata {full_key}={text!r}") from None
+        low, high = _INT_RANGES.get(key, (None, None))
+        if low is not None and not low <= values[key] <= high:
+            raise CheckpointError(f"{source}: bad metadata {full_key}={text!r}: must be from "
+                                  f"{low} to {high}")
     return values

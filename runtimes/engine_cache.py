@@ -2,29 +2,35 @@
 input of their build, so a stale or foreign engine is rebuilt and never loaded.
 
 An entry is a folder ``<root>/<backend>/<name>/`` holding the artifact and ``manifest.json``
-(the full key plus the sha256 of every file). The folder name encodes the model, precision,
+(the full key plus the sha256 of every file: a file it does not list, or a listed file that
+differs, means rebuild). The folder name encodes the model, precision,
 further build inputs (as a digest: an INT8 build's calibration set and layout), shape profile
 and device (after vs-mlrt's engine names); the backend version lives only in the manifest, so
 upgrading a backend rebuilds the entry in place instead of piling up old ones.
-Builds go to a temporary folder that is renamed into place, under an ``fcntl`` lock that keeps
-two builders from building the same entry at once (flock locks belong to the open file, so
-this holds across threads of one process as well as across processes).
+Builds go to a temporary folder (``fsutil.temp_path``) that is renamed into place, under a
+``fsutil.file_lock`` that keeps two builders, threads or processes, from building the same
+entry at once; what killed builders left (build folders, replaced entries) is removed by the
+next build in that backend's folder (``fsutil.clean_stale_temps``: by owner pid and age).
 """
 
-import fcntl
 import hashlib
 import json
-import os
 import re
-import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 from edgesr.errors import BackendUnavailableError, EdgesrError
-from edgesr.fsutil import cache_dir, sha256_file
+from edgesr.fsutil import (
+    cache_dir,
+    clean_stale_temps,
+    file_lock,
+    remove,
+    replace_dir,
+    sha256_file,
+    temp_path,
+)
 from edgesr.runtimes.registry import EngineSpec, engine_backends, entry, load
 
 MANIFEST = "manifest.json"
@@ -143,7 +149,9 @@ class EngineCache:
         if not isinstance(manifest, dict) or manifest.get("key") != asdict(key):
             return None
         files = manifest.get("files")
-        if not isinstance(files, dict) or not (folder / artifact_name).exists():
+        if not isinstance(files, dict) or files.keys() != _artifact_files(folder):
+            return None  # every file in the entry is listed (a missing listing means rebuild)
+        if not (artifact_name in files or any(n.startswith(f"{artifact_name}/") for n in files)):
             return None
         for name, digest in files.items():
             path = folder / name
@@ -163,25 +171,30 @@ class EngineCache:
             return CacheEntry(found, key, built=False)
         folder = self.entry_dir(key)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        with open(folder.with_name(folder.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        clean_stale_temps(folder.parent)  # build folders and old entries of killed builders
+        with file_lock(folder.with_name(folder.name + ".lock")):
             found = self.lookup(key, artifact_name)  # another builder may have finished
             if found is not None:
                 return CacheEntry(found, key, built=False)
-            tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+            tmp = temp_path(folder)
             tmp.mkdir()
             try:
                 build(tmp / artifact_name)
                 if not (tmp / artifact_name).exists():
                     raise EngineCacheError(f"{key.backend}: the build wrote no {artifact_name}")
-                files = {str(p.relative_to(tmp)): sha256_file(p)
-                         for p in sorted(tmp.rglob("*")) if p.is_file()}
+                files = {name: sha256_file(tmp / name) for name in sorted(_artifact_files(tmp))}
                 manifest = {"key": asdict(key), "files": files}
                 (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-                _replace_dir(tmp, folder)
+                replace_dir(tmp, folder)
             finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove(tmp)
         return CacheEntry(folder / artifact_name, key, built=True)
+
+
+def _artifact_files(folder: Path) -> set[str]:
+    """Relative paths of every file in an entry folder but its manifest."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if not p.is_dir() and p.relative_to(folder).as_posix() != MANIFEST}
 
 
 def model_sha256(path: Path) -> str:
@@ -203,15 +216,6 @@ def model_sha256(path: Path) -> str:
             for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Rename folder ``src`` to ``dst``, moving an existing (stale) ``dst`` aside first."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.old")
-        os.replace(dst, old)
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(src, dst)
 
 
 class Builder(Protocol):

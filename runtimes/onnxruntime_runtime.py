@@ -21,7 +21,7 @@ from edgesr.errors import (
     InferenceError,
     first_line,
 )
-from edgesr.export.specs import decode_metadata
+from edgesr.export.specs import session_metadata
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
 DEVICE_PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -110,7 +110,7 @@ class OnnxRuntime(Runtime):
         fixed_hw = (height, width) if height is not None else None
         self.session, self._input, self._output = session, inputs[0].name, outputs[0].name
         self._dtype = dtype
-        meta = decode_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+        meta = session_metadata(session, str(path))
         channels = channels or meta.get("in_channels")
         if channels is None:
             raise CheckpointError(f"{path}: dynamic channel axis and no edgesr metadata")

@@ -11,6 +11,7 @@ still waits for the GIL.)
 """
 
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,6 +250,12 @@ class OpenVINORuntime(Runtime):
                            preferred_batch=jobs)
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        # One caller at a time deals tiles to the request pool: two threads sharing a request
+        # get "Infer Request is busy" or each other's tiles. (Created here, on first use.)
+        with self.__dict__.setdefault("_infer_lock", threading.Lock()):
+            return self._infer_pooled(batch)
+
+    def _infer_pooled(self, batch: np.ndarray) -> np.ndarray:
         assert self._info is not None
         n, _, h, w = batch.shape
         if self._info.fixed_hw is not None and (h, w) != self._info.fixed_hw:

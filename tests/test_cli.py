@@ -217,3 +217,55 @@ def test_max_memory_too_small_for_the_whole_image_suggests_stream(tmp_path, heav
     assert "too small to hold the whole 3072x3072 output" in run["stderr"]
     assert "--stream" in run["stderr"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+@pytest.mark.parametrize("extra", [[], ["--stream"]])
+def test_upscale_onto_its_input_keeps_the_original(tmp_path, checkpoint, rng, capsys, extra,
+                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = _write_png(tmp_path / "a.png", rng)
+    original = src.read_bytes()
+    assert main(["upscale", "a.png", "-o", "./a.png", "-m", str(checkpoint), "-q", *extra]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edgesr: error:") and "would overwrite the input" in err
+    assert src.read_bytes() == original and sorted(os.listdir(tmp_path)) == ["a.png",
+                                                                              checkpoint.name]
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
+def test_nan_weights_fail_with_the_tile_and_write_nothing(tmp_path, rng, capsys, monkeypatch,
+                                                           backend):
+    pytest.importorskip(backend)
+    monkeypatch.setenv("EDGESR_CACHE", str(tmp_path / "cache"))
+    state = make_tiny("compact_x2").state_dict()
+    next(v for v in state.values() if v.is_floating_point()).view(-1)[0] = float("nan")
+    model = tmp_path / "nan.pth"
+    torch.save(state, model)
+    if backend != "torch":  # the checkpoint's own export fails its parity check: export as is
+        from edgesr.export.onnx_export import export_onnx
+        from edgesr.models import model_from_state_dict
+
+        model = export_onnx(model_from_state_dict(state), tmp_path / "nan.onnx", check=False).path
+    src = _write_png(tmp_path / "in.png", rng)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "o.png"), "-m", str(model), "-b",
+                 backend, "-q", "--tile", "16", "--overlap", "4"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edgesr: error:") and "NaN" in err and "x=0, y=0" in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_folder_run_lists_too_big_and_unreadable_entries_and_carries_on(tmp_path, checkpoint,
+                                                                        rng, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write_png(folder / "a.png", rng)
+    _write_png(folder / "big.png", rng, h=40, w=40)
+    os.mkfifo(folder / "fifo.png")
+    (folder / "dangling.png").symlink_to(tmp_path / "gone.png")
+    code = main(["upscale", str(folder), "-o", str(tmp_path / "out"), "-m", str(checkpoint), "-q",
+                 "--max-input-pixels", "1000"])
+    err = capsys.readouterr().err
+    assert code == 1 and "3 of 4 images failed" in err
+    assert "big.png: 40x40 gives 1600 input pixels, over the limit 1000" in err
+    assert "fifo.png: not a regular file" in err and "dangling.png: file not found" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]

@@ -1,5 +1,6 @@
 """Image files: round trips per format, depth and channel layout; orientation; metadata; errors."""
 
+import os
 import struct
 import zlib
 
@@ -246,3 +247,124 @@ def test_list_images(tmp_path):
     assert set(IMAGE_EXTENSIONS) == {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"}
     with pytest.raises(ImageReadError, match="not a folder"):
         list_images(tmp_path / "a.jpg")
+
+
+@pytest.mark.parametrize("name, bit_depth", [("o.tif", 8), ("o.tif", 16), ("o.png", 8),
+                                             ("o.png", 16), ("o.jpg", 8), ("o.webp", 8)])
+def test_full_disk_is_one_clear_error(tmp_path, monkeypatch, name, bit_depth):
+    """/dev/full fails every write with ENOSPC, as a full disk does (libtiff: at its header)."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def full_disk(target):
+        with open("/dev/full", "wb", buffering=0) as fh:
+            yield fh
+
+    monkeypatch.setattr(imageio, "atomic_open", full_disk)
+    with pytest.raises(ImageWriteError, match=f"{name}: cannot write image"):
+        write_image(tmp_path / name, np.zeros((64, 64, 3), np.float32), bit_depth=bit_depth)
+
+
+def test_read_only_folder_is_one_clear_error(tmp_path, monkeypatch):
+    """On a read-only mount, creating the temporary file and removing it both fail (EROFS)."""
+    import errno
+    import pathlib
+
+    from edgesr import fsutil
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    target = tmp_path / "o.png"
+    target.write_bytes(b"old")
+    monkeypatch.setattr(fsutil, "open", read_only, raising=False)
+    monkeypatch.setattr(pathlib.Path, "unlink", read_only)
+    with pytest.raises(ImageWriteError, match="o.png: cannot write image: .*Read-only"):
+        write_image(target, np.zeros((4, 4, 3), np.float32))
+    assert target.read_bytes() == b"old"
+
+
+def _in_thread(call, seconds: float = 10.0):
+    """``call()``'s exception (None if it returned); fails the test if it hangs."""
+    import threading
+
+    outcome = []
+
+    def run():
+        try:
+            call()
+            outcome.append(None)
+        except Exception as exc:  # noqa: BLE001 - the outcome is what the test checks
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"hung for {seconds} s"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: os.mkfifo(p), "not a regular file"),
+    (lambda p: p.mkdir(), "not a regular file"),
+    (lambda p: p.symlink_to("/dev/zero"), "not a regular file"),
+    (lambda p: p.symlink_to(p), "symbolic links"),
+    (lambda p: p.symlink_to(p.parent / "gone.png"), "file not found"),
+])
+def test_what_is_not_a_regular_file_is_refused_without_hanging(tmp_path, make, reason):
+    path = tmp_path / "x.png"
+    make(path)
+    error = _in_thread(lambda: read_image(path))
+    assert isinstance(error, ImageReadError) and reason in str(error) and "x.png" in str(error)
+
+
+def test_folder_listing_keeps_what_it_cannot_read_so_it_is_reported(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (tmp_path / "folder.png").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == ["a.png", "dangling.png", "fifo.png",
+                                                       "loop.png"]
+
+
+def _raw_tiff(data: np.ndarray, *, planar: bool = False, sample_format: int = 1) -> bytes:
+    """An uncompressed little-endian TIFF of HWC ``data`` (uint16 or float32), its samples
+    interleaved or (``planar``) one strip per channel."""
+    from PIL import TiffImagePlugin as t
+
+    height, width, channels = data.shape
+    little = data.astype(data.dtype.newbyteorder("<"))
+    strips = ([np.ascontiguousarray(little[..., i]).tobytes() for i in range(channels)]
+              if planar else [little.tobytes()])
+    ifd = t.ImageFileDirectory_v2(prefix=b"II")
+    tags = {t.IMAGEWIDTH: width, t.IMAGELENGTH: height, t.COMPRESSION: 1,
+            t.BITSPERSAMPLE: (data.dtype.itemsize * 8,) * channels, t.SAMPLESPERPIXEL: channels,
+            t.PHOTOMETRIC_INTERPRETATION: 2 if channels >= 3 else 1, t.ROWSPERSTRIP: height,
+            t.PLANAR_CONFIGURATION: 2 if planar else 1, 339: (sample_format,) * channels,
+            t.STRIPBYTECOUNTS: tuple(len(s) for s in strips),
+            # Pillow adds the IFD's end to the strip offsets
+            t.STRIPOFFSETS: tuple(sum(len(s) for s in strips[:i]) for i in range(len(strips)))}
+    if channels == 4:
+        tags[t.EXTRASAMPLES] = 2
+    for tag, value in tags.items():
+        ifd[tag] = value
+    return b"II*\0" + struct.pack("<I", 8) + ifd.tobytes(8) + b"".join(strips)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_planar_16bit_tiff_reads_exactly(tmp_path, rng, channels):
+    data = rng.integers(0, 65536, (8, 10, channels), dtype=np.uint16)
+    path = tmp_path / "planar.tif"
+    path.write_bytes(_raw_tiff(data, planar=True))
+    image = read_image(path)
+    assert image.bit_depth == 16
+    assert np.array_equal(np.round(image.pixels * 65535).astype(np.uint16), data)
+
+
+def test_float_colour_tiff_is_named_for_what_it_is(tmp_path, rng):
+    path = tmp_path / "float.tif"
+    path.write_bytes(_raw_tiff(rng.random((8, 10, 3), dtype=np.float32), sample_format=3))
+    with pytest.raises(ImageReadError, match="float.tif: a TIFF with 3 32-bit floating-point "
+                                             "samples a pixel"):
+        read_image(path)

@@ -1,5 +1,7 @@
 """``pipeline.upscale_file`` under a memory budget: what it needs from its caller."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import smooth_image
@@ -8,7 +10,7 @@ from stub_runtimes import NearestRuntime
 
 from edgesr.errors import EdgesrError
 from edgesr.model_memory import ModelMemory
-from edgesr.pipeline import upscale_file
+from edgesr.pipeline import plan_outputs, upscale_file, upscale_many
 from edgesr.runtimes.base import RuntimeInfo
 from edgesr.upscaler import Upscaler
 
@@ -42,3 +44,69 @@ def test_dynamic_runtime_needs_measured_memory(tmp_path, src):
         out = upscale_file(upscaler, src, tmp_path / "b.png", max_memory=64e9,
                            model_memory=ModelMemory(bytes_per_pixel=1024, fixed_bytes=0))
     assert Image.open(out).size == (104, 80) and not (tmp_path / "a.png").exists()
+
+
+def _pngs(folder, *names):
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        Image.new("RGB", (4, 4)).save(folder / name)
+    return folder
+
+
+@pytest.mark.parametrize("output", ["in.png", "./in.png", "sub/../in.png"])
+def test_an_input_is_never_its_own_output(tmp_path, src, monkeypatch, output):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(EdgesrError, match="would overwrite the input"):
+        plan_outputs(Path("in.png"), Path(output), "x2", None)
+
+
+def test_a_folder_into_itself_would_replace_its_originals(tmp_path):
+    folder = _pngs(tmp_path / "photos", "a.png", "b.png")
+    with pytest.raises(EdgesrError, match="would overwrite the input"):
+        plan_outputs(folder, folder, "x2", None)
+    assert [s.name for s, _ in plan_outputs(folder, folder, "x2", ".jpg")] == ["a.png", "b.png"]
+
+
+def test_two_inputs_onto_one_output_are_refused(tmp_path):
+    folder = _pngs(tmp_path / "photos", "a.png")
+    Image.new("RGB", (4, 4)).save(folder / "a.jpg")
+    with pytest.raises(EdgesrError, match="a.jpg and .*a.png would both be written to"):
+        plan_outputs(folder, tmp_path / "out", "x2", "png")
+
+
+@pytest.mark.parametrize("ext", ["/../../x.png", "../x.png", ".p/ng", "", ".", ".png/"])
+def test_ext_is_an_extension_only(tmp_path, ext):
+    folder = _pngs(tmp_path / "photos", "a.png")
+    with pytest.raises(EdgesrError, match="--ext"):
+        plan_outputs(folder, tmp_path / "out", "x2", ext)
+
+
+def test_a_run_cleans_what_killed_runs_left_in_its_output_folder(tmp_path, src):
+    import os
+    import subprocess
+    import sys
+
+    from edgesr.fsutil import temp_path
+
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = temp_path(out / "in.png")
+    stale = stale.with_name(stale.name.replace(f".{os.getpid()}-", f".{dead}-"))
+    stale.write_bytes(b"half a PNG")
+    live = temp_path(out / "other.png")  # a writer of this process, still at work
+    live.write_bytes(b"in progress")
+    with NearestRuntime() as runtime:
+        results = upscale_many(Upscaler(runtime), [(src, out / "in.png")], lambda r: None)
+    assert results[0].error is None
+    assert sorted(p.name for p in out.iterdir()) == sorted(["in.png", live.name])
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_a_link_to_the_input_is_the_input(tmp_path, src, link):
+    out = tmp_path / "out.png"
+    out.symlink_to(src) if link == "symlink" else out.hardlink_to(src)
+    with pytest.raises(EdgesrError, match="would overwrite the input"):
+        plan_outputs(src, out, "x2", None)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from edgesr.limits import DEFAULT_INPUT_PIXELS, DEFAULT_OUTPUT_PIXELS
 from edgesr.runtimes.registry import BACKENDS
 
 
@@ -34,6 +35,12 @@ def register(sub) -> None:
     up.add_argument("--stream", action="store_true", help="write PNG output row band by row "
                     "band: memory stays flat in image size (for very large images)")
     up.add_argument("--ext", help="output extension for folder runs, e.g. .png")
+    up.add_argument("--max-input-pixels", metavar="N", help="refuse (from the header, before "
+                    "decoding) images with more pixels, e.g. 64M or 8000x8000; 0: no limit "
+                    f"(default: {DEFAULT_INPUT_PIXELS // 10**6}M)")
+    up.add_argument("--max-output-pixels", metavar="N", help="refuse images whose upscale has "
+                    f"more pixels (default: {DEFAULT_OUTPUT_PIXELS // 10**6}M; raise it with "
+                    "--stream)")
     up.add_argument("--threads", type=int, default=0, help="CPU threads for the backend")
     up.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     up.add_argument("--consistency-map", metavar="PATH", help="also write a heat map of where "
@@ -79,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
     if args.consistency_map and (args.max_memory or args.stream):
         raise EdgesrError("--consistency-map holds the whole output and its map in memory; "
                           "it takes no --stream or --max-memory")
+    from edgesr.limits import PixelLimits, parse_pixels
+
+    limits = PixelLimits(**{kind: parse_pixels(value) for kind, value in (
+        ("input", args.max_input_pixels), ("output", args.max_output_pixels)) if value})
     max_memory = parse_size(args.max_memory) if args.max_memory else None
     if max_memory:
         return_freed_memory()
@@ -109,13 +120,16 @@ def run(args: argparse.Namespace) -> int:
         def report(result) -> None:
             files.update()
             if result.error:
-                tqdm.write(f"edgesr: failed: {result.error}", file=sys.stderr)
+                error = result.error if str(result.source) in result.error else \
+                    f"{result.source}: {result.error}"
+                tqdm.write(f"edgesr: {'error' if len(pairs) == 1 else 'failed'}: {error}",
+                           file=sys.stderr)
             elif not args.quiet:
                 tqdm.write(f"{result.source} -> {result.target}")
 
         results = upscale_many(upscaler, pairs, report, outscale=args.outscale,
                                bit_depth=args.bit_depth, stream=args.stream,
-                               max_memory=max_memory, model_memory=memory)
+                               max_memory=max_memory, model_memory=memory, limits=limits)
         files.close()
     failed = [r for r in results if r.error]
     if failed and len(results) > 1:

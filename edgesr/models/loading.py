@@ -1,6 +1,7 @@
 """Read model files: PyTorch .pth, .safetensors and ncnn .param/.bin pairs."""
 
 import pickle
+import stat
 import zipfile
 from pathlib import Path
 
@@ -20,26 +21,61 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     basicsr checkpoints keep the weights under ``params_ema`` (preferred) or ``params``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+    _check_regular(path)
     if path.suffix == ".safetensors":
-        return _load_safetensors(path)
+        return _check_dtypes(path, _load_safetensors(path))
     if path.suffix not in TORCH_SUFFIXES:
         raise CheckpointError(
             f"{path}: unsupported checkpoint type {path.suffix!r} "
             "(expected .pth, .pt, .safetensors or an ncnn .param)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+    # Damaged files raise many kinds: OSError (Errno 22) from a truncated zip archive, KeyError
+    # or IndexError from the weights-only unpickler on a damaged pickle, and the usual ones.
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError,
+            OSError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
-                              f"({first_line(exc)})") from None
+                              f"({_reason(exc)})") from None
     for key in WRAPPER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: checkpoint holds no state_dict of tensors")
-    return obj
+    return _check_dtypes(path, obj)
+
+
+def _check_regular(path: Path) -> None:
+    """A missing path, or one that is no regular file (a folder, FIFO, device), is refused."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{path}: checkpoint not a regular file (a folder, FIFO or device)")
+
+
+def _reason(exc: BaseException) -> str:
+    """Why torch.load failed, in one line. Its weights-only refusal advises loading with
+    ``weights_only=False``, which would run the file's code: that advice is never passed on."""
+    if "weights_only" in str(exc) or "Weights only" in str(exc):
+        return "it holds Python objects other than tensors, which edgesr never unpickles"
+    if isinstance(exc, (KeyError, IndexError, TypeError, AttributeError)):
+        return f"a damaged pickle: {type(exc).__name__} {first_line(exc)}"
+    return first_line(exc)
+
+
+def _check_dtypes(path: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights are floating point (bool, integer or complex ones would be cast in silence);
+    BatchNorm's ``num_batches_tracked`` counter is the one integer tensor allowed."""
+    for name, tensor in state.items():
+        if not tensor.is_floating_point() and not name.endswith("num_batches_tracked"):
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            raise CheckpointError(f"{path}: weight {name!r} is stored as {dtype}; a model's "
+                                  "weights are floating point (float32, float16 or bfloat16)")
+    return state
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:

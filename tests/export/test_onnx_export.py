@@ -221,3 +221,45 @@ def test_read_metadata_of_foreign_onnx(tmp_path, exported):
     del model.metadata_props[:]
     onnx.save(model, str(tmp_path / "foreign.onnx"))
     assert read_onnx_metadata(tmp_path / "foreign.onnx") == {}
+
+
+def _with_props(tmp_path, source, props: dict):
+    model = onnx.load(str(source))
+    for key, value in props.items():
+        entry = next((p for p in model.metadata_props if p.key == key), None)
+        entry = entry or model.metadata_props.add()
+        entry.key, entry.value = key, value
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("key, value", [("edgesr.size_multiple", "0"), ("edgesr.scale", "-4"),
+                                        ("edgesr.scale", "100000"), ("edgesr.in_channels", "0"),
+                                        ("edgesr.scale", "0")])
+def test_metadata_out_of_range_is_refused(tmp_path, exported, key, value):
+    path = _with_props(tmp_path, exported("compact_x2")[1], {key: value})
+    with pytest.raises(CheckpointError, match=f"m.onnx: bad metadata {key}={value!r}: "):
+        read_onnx_metadata(path)
+
+
+def test_metadata_key_that_is_not_utf8_is_refused(tmp_path, exported):
+    path = _with_props(tmp_path, exported("compact_x2")[1], {"edgesr.scale": "2"})
+    path.write_bytes(path.read_bytes().replace(b"edgesr.scale", b"edgesr.sc\xffle"))
+    with pytest.raises(CheckpointError, match="m.onnx: .*metadata .*not UTF-8"):
+        read_onnx_metadata(path)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("broken", ["range", "utf8"])
+def test_runtimes_refuse_bad_metadata(tmp_path, exported, backend, broken):
+    pytest.importorskip(backend)
+    from edgesr.runtimes import create_runtime
+
+    value = "0" if broken == "range" else "2"
+    path = _with_props(tmp_path, exported("compact_x2")[1], {"edgesr.size_multiple": value})
+    if broken == "utf8":
+        data = path.read_bytes().replace(b"edgesr.size_multiple", b"edgesr.size\xffmultiple")
+        path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="m.onnx: .*metadata"):
+        create_runtime(backend, path).activate()

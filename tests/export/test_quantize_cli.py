@@ -88,3 +88,38 @@ def test_diffusion_denoiser_is_refused_with_one_line(tmp_path, files, capsys):
         err = capsys.readouterr().err
         assert "not yet diffusion graphs" in err and err.count("\n") == 1
     assert not (tmp_path / "q.onnx").exists()
+
+
+@pytest.mark.parametrize("location", ["../../outside.bin", "/etc/hostname", "sub/../../x.bin"])
+def test_external_data_outside_the_model_folder_is_refused(tmp_path, exported, capsys,
+                                                           location):
+    import onnx
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    onnx.save_model(onnx.load(str(exported("compact_x2")[1])), str(folder / "m.onnx"),
+                    save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    proto = onnx.load(str(folder / "m.onnx"), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save(proto, str(folder / "m.onnx"))
+    code = main(["quantize", str(folder / "m.onnx"), "--precision", "fp16", "-o",
+                 str(tmp_path / "q.onnx"), "--eval-count", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("edgesr: error:") and len(err.splitlines()) == 1
+    assert "outside the model's folder" in err and not (tmp_path / "q.onnx").exists()
+
+
+def test_invalid_graph_is_one_clear_error(tmp_path, exported, capsys):
+    import onnx
+
+    model = onnx.load(str(exported("compact_x2")[1]))
+    model.graph.node[3].op_type = "NoSuchOp"
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    code = main(["quantize", str(tmp_path / "bad.onnx"), "--precision", "fp16", "-o",
+                 str(tmp_path / "q.onnx")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("edgesr: error:") and "NoSuchOp" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "q.onnx").exists()

@@ -196,3 +196,56 @@ def test_model_sha256_covers_weights_files_and_folders(tmp_path):
     assert model_sha256(tmp_path) != folder_hash
     (tmp_path / "unet.onnx.data").write_bytes(b"other weights")
     assert len({model_sha256(graph), alone}) == 2 and model_sha256(tmp_path) != folder_hash
+
+
+@pytest.mark.parametrize("tamper", ["emptied", "unlisted file", "artifact unlisted"])
+def test_every_artifact_file_must_be_listed_and_hashed(tmp_path, tamper):
+    """With the manifest's files map emptied, another model's model.bin dropped into the entry
+    would be served as cached: a file the manifest does not list means rebuild."""
+    cache = EngineCache(tmp_path)
+    artifact = cache.get_or_build(KEY, "model.xml", Builder(b"<xml/>")).artifact
+    folder = artifact.parent
+    manifest = json.loads((folder / MANIFEST).read_text())
+    if tamper == "emptied":
+        manifest["files"] = {}
+    elif tamper == "unlisted file":
+        (folder / "model.bin").write_bytes(b"another model's weights")
+    else:
+        manifest["files"] = {"other.txt": hashlib.sha256(b"x").hexdigest()}
+        (folder / "other.txt").write_bytes(b"x")
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    assert cache.lookup(KEY, "model.xml") is None
+    assert cache.get_or_build(KEY, "model.xml", Builder(b"<xml/>")).built
+    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, "model.xml"]
+
+
+def test_a_folder_where_the_lock_file_belongs_is_one_clear_error(tmp_path):
+    cache = EngineCache(tmp_path)
+    folder = cache.entry_dir(KEY)
+    folder.with_name(folder.name + ".lock").mkdir(parents=True)
+    with pytest.raises(EdgesrError, match=r"\.lock: expected a lock file"):
+        cache.get_or_build(KEY, "model.plan", Builder())
+
+
+def test_stale_build_folders_and_old_entries_are_cleaned_on_the_next_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from edgesr.fsutil import temp_path
+
+    cache = EngineCache(tmp_path)
+    folder = cache.entry_dir(KEY)
+    folder.parent.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    litter = [temp_path(folder), temp_path(folder, kind="old"), temp_path(folder.parent / "x")]
+    for path in litter:  # as a killed build left them: named for a process that is gone
+        path = path.with_name(path.name.replace(f".{os.getpid()}-", f".{dead}-"))
+        (path / "sub").mkdir(parents=True)
+        (path / "sub" / "model.bin").write_bytes(b"53 MB of weights")
+    live = temp_path(folder)  # this process's own: a build in progress in another thread
+    live.mkdir()
+    cache.get_or_build(KEY, "model.plan", Builder())
+    names = sorted(p.name for p in folder.parent.iterdir())
+    assert names == sorted([folder.name, folder.name + ".lock", live.name])

@@ -132,3 +132,28 @@ def test_onnx_builds_its_ir_through_the_engine_cache(models, tmp_path, monkeypat
                      .glob("*/model.xml"))
     assert len(entries) == 2 and [len(v) for v in irs.values()] == [1, 1]
     assert "-fp32-" in entries[1] and "-fp16-" in entries[0]
+
+
+def test_one_runtime_shared_by_threads_returns_each_call_its_own_output(models):
+    """8 threads x 50 calls on one activated runtime: every call gets exactly the output a
+    serial call gives for its own input (no "Infer Request is busy", no other call's tile)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, path = models["compact_x4"]
+    inputs = np.random.default_rng(0).random((400, 1, 3, 16, 16), dtype=np.float32)
+    with OpenVINORuntime(path, OpenVINOConfig(num_requests=2)) as runtime:
+        serial = [runtime.infer(x) for x in inputs]
+        with ThreadPoolExecutor(8) as pool:
+            threaded = list(pool.map(runtime.infer, inputs))
+    wrong = sum(not np.array_equal(a, b) for a, b in zip(threaded, serial, strict=True))
+    assert wrong == 0, f"{wrong} of 400 threaded calls differ from serial"
+
+
+@pytest.mark.parametrize("name, content", [("junk.xml", b"garbage"), ("junk.onnx", b"\x08garb")])
+def test_read_failures_say_why_not_where(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(EdgesrError) as info:
+        OpenVINORuntime(tmp_path / name).activate()
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / name}: OpenVINO cannot read it: ")
+    assert "Exception from src/" not in message and not message.endswith(":")
