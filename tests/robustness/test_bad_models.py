@@ -36,8 +36,8 @@ class _Payload:
 
 
 def _write_ncnn(model, stem: Path) -> Path:
-    """tests/export/test_ncnn.py's writer of an ncnn pair (fp32 weights)."""
-    path = Path(__file__).parents[1] / "export" / "test_ncnn.py"
+    """tests/models/test_ncnn.py's writer of an ncnn pair (fp32 weights)."""
+    path = Path(__file__).parents[1] / "models" / "test_ncnn.py"
     spec = importlib.util.spec_from_file_location("_ncnn_writer", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
