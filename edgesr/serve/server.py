@@ -2,6 +2,9 @@
 last request; SIGINT/SIGTERM stop accepting, finish in-flight and queued work, then exit."""
 
 import logging
+import socket
+import threading
+import time
 
 from edgesr.serve.auth import check_bind
 from edgesr.serve.config import ServeConfig
@@ -30,3 +33,35 @@ def serve(config: ServeConfig, specs: list[EngineSpec], *, log_level: str = "inf
         server.run()
     finally:
         close_engines(engines)
+
+
+class ThreadedServer:
+    """An app served by uvicorn in a background thread, on a loopback port picked by the OS
+    (the socket is bound before uvicorn starts, so there is no race for the port): for
+    embedding in a Python process, tests and benchmarks. ``url`` is its address."""
+
+    def __init__(self, app, host: str = "127.0.0.1", log_level: str = "warning"):
+        import uvicorn
+
+        self.socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.socket.bind((host, 0))
+        port = self.socket.getsockname()[1]
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]},
+                                       name="edgesr-uvicorn", daemon=True)
+
+    def __enter__(self) -> "ThreadedServer":
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the edgesr server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        """Stop as SIGTERM does: in-flight requests and queued jobs finish first."""
+        self.server.should_exit = True
+        self.thread.join()
+        self.socket.close()

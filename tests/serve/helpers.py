@@ -1,40 +1,13 @@
-"""Test helpers for the service: a live uvicorn server, a gated session, small images."""
+"""Test helpers for the service: a gated session, small images; ``LiveServer`` is
+``edgesr.serve.server.ThreadedServer``."""
 
 import io
-import socket
 import threading
-import time
 
 import numpy as np
 from PIL import Image
 
-
-class LiveServer:
-    """``app`` served by uvicorn on 127.0.0.1 (a socket bound to port 0, so no port race)."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.app = app
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]},
-                                       daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.server.should_exit = True
-        self.thread.join(60)
-        self.socket.close()
+from edgesr.serve.server import ThreadedServer as LiveServer  # noqa: F401
 
 
 class GatedSession:
