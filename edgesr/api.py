@@ -82,13 +82,18 @@ class Session:
 
     def upscale_file(self, source: str | Path, target: str | Path, *,
                      outscale: float | None = None, bit_depth: int | None = None) -> Path:
-        """Upscale one image file to ``target`` exactly as ``edgesr upscale`` writes it (format
-        from the extension, written atomically, EXIF orientation, ICC profile and DPI carried
-        over); return the written path."""
+        """Upscale one image file to ``target`` (format from the extension, written atomically,
+        EXIF orientation applied, ICC profile and DPI carried over, as ``edgesr upscale`` writes
+        it), then carry the source's EXIF into JPEG, PNG and WebP outputs (``edgesr.exif``);
+        return the written path."""
+        from edgesr.exif import carry_exif
+
         with self._lock:
             self._require_open()
-            return _upscale_file(self._upscaler, Path(source), Path(target), outscale=outscale,
-                                 bit_depth=bit_depth)
+            written = _upscale_file(self._upscaler, Path(source), Path(target),
+                                    outscale=outscale, bit_depth=bit_depth)
+        carry_exif(source, written)
+        return written
 
     def _run(self, pixels: np.ndarray, outscale: float | None) -> np.ndarray:
         with self._lock:

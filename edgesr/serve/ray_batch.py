@@ -1,8 +1,8 @@
 """A folder of images on a Ray cluster: actors that each hold one loaded session.
 
 Every actor loads the model once (``edgesr.load``) and upscales the (input, output) pairs it is
-handed with ``Session.upscale_file``, the function ``edgesr upscale`` writes with, so the
-outputs are the same files, written atomically; a failing file is reported with its reason and
+handed with ``Session.upscale_file``: the files ``edgesr upscale`` writes (plus the source's
+EXIF), written atomically; a failing file is reported with its reason and
 the run carries on. Inputs and outputs must be paths every node sees (a NAS share mounted at
 the same place on each). Ray comes with ``pip install 'edgesr[ray]'``.
 """
