@@ -46,6 +46,23 @@ def test_upscale_raw_and_multipart_equal_the_api(tmp_path, session):
     assert not list((tmp_path / "work" / "results").iterdir())
 
 
+def test_heic_in_heic_out_and_avif_on_request(tmp_path, session):
+    pytest.importorskip("pillow_heif")
+    from edgesr.heif import register_openers
+
+    register_openers()
+    heic = png_bytes(24, 32, seed=4, fmt="HEIF")
+    with LiveServer(_app(tmp_path, {"tiny": session})) as live:
+        same = httpx.post(f"{live.url}/v1/upscale", content=heic, timeout=60)
+        avif = httpx.post(f"{live.url}/v1/upscale", params={"format": "avif"}, content=heic,
+                          timeout=60)
+    assert same.status_code == 200 and same.headers["content-type"] == "image/heic"
+    assert avif.status_code == 200 and avif.headers["content-type"] == "image/avif"
+    for response, fmt in ((same, "HEIF"), (avif, "AVIF")):
+        with Image.open(io.BytesIO(response.content)) as image:
+            assert image.format == fmt and image.size == (64, 48)
+
+
 def test_jobs_queue_a_large_image_and_serve_its_result(tmp_path, session):
     data = png_bytes(40, 36, seed=3)
     with LiveServer(_app(tmp_path, {"tiny": session})) as live:
