@@ -187,7 +187,7 @@ def test_metrics_and_openapi(tmp_path, session):
     assert ready.json()["models"] == ["tiny"]
 
 
-def test_shutdown_finishes_the_image_in_flight(tmp_path, session):
+def test_shutdown_finishes_the_image_in_flight_and_the_queued_job(tmp_path, session):
     gated = GatedSession(session)
     app = _app(tmp_path, {"tiny": gated})
     answer = {}
@@ -200,11 +200,14 @@ def test_shutdown_finishes_the_image_in_flight(tmp_path, session):
     client = threading.Thread(target=send)
     client.start()
     assert gated.started.wait(60)
+    queued = httpx.post(f"{live.url}/v1/jobs", content=png_bytes(seed=7), timeout=60).json()
     live.server.should_exit = True  # as SIGTERM does
     gated.gate.set()
     client.join(60)
     live.__exit__(None, None, None)
     assert answer["response"].status_code == 200
+    job = app.state.work.kept[queued["id"]]
+    assert job.state == "done" and job.target.is_file()
     assert not app.state.work.accepting
 
 
