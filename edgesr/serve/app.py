@@ -31,6 +31,11 @@ MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp",
                ".tif": "image/tiff", ".heic": "image/heic", ".heif": "image/heif",
                ".avif": "image/avif"}
 JOB_ID = re.compile(r"[0-9a-f]{32}")
+#: The request body of the upload endpoints, for the OpenAPI document (read by hand, streamed).
+IMAGE_BODY = {"requestBody": {"required": True, "content": {
+    "image/*": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary"}}}}}}}
 MAX_OUTSCALE = 16.0
 
 
@@ -114,7 +119,7 @@ def create_app(config: ServeConfig, engines: dict[str, Session],
             raise
 
     @app.post("/v1/upscale", summary="Upscale one image; the image comes back",
-              response_class=FileResponse,
+              response_class=FileResponse, openapi_extra=IMAGE_BODY,
               responses={200: {"content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))}},
                          400: {}, 401: {}, 413: {}, 429: {}, 504: {}})
     async def upscale(request: Request,
@@ -138,7 +143,8 @@ def create_app(config: ServeConfig, engines: dict[str, Session],
         return FileResponse(job.target, media_type=MEDIA_TYPES[job.target.suffix],
                             background=BackgroundTask(remove, job.target))
 
-    @app.post("/v1/jobs", status_code=202, summary="Queue one image; poll the job for it")
+    @app.post("/v1/jobs", status_code=202, summary="Queue one image; poll the job for it",
+              openapi_extra=IMAGE_BODY)
     async def submit_job(request: Request, model: str | None = None,
                          outscale: float | None = None, format: str | None = None):
         job = await accept(request, model, outscale, format, keep=True)

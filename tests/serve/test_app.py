@@ -184,6 +184,8 @@ def test_metrics_and_openapi(tmp_path, session):
     assert 'backend="torch"' in text and 'name="tiny"' in text and 'precision="' in text
     assert {"/v1/upscale", "/v1/jobs", "/v1/jobs/{job_id}", "/healthz", "/readyz",
             "/metrics"} <= set(openapi["paths"])
+    body = openapi["paths"]["/v1/upscale"]["post"]["requestBody"]["content"]
+    assert {"image/*", "multipart/form-data"} <= set(body)
     assert ready.json()["models"] == ["tiny"]
 
 
