@@ -26,6 +26,9 @@ def register(sub) -> None:
                    help="largest request body (default: 64M)")
     p.add_argument("--max-pixels", type=float, default=40e6,
                    help="largest input width x height (default: 40e6)")
+    p.add_argument("--max-output-pixels", type=float, default=256e6,
+                   help="largest output width x height at the asked scale; the output is held "
+                   "in memory (default: 256e6, about 3 GB)")
     p.add_argument("--queue-size", type=int, default=8,
                    help="images waiting before requests get 429 (default: 8)")
     p.add_argument("--workers", type=int, default=1, help="images upscaled at once")
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
     check_bind(args.host, token)  # before any model is loaded
-    for name in ("queue_size", "workers", "timeout", "max_pixels"):
+    for name in ("queue_size", "workers", "timeout", "max_pixels", "max_output_pixels"):
         if getattr(args, name) <= 0:
             raise EdgesrError(f"--{name.replace('_', '-')} must be positive")
     try:
@@ -56,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise EdgesrError(f"edgesr serve needs {exc.name}: pip install 'edgesr[serve]'") from None
     limits = Limits(max_upload_bytes=int(parse_size(args.max_upload)),
-                    max_pixels=int(args.max_pixels), queue_size=args.queue_size,
+                    max_pixels=int(args.max_pixels),
+                    max_output_pixels=int(args.max_output_pixels), queue_size=args.queue_size,
                     workers=args.workers, timeout_s=args.timeout)
     work_dir = Path(args.work_dir) if args.work_dir else cache_dir() / "serve"
     config = ServeConfig(host=args.host, port=args.port, token=token, work_dir=work_dir,

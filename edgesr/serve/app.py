@@ -109,6 +109,13 @@ def create_app(config: ServeConfig, engines: dict[str, Session],
         except BaseException:
             remove(source)
             raise
+        factor = outscale or engines[model].scale
+        out_pixels = round(width * factor) * round(height * factor)
+        if out_pixels > config.limits.max_output_pixels:
+            remove(source)
+            raise RequestError(413, f"a {width}x{height} image at x{factor:g} gives {out_pixels} "
+                                    f"pixels, over the output limit of "
+                                    f"{config.limits.max_output_pixels}")
         ext = OUTPUT_FORMATS[fmt.lower()] if fmt else SAME_FORMAT.get(found, ".png")
         job = Job(model=model, source=source, target=results / f"{job_id}{ext}",
                   size=(width, height), outscale=outscale, id=job_id)

@@ -18,7 +18,9 @@ class Limits:
     """What one request may ask of the box.
 
     ``max_upload_bytes``: request body size (413 above it). ``max_pixels``: input width x height,
-    read from the image header before anything is decoded (413 above it). ``queue_size``: images
+    read from the image header before anything is decoded (413 above it);
+    ``max_output_pixels``: the same for the output at the asked scale (the output is held in
+    memory as float32: 256e6 RGB pixels are about 3 GB). ``queue_size``: images
     waiting for a worker (429 with Retry-After when full). ``timeout_s``: how long
     ``/v1/upscale`` waits for its image (504 after it). ``workers``: images upscaled at once.
     ``job_ttl_s``: how long a finished ``/v1/jobs`` result is kept for download.
@@ -26,6 +28,7 @@ class Limits:
 
     max_upload_bytes: int = 64 * 1024 * 1024
     max_pixels: int = 40_000_000
+    max_output_pixels: int = 256_000_000
     queue_size: int = 8
     timeout_s: float = 300.0
     workers: int = 1

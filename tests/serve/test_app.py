@@ -121,7 +121,7 @@ def test_oversized_and_corrupt_images_get_one_line_and_the_server_stays_up(tmp_p
     data = png_bytes()
     corrupt = data[:60]  # a valid header, the pixel data cut off
     with LiveServer(_app(tmp_path, {"tiny": session}, max_upload_bytes=len(data) + 10,
-                         max_pixels=30 * 30)) as live:
+                         max_pixels=30 * 30, max_output_pixels=56 * 40)) as live:
         post = lambda body, **kw: httpx.post(f"{live.url}/v1/upscale", content=body,  # noqa: E731
                                              timeout=60, **kw)
         too_big = post(data + b"\0" * 100)
@@ -132,6 +132,7 @@ def test_oversized_and_corrupt_images_get_one_line_and_the_server_stays_up(tmp_p
         not_image = post(b"hello, not an image")
         empty = post(b"")
         bad_model = post(data, params={"model": "nope"})
+        too_large_out = post(data, params={"outscale": 3})
         health = httpx.get(f"{live.url}/healthz", timeout=60)
         still_works = post(data)
     assert too_big.status_code == 413 and "limit" in too_big.json()["error"]
@@ -141,6 +142,8 @@ def test_oversized_and_corrupt_images_get_one_line_and_the_server_stays_up(tmp_p
         assert response.status_code == 400
         error = response.json()["error"]
         assert error and "\n" not in error and "Traceback" not in error
+    assert too_large_out.status_code == 413
+    assert "28x20 image at x3 gives 5040 pixels" in too_large_out.json()["error"]
     assert bad_model.status_code == 404 and "tiny" in bad_model.json()["error"]
     assert health.status_code == 200 and still_works.status_code == 200
 
