@@ -70,11 +70,34 @@ class Session:
             return self._run(image, outscale)
         raise TilingError(f"expected a uint8, uint16 or float image, got {image.dtype}")
 
+    @property
+    def precision(self) -> str:
+        """The precision the backend reports running at, or "default" where it reports none
+        (the model file's own precision on the backend's default settings)."""
+        return getattr(self._runtime, "effective_precision", None) or "default"
+
+    def tile_count(self, height: int, width: int) -> int:
+        """How many tiles an image of ``height`` x ``width`` input pixels is cut into."""
+        return len(self._upscaler.plan(height, width))
+
+    def upscale_file(self, source: str | Path, target: str | Path, *,
+                     outscale: float | None = None, bit_depth: int | None = None) -> Path:
+        """Upscale one image file to ``target`` (format from the extension, written atomically,
+        EXIF orientation applied, ICC profile and DPI carried over, as ``edgesr upscale`` writes
+        it, the source's EXIF carried into JPEG, PNG and WebP outputs); return the written path."""
+        with self._lock:
+            self._require_open()
+            return _upscale_file(self._upscaler, Path(source), Path(target), outscale=outscale,
+                                 bit_depth=bit_depth)
+
     def _run(self, pixels: np.ndarray, outscale: float | None) -> np.ndarray:
         with self._lock:
-            if not self._runtime.is_active:
-                raise EdgesrError("this edgesr session is closed")
+            self._require_open()
             return self._upscaler.upscale(pixels, outscale=outscale)
+
+    def _require_open(self) -> None:
+        if not self._runtime.is_active:
+            raise EdgesrError("this edgesr session is closed")
 
     def _upscale_pil(self, image, outscale: float | None):
         from PIL import Image as PILImage
@@ -131,8 +154,7 @@ def upscale_file(source: str | Path, target: str | Path, *, model: str | Path | 
     """Upscale one image file to ``target`` (format from its extension, written atomically;
     EXIF orientation, ICC profile and DPI carried over); return the written path."""
     with load(model, backend=backend, tile=tile, overlap=overlap, **options) as session:
-        return _upscale_file(session._upscaler, Path(source), Path(target), outscale=outscale,
-                             bit_depth=bit_depth)
+        return session.upscale_file(source, target, outscale=outscale, bit_depth=bit_depth)
 
 
 def _is_pil(image: object) -> bool:

@@ -24,13 +24,14 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, TiffImagePlugin, UnidentifiedImageError
 
+from edgesr import heif
 from edgesr.errors import ImageReadError, ImageWriteError, first_line
 from edgesr.fsutil import atomic_open
 from edgesr.kernels.native import to_uint
 from edgesr.png import PngRowWriter
 
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
-            ".tiff": "TIFF"}
+            ".tiff": "TIFF", **heif.FORMATS}
 IMAGE_EXTENSIONS = tuple(_FORMATS)
 """File extensions (lower case) that ``list_images`` finds and ``write_image`` writes."""
 
@@ -66,6 +67,7 @@ def read_image(path: str | os.PathLike) -> Image:
     Raises ImageReadError, naming the file, if it is missing, not an image or damaged.
     """
     path = _regular_file(path)
+    heif.prepare(path, ImageReadError)
     try:
         with PILImage.open(path) as src:
             rawmode = _rawmode(src.tile)
@@ -151,7 +153,8 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, *, bit_depth: int |
         bit_depth = like.bit_depth if like is not None else 16 if pixels.dtype == np.uint16 else 8
     if bit_depth not in (8, 16):
         raise ImageWriteError(f"{path}: bit depth must be 8 or 16, not {bit_depth}")
-    if fmt in ("JPEG", "WEBP"):
+    heif.prepare(path, ImageWriteError)
+    if fmt in ("JPEG", "WEBP", *heif.FORMATS.values()):
         bit_depth = 8
     if pixels.dtype.kind != "f":
         pixels = pixels.astype(np.float32) / np.iinfo(pixels.dtype).max

@@ -15,6 +15,7 @@ import numpy as np
 
 from edgesr import model_kinds
 from edgesr.errors import EdgesrError
+from edgesr.exif import carry_exif
 from edgesr.fsutil import clean_stale_temps
 from edgesr.imageio import IMAGE_EXTENSIONS, list_images, read_image, read_size, write_image
 from edgesr.limits import DEFAULT_LIMITS, PixelLimits
@@ -91,6 +92,8 @@ def upscale_file(upscaler: Upscaler, source: Path, target: Path, *, outscale: fl
     stays within it, from ``model_memory`` (``model_memory.measure_model_memory``; needed unless
     the runtime has a fixed input shape, which leaves no tile to choose) and the process's RSS
     now; ``stream`` writes a PNG row band by row band, so memory stays flat in image size.
+    The source's EXIF (orientation reset, since pixels are upright) goes into JPEG, PNG and WebP
+    outputs (``edgesr.exif``).
     """
     height, width, channels = read_size(source)
     limits.check(source, height, width, upscaler.output_size(height, width, outscale),
@@ -107,9 +110,10 @@ def upscale_file(upscaler: Upscaler, source: Path, target: Path, *, outscale: fl
                                                    model_memory, stream, outscale, bit_depth))
     if stream:
         upscale_to_png(upscaler, image.pixels, target, bit_depth=bit_depth)
-        return target
-    pixels = upscaler.upscale(image.pixels, outscale=outscale)
-    write_image(target, pixels, bit_depth=bit_depth, like=image)
+    else:
+        pixels = upscaler.upscale(image.pixels, outscale=outscale)
+        write_image(target, pixels, bit_depth=bit_depth, like=image)
+    carry_exif(source, target)
     return target
 
 

@@ -244,7 +244,8 @@ def test_list_images(tmp_path):
     (tmp_path / "folder.png").mkdir()
     assert [p.name for p in list_images(tmp_path)] == [
         "a.jpg", "b.PNG", "c.jpeg", "d.webp", "e.tif", "f.tiff"]
-    assert set(IMAGE_EXTENSIONS) == {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"}
+    assert set(IMAGE_EXTENSIONS) == {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".heic",
+                                     ".heif", ".avif"}
     with pytest.raises(ImageReadError, match="not a folder"):
         list_images(tmp_path / "a.jpg")
 

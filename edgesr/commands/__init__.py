@@ -4,4 +4,4 @@ To add a command, write its module here and add its name to ``COMMANDS``.
 """
 
 COMMANDS = ("upscale", "export", "info", "models", "bench", "calibrate", "quantize",
-            "backends", "build", "compare")
+            "backends", "build", "compare", "serve", "watch", "batch")
