@@ -130,10 +130,8 @@ def _denoiser_arch(model_path: Path) -> str | None:
     """The architecture of a diffusion denoiser checkpoint, or of an edgesr ONNX export whose
     metadata says role "denoiser"; None for anything else (an unreadable ONNX file included:
     its backend says why)."""
-    from edgesr.models.detect import DENOISERS
-
     if model_path.suffix == ".onnx":
-        from edgesr.export.onnx_export import read_onnx_metadata
+        from edgesr.export.specs import read_onnx_metadata
 
         try:
             meta = read_onnx_metadata(model_path)
@@ -142,7 +140,7 @@ def _denoiser_arch(model_path: Path) -> str | None:
         return meta.get("arch", "SR3") if meta.get("role") == "denoiser" else None
     if model_path.suffix not in CHECKPOINT_SUFFIXES:
         return None
-    from edgesr.models.detect import detect_architecture
+    from edgesr.models.detect import DENOISERS, detect_architecture
     from edgesr.models.loading import load_state_dict
 
     arch = detect_architecture(load_state_dict(model_path)).name

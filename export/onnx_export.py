@@ -18,23 +18,20 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import onnxscript.optimizer
 import torch
-from google.protobuf.message import DecodeError
 
 from edgesr import __version__
-from edgesr.errors import CheckpointError, ExportError, first_line
+from edgesr.errors import ExportError, first_line
 from edgesr.export.specs import (
     INPUT_NAME,
     MIN_OPSET,
     OUTPUT_NAME,
     ExportSpec,
-    decode_metadata,
     encode_metadata,
     spec_for,
 )
@@ -120,21 +117,6 @@ def export_onnx(
     return ExportReport(path=output_path, opset=opset, exporter=exporter, trace_shape=trace_shape,
                         parity_shape=parity_shape, max_abs_diff=max_diff, psnr=psnr,
                         seconds=time.perf_counter() - start, size_bytes=len(data))
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The edgesr metadata of an ONNX file (``arch``, ``scale``, ...); {} if edgesr did not
-    write it. Raises CheckpointError for a missing or unreadable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: ONNX model not found")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
-    if proto.ir_version == 0:
-        raise CheckpointError(f"{path}: not an ONNX model (no IR version)")
-    return decode_metadata({p.key: p.value for p in proto.metadata_props}, str(path))
 
 
 def _metadata(descriptor: ModelDescriptor) -> dict[str, str]:

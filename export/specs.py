@@ -3,15 +3,17 @@
 An ``ExportSpec`` (after optimum's per-model export configs) fixes the opset, the named dynamic
 axes, the trace and parity input sizes and the parity tolerance of one architecture. The
 metadata schema is shared by the exporter (``encode_metadata``) and the ONNX Runtime backend
-(``decode_metadata``); this module imports neither torch nor onnx.
+(``decode_metadata``); this module imports no torch, and onnx only to read a file's
+metadata (``read_onnx_metadata``).
 """
 
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from edgesr.errors import CheckpointError, ExportError
+from edgesr.errors import CheckpointError, ExportError, first_line
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -113,3 +115,21 @@ def decode_metadata(props: Mapping[str, str], source: str = "ONNX model") -> dic
         except ValueError:
             raise CheckpointError(f"{source}: bad metadata {full_key}={text!r}") from None
     return values
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The edgesr metadata of an ONNX file (``arch``, ``scale``, ...); {} if edgesr did not
+    write it. Raises CheckpointError for a missing or unreadable file."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: ONNX model not found")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
+    if proto.ir_version == 0:
+        raise CheckpointError(f"{path}: not an ONNX model (no IR version)")
+    return decode_metadata({p.key: p.value for p in proto.metadata_props}, str(path))

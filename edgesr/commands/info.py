@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     if path.is_dir():
         return _describe_folder(path)
     if path.suffix == ".onnx":
-        from edgesr.export.onnx_export import read_onnx_metadata
+        from edgesr.export.specs import read_onnx_metadata
 
         for key, value in read_onnx_metadata(path).items():
             print(f"{key}: {value}")
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _describe_folder(folder: Path) -> int:
     """An edgesr SD x4 export folder (its graphs, embeddings, schedulers) or a diffusers one."""
-    from edgesr.export.onnx_export import read_onnx_metadata
+    from edgesr.export.specs import read_onnx_metadata
     from edgesr.runtimes.sd_upscaler_runtime import EMBEDDINGS_FILE, GRAPHS, SCHEDULERS
 
     if all((folder / graph).is_file() for graph in GRAPHS):

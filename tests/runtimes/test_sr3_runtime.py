@@ -13,7 +13,7 @@ from tiny_models import make_tiny, make_tiny_denoiser
 
 from edgesr.cli import main
 from edgesr.errors import EdgesrError
-from edgesr.export.onnx_export import read_onnx_metadata
+from edgesr.export.specs import read_onnx_metadata
 from edgesr.models.sr3 import (
     JANSPIRY_SCHEDULE,
     linear_betas,
