@@ -5,6 +5,7 @@ to ONNX when an ONNX backend is asked for (an SR3 denoiser always: its sr3 backe
 ONNX export), and runs single files or whole folders.
 """
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,17 @@ def default_backend(model_path: Path) -> str:
         return SD_BACKEND
     if model_path.suffix in ENGINE_SUFFIXES:
         return ENGINE_SUFFIXES[model_path.suffix]
+    if model_path.suffix == ".param" and not _torch_installed():  # converted without torch
+        return "onnxruntime"
     return "onnxruntime" if model_path.suffix == ".onnx" else "torch"
+
+
+def _torch_installed() -> bool:
+    """Whether PyTorch can be imported (found, not imported: that takes a second)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ImportError:  # a finder that refuses it
+        return False
 
 
 def _sd_export_folder(path: Path) -> bool:
@@ -73,7 +84,12 @@ def cache_dir() -> Path:
 
 def onnx_for_checkpoint(model_path: Path) -> Path:
     """Export a checkpoint to ONNX once, cached by the checkpoint's sha256 (an SR3 denoiser
-    with ``export_sr3``: inputs ``x`` and ``noise_level``, its noise schedule in the metadata)."""
+    with ``export_sr3``: inputs ``x`` and ``noise_level``, its noise schedule in the metadata);
+    an ncnn .param is converted without PyTorch (``export.ncnn_onnx``: the same graph)."""
+    if model_path.suffix == ".param":
+        from edgesr.export.ncnn_onnx import onnx_for_ncnn
+
+        return onnx_for_ncnn(model_path)
     from edgesr.export.onnx_export import export_onnx
     from edgesr.models import load_model
     from edgesr.models.detect import DENOISERS

@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     options = {"threads": args.threads} if args.threads else {}
     options |= {k: getattr(args, k) for k in SD_OPTIONS if getattr(args, k) is not None}
     model_path, backend = resolve_runtime(args.model, args.backend)
+    if not args.quiet:
+        print(f"edgesr: {model_path.name} on {backend}", file=sys.stderr)
     if args.scale is not None and backend != DENOISER_BACKEND:
         raise EdgesrError(f"--scale is for SR3 models (backend {DENOISER_BACKEND}), not "
                           f"backend {backend!r}; to resize the output use --outscale")
