@@ -14,7 +14,6 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesr.models import load_model
     from edgesr.pipeline import resolve_model
 
     path = resolve_model(args.model)
@@ -26,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
         for key, value in read_onnx_metadata(path).items():
             print(f"{key}: {value}")
         return 0
+    from edgesr.models import load_model
+
     desc = load_model(path)
     print(f"model: {desc.name}")
     print(f"file: {desc.source}")
