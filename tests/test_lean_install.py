@@ -1,11 +1,15 @@
 """The lean install (no PyTorch): running a .onnx model, from the CLI and from ``edgesr.load``,
 and the bundled default model, in a child process where ``import torch`` fails as it does when
-torch is not installed; torch is never imported."""
+torch is not installed; torch is never imported. Also the README's Install section and the
+extras it names."""
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +17,8 @@ from PIL import Image
 
 import edgesr
 
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 #: Put first on PYTHONPATH: every import of torch (or a submodule) fails.
 BLOCKER = '''
 import sys
@@ -95,3 +101,37 @@ print(json.dumps({{"code": code, "torch": "torch" in sys.modules}}))
     assert Image.open(tmp_path / "out.png").size == (32, 32)
     cached = list((tmp_path / "cache" / "onnx").iterdir())
     assert len(cached) == 1 and cached[0].name.endswith("-ncnn1.onnx")
+
+
+def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_readme_install_commands_name_real_extras():
+    """The README's Install commands (pip reaches no index at test time: the lean install in a
+    fresh venv is measured by hand, see the README) name the package and extras it defines."""
+    project = _pyproject()["project"]
+    section = README.read_text().split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    commands = [line.split("#")[0].strip()
+                for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+                for line in block.splitlines() if line.strip()]
+    assert commands and commands[0] == "pip install edgesr"
+    for command in commands:
+        words = shlex.split(command)
+        name, _, extras = words[2].partition("[")
+        assert words[:2] == ["pip", "install"] and name == project["name"], command
+        for extra in filter(None, extras.rstrip("]").split(",")):
+            assert extra in project["optional-dependencies"], command
+
+
+def test_torch_is_an_extra_pinned_exactly():
+    project = _pyproject()["project"]
+    assert not [r for r in project["dependencies"] if re.match(r"(torch|matplotlib)\b", r)]
+    listed = [r for reqs in project["optional-dependencies"].values() for r in reqs
+              if re.match(r"torch\b", r)]
+    assert listed == ["torch==2.13.0"]
+    extras = project["optional-dependencies"]
+    assert "edgesr[all]" in extras["test"]
+    assert set(re.findall(r"\w+", extras["all"][0].partition("[")[2])) == \
+        set(extras) - {"all", "test", "tensorrt"}
