@@ -65,7 +65,8 @@ def ncnn_to_onnx(param_path: str | Path) -> onnx.ModelProto:
         hp["output_resize"] = resize
     model = builder.model(channels, spec_for(arch).opset)
     onnx.helper.set_model_props(model, encode_metadata({
-        "arch": arch, "scale": int(scale), "in_channels": channels, "out_channels": channels,
+        "arch": arch, "scale": int(scale), "in_channels": channels,
+        "out_channels": hp["num_out_ch"],
         "size_multiple": 1, "source_sha256": _source_sha256(param_path),
         "version": __version__, "hyperparameters": hp,
         "output_resize": None if resize is None else {"factor": resize, "mode": "bicubic"},
@@ -80,14 +81,15 @@ def ncnn_to_onnx(param_path: str | Path) -> onnx.ModelProto:
 
 def _source_sha256(param_path: Path) -> str:
     """sha256 of the .param bytes followed by the .bin bytes (as the PyTorch importer's)."""
-    digest = hashlib.sha256(param_path.read_bytes())
-    try:
-        with open(param_path.with_suffix(".bin"), "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as exc:
-        raise CheckpointError(f"{param_path.with_suffix('.bin')}: cannot read ncnn .bin "
-                              f"({exc.strerror})") from None
+    digest = hashlib.sha256()
+    for path in (param_path, param_path.with_suffix(".bin")):
+        try:
+            with open(path, "rb") as f:
+                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot read ncnn {path.suffix} "
+                                  f"({exc.strerror})") from None
     return digest.hexdigest()
 
 
