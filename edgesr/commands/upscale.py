@@ -89,8 +89,6 @@ def run(args: argparse.Namespace) -> int:
     options = {"threads": args.threads} if args.threads else {}
     options |= {k: getattr(args, k) for k in SD_OPTIONS if getattr(args, k) is not None}
     model_path, backend = resolve_runtime(args.model, args.backend)
-    if not args.quiet:
-        print(f"edgesr: {model_path.name} on {backend}", file=sys.stderr)
     if args.scale is not None and backend != DENOISER_BACKEND:
         raise EdgesrError(f"--scale is for SR3 models (backend {DENOISER_BACKEND}), not "
                           f"backend {backend!r}; to resize the output use --outscale")
@@ -101,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         info = runtime.info
         label = f"x{args.outscale or info.scale:g}"
         pairs = plan_outputs(Path(args.input), args.output and Path(args.output), label, args.ext)
+        if not args.quiet:
+            print(f"edgesr: {model_path.name} on {backend}", file=sys.stderr)
         memory = None  # measured once for the whole run; a fixed input shape has no tile to pick
         if max_memory and info.dynamic:
             memory = measure_model_memory(model_path, backend, options,
