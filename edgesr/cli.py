@@ -6,7 +6,7 @@ import sys
 
 from edgesr import __version__
 from edgesr.commands import COMMANDS
-from edgesr.errors import EdgesrError
+from edgesr.errors import EdgesrError, missing_extra
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except EdgesrError as exc:
         print(f"edgesr: error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:  # an optional dependency (the lean install lacks torch)
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        print(f"edgesr: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("edgesr: interrupted", file=sys.stderr)

@@ -57,3 +57,22 @@ def first_line(exc: BaseException | str) -> str:
     if lines:
         return lines[0]
     return "" if isinstance(exc, str) else type(exc).__name__
+
+
+#: Modules that only an extra of ``pip install edgesr[...]`` installs -> that extra.
+EXTRA_OF_MODULE = {
+    "torch": "export", "onnxscript": "export", "safetensors": "export", "matplotlib": "bench",
+    "nncf": "quantize", "onnxconverter_common": "quantize", "openvino": "openvino",
+    "coremltools": "coreml", "polygraphy": "compare", "diffusers": "diffusion",
+    "transformers": "diffusion", "tensorrt": "tensorrt", "cuda": "tensorrt",
+}
+
+
+def missing_extra(exc: ImportError) -> str | None:
+    """For an import of a module that an edgesr extra installs: one line naming the extra to
+    install; None for any other import error."""
+    module = (getattr(exc, "name", None) or "").partition(".")[0]
+    extra = EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return None
+    return f"this needs {module}, which is not installed: pip install 'edgesr[{extra}]'"

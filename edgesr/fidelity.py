@@ -12,8 +12,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from edgesr.errors import EdgesrError
 
@@ -33,13 +31,27 @@ def downscale(image: np.ndarray, height: int, width: int, method: str = "bicubic
     if method not in DOWNSAMPLE_METHODS:
         raise FidelityError(f"unknown downsampling {method!r}; "
                             f"choose {' or '.join(DOWNSAMPLE_METHODS)}")
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
     if method == "area":
-        y = F.interpolate(x, size=(height, width), mode="area")
-    else:
-        y = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False,
-                          antialias=True)
-    return y[0].permute(1, 2, 0).numpy()
+        return _area_axis(_area_axis(np.asarray(image, np.float32), height, 0), width, 1)
+    from edgesr.upscaler import resize
+
+    chw = np.ascontiguousarray(np.moveaxis(np.asarray(image, np.float32), 2, 0))
+    return np.moveaxis(resize(chw, (height, width)), 0, 2)
+
+
+def _area_axis(image: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Adaptive average pooling of one axis to ``size`` (PyTorch's "area"): output i is the
+    mean of inputs floor(i n / size) .. ceil((i + 1) n / size) - 1."""
+    n = image.shape[axis]
+    i = np.arange(size)
+    start, end = i * n // size, -((-(i + 1) * n) // size)
+    sums = np.cumsum(image, axis=axis, dtype=np.float64)
+    sums = np.concatenate([np.zeros_like(np.take(sums, [0], axis=axis)), sums], axis=axis)
+    shape = [1] * image.ndim
+    shape[axis] = size
+    means = (np.take(sums, end, axis=axis) - np.take(sums, start, axis=axis)) \
+        / (end - start).reshape(shape)
+    return means.astype(np.float32)
 
 
 def _aligned(source: np.ndarray, output: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +97,11 @@ def consistency_score(source: np.ndarray, output: np.ndarray, method: str = "bic
 
 def heat_map(error: np.ndarray, vmax: float = DEFAULT_MAP_VMAX) -> np.ndarray:
     """Colour an HxW error map (0 → dark, ``vmax`` and above → bright) as HxWx3 float RGB."""
-    from matplotlib import colormaps
+    try:
+        from matplotlib import colormaps
+    except ImportError:
+        raise EdgesrError("the consistency heat map needs matplotlib: "
+                          "pip install 'edgesr[bench]'") from None
 
     scaled = np.clip(error / vmax, 0, 1)
     return colormaps["inferno"](scaled)[..., :3].astype(np.float32)

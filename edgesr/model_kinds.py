@@ -46,7 +46,11 @@ def engine_backend(suffix: str) -> str | None:
 def exported_onnx(model_path: Path) -> Path:
     """A checkpoint's ONNX export, made once and cached by the checkpoint's sha256 (an SR3
     denoiser with ``export_sr3``: inputs ``x`` and ``noise_level``, its noise schedule in the
-    metadata)."""
+    metadata); an ncnn .param is converted without PyTorch (``export.ncnn_onnx``, same graph)."""
+    if model_path.suffix == ".param":
+        from edgesr.export.ncnn_onnx import onnx_for_ncnn
+
+        return onnx_for_ncnn(model_path)
     from edgesr.export.onnx_export import export_onnx
     from edgesr.fsutil import cache_dir
     from edgesr.models import load_model
@@ -82,7 +86,7 @@ def denoiser_arch(model_path: Path) -> str | None:
     "denoiser"), or of an edgesr ONNX export whose metadata says role "denoiser"; None for
     anything else (an unreadable ONNX file included: its backend says why)."""
     if model_path.suffix == ".onnx":
-        from edgesr.export.onnx_export import read_onnx_metadata
+        from edgesr.export.specs import read_onnx_metadata
 
         try:
             meta = read_onnx_metadata(model_path)
@@ -105,9 +109,13 @@ def _denoiser(path: Path) -> str | None:
 
 
 def _upscaler_backend(path: Path) -> str:
-    """The first backend that runs upscalers from files like ``path`` (torch for anything)."""
-    return next((n for n, e in entries().items() if UPSCALER in e.kinds
-                 and path.suffix in e.suffixes), "torch")
+    """The first backend that runs upscalers from files like ``path``; else torch, except for an
+    ncnn .param without PyTorch installed: ONNX Runtime then runs its converted graph."""
+    found = next((n for n, e in entries().items() if UPSCALER in e.kinds
+                  and path.suffix in e.suffixes), None)
+    if found:
+        return found
+    return "onnxruntime" if path.suffix == ".param" and not entry("torch").installed else "torch"
 
 
 def _upscaler_file(path: Path, backend: str) -> Path:

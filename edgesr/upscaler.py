@@ -32,8 +32,7 @@ import math
 from collections.abc import Iterator
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from edgesr.errors import InferenceError, TilingError
@@ -262,8 +261,16 @@ def _check_image(image: np.ndarray) -> np.ndarray:
 
 
 def resize(chw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a (C, H, W) float32 image to ``size`` with antialiased bicubic (as Pillow does)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32))[None]
-    with torch.inference_mode():
-        out = F.interpolate(tensor, size=size, mode="bicubic", antialias=True, align_corners=False)
-    return out[0].numpy()
+    """Resize a (C, H, W) float32 image to ``size`` (height, width) with antialiased bicubic.
+
+    Pillow's float ("F") resampling, channel by channel: the filter (a = -0.5, support widened
+    by the scale when shrinking) that PyTorch's ``interpolate(mode="bicubic", antialias=True)``
+    copies; the two agree within 2e-6 on [0, 1] images (tests/test_upscaler.py).
+    """
+    height, width = size
+    planes = np.ascontiguousarray(chw, dtype=np.float32)
+    out = np.empty((planes.shape[0], height, width), np.float32)
+    for c, plane in enumerate(planes):
+        out[c] = np.asarray(Image.fromarray(plane, mode="F").resize(
+            (width, height), Image.Resampling.BICUBIC))
+    return out

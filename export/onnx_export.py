@@ -18,23 +18,20 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import onnxscript.optimizer
 import torch
-from google.protobuf.message import DecodeError
 
 from edgesr import __version__
-from edgesr.errors import CheckpointError, ExportError, first_line
+from edgesr.errors import ExportError, first_line
 from edgesr.export.specs import (
     INPUT_NAME,
     MIN_OPSET,
     OUTPUT_NAME,
     ExportSpec,
-    decode_metadata,
     encode_metadata,
     spec_for,
 )
@@ -120,56 +117,6 @@ def export_onnx(
     return ExportReport(path=output_path, opset=opset, exporter=exporter, trace_shape=trace_shape,
                         parity_shape=parity_shape, max_abs_diff=max_diff, psnr=psnr,
                         seconds=time.perf_counter() - start, size_bytes=len(data))
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The edgesr metadata of an ONNX file (``arch``, ``scale``, ...); {} if edgesr did not
-    write it. Raises CheckpointError for a missing or unreadable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: ONNX model not found")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
-    if proto.ir_version == 0:
-        raise CheckpointError(f"{path}: not an ONNX model (no IR version)")
-    check_external_data(path, proto)
-    props = {p.key: p.value for p in proto.metadata_props}
-    if not all(isinstance(t, str) for t in itertools.chain(props, props.values())):
-        raise CheckpointError(f"{path}: a metadata key or value is not UTF-8 text")
-    return decode_metadata(props, str(path))
-
-
-def check_external_data(path: Path, proto: onnx.ModelProto | None = None) -> None:
-    """Refuse an ONNX file whose external-data tensors point outside its own folder (an
-    absolute path or ``..``): a hostile model could otherwise read any file."""
-    path = Path(path)
-    if proto is None:
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except (DecodeError, OSError) as exc:
-            raise CheckpointError(f"{path}: not a readable ONNX model ({first_line(exc)})") \
-                from None
-    folder = path.resolve().parent
-    for tensor in _tensors(proto.graph):
-        for entry in tensor.external_data:
-            if entry.key == "location" and not (folder / entry.value).resolve().is_relative_to(
-                    folder):
-                raise CheckpointError(f"{path}: tensor {tensor.name!r} keeps its data in "
-                                      f"{entry.value!r}, outside the model's folder; refused")
-
-
-def _tensors(graph: onnx.GraphProto):
-    """Every tensor of a graph: initializers and node attributes, subgraphs included."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _tensors(sub)
 
 
 def _metadata(descriptor: ModelDescriptor) -> dict[str, str]:

@@ -119,8 +119,8 @@ def quantize(model: str, output: str | Path, options: QuantizeOptions, *,
 
 def _reference_and_onnx(model: str, tmp: Path):
     """(reference runner, its name, FP32 ONNX path) for a model argument."""
-    from edgesr.export.onnx_export import check_external_data
     from edgesr.export.quality import onnx_runner, torch_runner
+    from edgesr.export.specs import check_external_data
 
     path = Path(model)
     if path.suffix == ".onnx":

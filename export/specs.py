@@ -3,15 +3,18 @@
 An ``ExportSpec`` (after optimum's per-model export configs) fixes the opset, the named dynamic
 axes, the trace and parity input sizes and the parity tolerance of one architecture. The
 metadata schema is shared by the exporter (``encode_metadata``) and the ONNX Runtime backend
-(``decode_metadata``); this module imports neither torch nor onnx.
+(``decode_metadata``); this module imports no torch, and onnx only to read a file's
+metadata (``read_onnx_metadata``).
 """
 
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from edgesr.errors import CheckpointError, ExportError
+from edgesr.errors import CheckpointError, ExportError, first_line
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -130,3 +133,59 @@ def decode_metadata(props: Mapping[str, str], source: str = "ONNX model") -> dic
             raise CheckpointError(f"{source}: bad metadata {full_key}={text!r}: must be from "
                                   f"{low} to {high}")
     return values
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The edgesr metadata of an ONNX file (``arch``, ``scale``, ...); {} if edgesr did not
+    write it. Raises CheckpointError for a missing or unreadable file."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: ONNX model not found")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
+    if proto.ir_version == 0:
+        raise CheckpointError(f"{path}: not an ONNX model (no IR version)")
+    check_external_data(path, proto)
+    props = {p.key: p.value for p in proto.metadata_props}
+    if not all(isinstance(t, str) for t in itertools.chain(props, props.values())):
+        raise CheckpointError(f"{path}: a metadata key or value is not UTF-8 text")
+    return decode_metadata(props, str(path))
+
+
+def check_external_data(path: Path, proto=None) -> None:
+    """Refuse an ONNX file whose external-data tensors point outside its own folder (an
+    absolute path or ``..``): a hostile model could otherwise read any file."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if proto is None:
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except (DecodeError, OSError) as exc:
+            raise CheckpointError(f"{path}: not a readable ONNX model ({first_line(exc)})") \
+                from None
+    folder = path.resolve().parent
+    for tensor in _tensors(proto.graph):
+        for entry in tensor.external_data:
+            if entry.key == "location" and not (folder / entry.value).resolve().is_relative_to(
+                    folder):
+                raise CheckpointError(f"{path}: tensor {tensor.name!r} keeps its data in "
+                                      f"{entry.value!r}, outside the model's folder; refused")
+
+
+def _tensors(graph):
+    """Every tensor of a graph: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)

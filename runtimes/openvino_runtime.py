@@ -108,7 +108,7 @@ def read_metadata(model_path: Path, model: ov.Model) -> dict[str, str]:
     channels and size multiple are read off OpenVINO's shape inference (``probe_metadata``).
     """
     if model_path.suffix == ".onnx":
-        from edgesr.export.onnx_export import read_onnx_metadata
+        from edgesr.export.specs import read_onnx_metadata
 
         meta = {k: str(v) for k, v in read_onnx_metadata(model_path).items()
                 if k in METADATA_FIELDS}

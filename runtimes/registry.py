@@ -79,6 +79,16 @@ class BackendEntry:
         return self.modules or tuple(r.replace("-", "_") for r in self.requires)
 
     @property
+    def installed(self) -> bool:
+        """Whether every module it depends on can be found (found, not imported)."""
+        import importlib.util
+
+        try:
+            return all(importlib.util.find_spec(m) is not None for m in self.dependency_modules)
+        except (ImportError, ValueError):  # a finder that refuses a module, a broken package
+            return False
+
+    @property
     def install_hint(self) -> str:
         return self.install or " ".join(self.requires)
 
@@ -91,6 +101,7 @@ _RT = "edgesr.runtimes."
 BUILTIN: tuple[BackendEntry, ...] = (
     BackendEntry(name="torch", runtime=_RT + "torch_runtime:TorchRuntime",
                  config=_RT + "torch_runtime:TorchConfig", requires=("torch",),
+                 install="'edgesr[export]'",
                  suffixes=CHECKPOINT_SUFFIXES),
     BackendEntry(name="onnxruntime", runtime=_RT + "onnxruntime_runtime:OnnxRuntime",
                  config=_RT + "onnxruntime_runtime:OnnxRuntimeConfig",

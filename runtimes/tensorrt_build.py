@@ -149,7 +149,7 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, *, precision: str =
         raise TensorRTError(f"{onnx_path}: TensorRT failed to build the engine (see its log)")
     if timing_cache is not None:
         _save_timing_cache(config, timing_cache)
-    from edgesr.export.onnx_export import read_onnx_metadata
+    from edgesr.export.specs import read_onnx_metadata
 
     meta = {k: v for k, v in read_onnx_metadata(onnx_path).items()
             if k in ("arch", "scale", "in_channels", "out_channels", "size_multiple")}

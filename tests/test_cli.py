@@ -155,9 +155,12 @@ def test_stream_refuses_what_it_cannot_write(tmp_path, checkpoint, rng, capsys):
 
 # Runs ``edgesr upscale ARGS --max-memory (RSS now + MARGIN MiB)`` in a process of its own and
 # prints its exit code, the budget, its own peak RSS (VmHWM) and the tiles auto_tile chose.
+# torch, which the runs use, is imported first: the margin is on top of it (edgesr itself no
+# longer imports it).
 _BUDGET_RUN = """
 import json, sys
 import psutil
+import torch
 import edgesr.pipeline as pipeline
 from edgesr.cli import main
 from edgesr.profiling.timing import own_peak_rss_mb

@@ -11,6 +11,7 @@ from tiny_models import make_tiny
 from edgesr.cli import main
 from edgesr.errors import EdgesrError
 from edgesr.fidelity import (
+    DOWNSAMPLE_METHODS,
     MAX_PSNR_DB,
     consistency_map,
     consistency_score,
@@ -113,3 +114,16 @@ def test_consistency_map_refuses_stream_and_memory_budget(tmp_path, rng, capsys,
                  "-q", "--consistency-map", str(tmp_path / "map.png"), *flag]) == 1
     assert "takes no --stream or --max-memory" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["compact_x2.pth", "in.png"]
+
+
+@pytest.mark.parametrize("method", DOWNSAMPLE_METHODS)
+@pytest.mark.parametrize("size", [(64, 64, 16, 16), (50, 37, 17, 11), (30, 31, 30, 7)])
+def test_downscale_matches_torch_interpolate(rng, method, size):
+    h, w, height, width = size
+    image = rng.random((h, w, 3), dtype=np.float32)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None]
+    kwargs = {} if method == "area" else dict(antialias=True, align_corners=False)
+    ref = torch.nn.functional.interpolate(x, size=(height, width), mode=method, **kwargs)
+    out = downscale(image, height, width, method)
+    assert out.shape == (height, width, 3)
+    assert np.abs(out - ref[0].permute(1, 2, 0).numpy()).max() <= 1e-6

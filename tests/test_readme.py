@@ -29,7 +29,8 @@ README = ROOT / "README.md"
 SETUP = ("python3 -m venv .venv && .venv/bin/pip install -e '.[test]'",
          ".venv/bin/python -m pytest")
 #: README sections whose shell blocks a dedicated test runs as written: heading -> that test.
-ELSEWHERE = {"Use from C/C++": "tests/libedgesr/test_readme_example.py"}
+ELSEWHERE = {"Use from C/C++": "tests/libedgesr/test_readme_example.py",
+             "Install": "tests/test_lean_install.py"}
 
 
 def _sections() -> list[tuple[str, str]]:

@@ -14,18 +14,19 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesr.models import load_model
     from edgesr.pipeline import resolve_model
 
     path = resolve_model(args.model)
     if path.is_dir():
         return _describe_folder(path)
     if path.suffix == ".onnx":
-        from edgesr.export.onnx_export import read_onnx_metadata
+        from edgesr.export.specs import read_onnx_metadata
 
         for key, value in read_onnx_metadata(path).items():
             print(f"{key}: {value}")
         return 0
+    from edgesr.models import load_model
+
     desc = load_model(path)
     print(f"model: {desc.name}")
     print(f"file: {desc.source}")
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 def _describe_folder(folder: Path) -> int:
     """An edgesr SD x4 export folder (its graphs, embeddings, schedulers) or a diffusers one."""
     from edgesr.diffusion.sd_upscaler import EMBEDDINGS_FILE, GRAPHS, SCHEDULERS
-    from edgesr.export.onnx_export import read_onnx_metadata
+    from edgesr.export.specs import read_onnx_metadata
 
     if all((folder / graph).is_file() for graph in GRAPHS):
         print(f"model: Stable Diffusion x4 upscaler export (backend sd-upscaler)\nfolder: {folder}")

@@ -9,10 +9,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesr.models.zoo import BUNDLED_MODELS, DEFAULT_MODEL, ncnn_models_dir
+    from edgesr.models.zoo import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 
-    folder = ncnn_models_dir()
     for name in BUNDLED_MODELS:
         mark = " (default)" if name == DEFAULT_MODEL else ""
-        print(f"{name}{mark}: {folder / (name + '.param')}")
+        print(f"{name}{mark}: {bundled_model_path(name)}")
     return 0

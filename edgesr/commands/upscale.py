@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         info = runtime.info
         label = f"x{args.outscale or info.scale:g}"
         pairs = plan_outputs(Path(args.input), args.output and Path(args.output), label, args.ext)
+        if not args.quiet:
+            print(f"edgesr: {model_path.name} on {backend}", file=sys.stderr)
         memory = None  # measured once for the whole run; a fixed input shape has no tile to pick
         if max_memory and info.dynamic:
             memory = measure_model_memory(model_path, backend, options,

@@ -4,20 +4,25 @@ The graph, Split layers aside, must match layer for layer the layout ncnn's conv
 basicsr's RRDBNet or SRVGGNetCompact (PReLU), optionally followed by one bicubic resize as in
 realesr-animevideov3 x2/x3 (the x4 net resized by 0.5 / 0.75). Each Convolution and PReLU then
 maps to its basicsr state_dict key, and the model is built by the same detection as a .pth.
+``matched_layout`` (the check alone) needs no PyTorch: ``edgesr.export.ncnn_onnx`` uses it to
+write the same graph as ONNX without it.
 """
 
 import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from edgesr.errors import CheckpointError, UnsupportedArchitectureError
-from edgesr.models.descriptor import ModelDescriptor, OutputResize
-from edgesr.models.detect import model_from_state_dict
 
 from .ncnn_param import BinReader, NcnnLayer, parse_param, read_weights
+
+if TYPE_CHECKING:
+    import torch
+
+    from edgesr.models.descriptor import ModelDescriptor
 
 ANY = object()
 NEAREST, BICUBIC = 1, 3
@@ -57,20 +62,22 @@ class Op:
     key: str | None = None
 
 
-def load_ncnn_model(param_path: str | Path, bin_path: str | Path | None = None) -> ModelDescriptor:
+def load_ncnn_model(param_path: str | Path,
+                    bin_path: str | Path | None = None) -> "ModelDescriptor":
     """Load an ncnn model (text .param plus .bin, by default next to it) as a ModelDescriptor.
 
     fp32 and fp16 weights are read; int8 ones are refused. ``source`` is the .param path and
     ``source_sha256`` the sha256 of the .param bytes followed by the .bin bytes.
     """
+    from edgesr.models.descriptor import OutputResize
+    from edgesr.models.detect import model_from_state_dict
+
     param_path = Path(param_path)
     bin_path = param_path.with_suffix(".bin") if bin_path is None else Path(bin_path)
     layers = parse_param(param_path)
     if not bin_path.is_file():
         raise CheckpointError(f"{bin_path}: ncnn .bin not found (the weights of {param_path.name})")
-    graph = _canonical_graph(layers, param_path)
-    arch, expected, resize = _expected_layout(graph, param_path)
-    _match(graph, expected, arch, param_path)
+    arch, graph, expected, resize = matched_layout(layers, param_path)
     reader = BinReader(bin_path)
     weights = read_weights(layers, reader, param_path)
     desc = model_from_state_dict(_state_dict(graph, expected, weights, param_path))
@@ -85,6 +92,16 @@ def load_ncnn_model(param_path: str | Path, bin_path: str | Path | None = None) 
     digest = hashlib.sha256(param_path.read_bytes())
     digest.update(reader.data)
     return replace(desc, source=str(param_path), source_sha256=digest.hexdigest())
+
+
+def matched_layout(layers: list[NcnnLayer],
+                   path: Path) -> tuple[str, list[Op], list[Op], float | None]:
+    """(architecture, the graph as Ops, its expected layout, the final resize factor or None)
+    of a parsed .param; UnsupportedArchitectureError unless it fits a supported layout."""
+    graph = _canonical_graph(layers, path)
+    arch, expected, resize = _expected_layout(graph, path)
+    _match(graph, expected, arch, path)
+    return arch, graph, expected, resize
 
 
 def _canonical_graph(layers: list[NcnnLayer], path: Path) -> list[Op]:
@@ -222,8 +239,10 @@ def _match(graph: list[Op], expected: list[Op], arch: str, path: Path) -> None:
 
 
 def _state_dict(graph: list[Op], expected: list[Op], weights: dict[str, list[np.ndarray]],
-                path: Path) -> dict[str, torch.Tensor]:
+                path: Path) -> dict[str, "torch.Tensor"]:
     """basicsr-named tensors from the weights of the matched Convolution and PReLU layers."""
+    import torch
+
     sd: dict[str, torch.Tensor] = {}
     for got, want in zip(graph, expected, strict=True):
         if want.key is None:

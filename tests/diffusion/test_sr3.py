@@ -17,7 +17,7 @@ from edgesr.diffusion.sessions import onnxruntime_sessions
 from edgesr.diffusion.sr3 import SR3Sampler, SR3Sampling
 from edgesr.diffusion.sr3 import schedule as noise_schedule
 from edgesr.errors import EdgesrError
-from edgesr.export.onnx_export import read_onnx_metadata
+from edgesr.export.specs import read_onnx_metadata
 from edgesr.models.sr3 import (
     JANSPIRY_SCHEDULE,
     linear_betas,

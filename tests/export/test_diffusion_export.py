@@ -17,8 +17,8 @@ from edgesr.cli import main
 from edgesr.errors import CheckpointError, ExportError
 from edgesr.export import diffusion_export
 from edgesr.export.diffusion_export import GraphSpec, export_graphs, export_sr3
-from edgesr.export.onnx_export import read_onnx_metadata
 from edgesr.export.sd_upscaler import load_sd_upscaler
+from edgesr.export.specs import read_onnx_metadata
 from edgesr.fsutil import sha256_file
 from edgesr.models import load_model
 

@@ -13,12 +13,13 @@ from tiny_models import TINY_MODELS, make_tiny
 from edgesr import __version__
 from edgesr.errors import CheckpointError, ExportError
 from edgesr.export import onnx_export
-from edgesr.export.onnx_export import export_onnx, read_onnx_metadata
+from edgesr.export.onnx_export import export_onnx
 from edgesr.export.specs import (
     DEFAULT_SPEC,
     ExportSpec,
     decode_metadata,
     encode_metadata,
+    read_onnx_metadata,
     spec_for,
 )
 from edgesr.models import load_model
