@@ -109,13 +109,12 @@ def _denoiser(path: Path) -> str | None:
 
 
 def _upscaler_backend(path: Path) -> str:
-    """The first backend that runs upscalers from files like ``path``; else torch, except for an
-    ncnn .param without PyTorch installed: ONNX Runtime then runs its converted graph."""
-    found = next((n for n, e in entries().items() if UPSCALER in e.kinds
-                  and path.suffix in e.suffixes), None)
-    if found:
-        return found
-    return "onnxruntime" if path.suffix == ".param" and not entry("torch").installed else "torch"
+    """The first backend that runs upscalers from files like ``path`` (torch for anything); an
+    ncnn .param without PyTorch installed runs its converted graph on ONNX Runtime instead."""
+    if path.suffix == ".param" and not entry("torch").installed:
+        return "onnxruntime"
+    return next((n for n, e in entries().items() if UPSCALER in e.kinds
+                 and path.suffix in e.suffixes), "torch")
 
 
 def _upscaler_file(path: Path, backend: str) -> Path:
