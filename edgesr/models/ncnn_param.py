@@ -175,7 +175,7 @@ def _align4(nbytes: int) -> int:
 
 
 WEIGHTLESS_TYPES = frozenset(
-    {"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "PixelShuffle"})
+    {"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "PixelShuffle", "Reorg"})
 
 
 def read_weights(layers: list[NcnnLayer], reader: BinReader,
