@@ -7,7 +7,8 @@ on. Whether fp16 really ran is measured, not assumed: a probe input is run throu
 and an fp32 one, and identical outputs mean this CPU's ncnn kernels ran fp32
 (``effective_precision``). Scale, size multiple and channels come from a probe run, as for ONNX
 files without metadata; input channels from the first Convolution (and any pixel-unshuffle
-``Reorg`` before it). A checkpoint is exported to ncnn first, once, into the cache.
+``Reorg`` before it). The .bin is checked against the .param first (ncnn would run a .bin of
+the wrong size on garbage). A checkpoint is exported to ncnn first, once, into the cache.
 """
 
 import contextlib
@@ -19,7 +20,7 @@ import ncnn
 import numpy as np
 
 from edgesr.errors import BackendUnavailableError, CheckpointError, EdgesrError, InferenceError
-from edgesr.models.ncnn_param import parse_param
+from edgesr.models.ncnn_param import BinReader, NcnnLayer, parse_param, read_weights
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
 DEVICES = ("cpu", "vulkan")
@@ -81,7 +82,11 @@ class NcnnRuntime(Runtime):
             raise BackendUnavailableError(
                 f"ncnn: no Vulkan GPU {self.config.gpu} (this ncnn build sees "
                 f"{_quiet_gpu_count()}); use device=cpu")
-        channels = _input_channels(param)
+        layers, weights = parse_param(param), param.with_suffix(".bin")
+        if not weights.is_file():
+            raise CheckpointError(f"{weights}: ncnn .bin not found (the weights of {param.name})")
+        read_weights(layers, BinReader(weights), param)  # sizes checked: ncnn does not
+        channels = _input_channels(layers, param)
         self.net = self._load(param, self.config.precision)
         self._input, self._output = self.net.input_names()[0], self.net.output_names()[-1]
         scale, multiple, out_channels, probe = self._probe(channels)
@@ -124,13 +129,10 @@ class NcnnRuntime(Runtime):
             net.set_vulkan_device(cfg.gpu)
         if cfg.threads:
             opt.num_threads = cfg.threads
-        weights = param.with_suffix(".bin")
-        if not weights.is_file():
-            raise CheckpointError(f"{weights}: ncnn .bin not found (the weights of {param.name})")
         if net.load_param(str(param)) != 0:
             raise CheckpointError(f"{param}: ncnn cannot load this .param")
-        if net.load_model(str(weights)) != 0:
-            raise CheckpointError(f"{weights}: ncnn cannot load these weights")
+        if net.load_model(str(param.with_suffix(".bin"))) != 0:
+            raise CheckpointError(f"{param.with_suffix('.bin')}: ncnn cannot load these weights")
         if not net.input_names() or not net.output_names():
             raise CheckpointError(f"{param}: ncnn graph without an input or output blob")
         return net
@@ -172,11 +174,11 @@ class NcnnRuntime(Runtime):
         return "fp32" if same else "fp16"
 
 
-def _input_channels(param: Path) -> int:
+def _input_channels(layers: list[NcnnLayer], param: Path) -> int:
     """Input channels: the first Convolution's, divided by the square of the stride of any
     pixel-unshuffle (``Reorg``) before it."""
     fold = 1
-    for layer in parse_param(param):
+    for layer in layers:
         if layer.type == "Reorg":
             fold *= int(layer.params.get(0, 1)) ** 2
         elif layer.type == "Convolution":

@@ -30,9 +30,13 @@ def run(args: argparse.Namespace) -> int:
     source, output = resolve_model(args.model), Path(args.output)
     if source.is_dir():
         return _export_sd_upscaler(source, output, args.opset, args.prompt)
+    from edgesr.errors import ExportError
     from edgesr.models import load_model
     from edgesr.models.detect import purpose_of
 
+    if output.suffix not in (".onnx", ".param"):
+        raise ExportError(f"{output}: the output's suffix chooses the format: .onnx (ONNX) or "
+                          ".param (ncnn, its .bin written beside it)")
     descriptor = load_model(source)
     if output.suffix == ".param":
         return _export_ncnn(descriptor, output)

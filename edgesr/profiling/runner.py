@@ -190,11 +190,18 @@ def run_case(open_case: CaseFactory, backend: str, precision: str, settings: Ben
     reasons = [cpu.reason()] if cpu.reason() else []
     if ran and ran != precision and precision not in settings.artifacts:
         reasons.append(f"asked for {precision}, the backend ran {ran}")
+    if not np.isfinite(output).all():
+        reasons.append("the output holds NaN or infinite values")
     case.update(rows=rows, e2e=e2e, peak_rss_mb=memory.peak_rss_mb,
                 gpu_peak_mb=memory.gpu_peak_mb, effective_precision=ran, load=cpu.as_dict(),
                 unreliable="; ".join(reasons) or None,
-                consistency_psnr_db=consistency_score(image, output, settings.downsample))
+                consistency_psnr_db=_finite(consistency_score(image, output, settings.downsample)))
     return case, output
+
+
+def _finite(value: float) -> float | None:
+    """``value``, or None (JSON has no NaN) when it is not finite."""
+    return value if np.isfinite(value) else None
 
 
 def run_isolated(model: str | None, backend: str, precision: str, settings: BenchSettings,
@@ -254,7 +261,7 @@ def _add_ratios(case: dict, base: dict, output: np.ndarray | None,
     if case["peak_rss_mb"] and base["peak_rss_mb"]:
         case["rss_ratio"] = case["peak_rss_mb"] / base["peak_rss_mb"]
     if output is not None and base_output is not None and output.shape == base_output.shape:
-        case["baseline_psnr_db"] = psnr(output, base_output)
+        case["baseline_psnr_db"] = _finite(psnr(output, base_output))
 
 
 def _model_info(model: str | None) -> tuple[dict, float | None]:
