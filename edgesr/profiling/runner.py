@@ -266,7 +266,6 @@ def _add_ratios(case: dict, base: dict, output: np.ndarray | None,
 
 def _model_info(model: str | None) -> tuple[dict, float | None]:
     """(model dict, FLOPs per LR pixel or None) for a model argument."""
-    from edgesr.models import load_model
     from edgesr.pipeline import resolve_model
 
     path = resolve_model(model)
@@ -280,6 +279,8 @@ def _model_info(model: str | None) -> tuple[dict, float | None]:
         return info, info["flops_per_lr_pixel"]
     if not _has_torch():  # the runtime install only: the backends read the file themselves
         return info, None
+    from edgesr.models import load_model
+
     try:
         descriptor = load_model(path)
     except EdgesrError:  # an engine file: no graph to count FLOPs on
