@@ -8,7 +8,7 @@ and an fp32 one, and identical outputs mean this CPU's ncnn kernels ran fp32
 (``effective_precision``). Scale, size multiple and channels come from a probe run, as for ONNX
 files without metadata; input channels from the first Convolution (and any pixel-unshuffle
 ``Reorg`` before it). The .bin is checked against the .param first (ncnn would run a .bin of
-the wrong size on garbage). A checkpoint is exported to ncnn first, once, into the cache.
+the wrong size on garbage). A checkpoint reaches it exported (``model_kinds``).
 """
 
 import contextlib
@@ -64,7 +64,7 @@ def _quiet_gpu_count() -> int:
 
 
 class NcnnRuntime(Runtime):
-    """Runs an ncnn model (or a checkpoint, exported to ncnn first) with the ``ncnn`` package."""
+    """Runs an ncnn .param/.bin model with the ``ncnn`` package."""
 
     name = "ncnn"
 
@@ -111,11 +111,11 @@ class NcnnRuntime(Runtime):
         path = self.model_path
         if not path.is_file():
             raise CheckpointError(f"{path}: ncnn model not found")
-        if path.suffix == ".param":
-            return path
-        from edgesr.export.ncnn_export import exported_ncnn
-
-        return exported_ncnn(path)
+        if path.suffix != ".param":
+            raise CheckpointError(f"{path}: the ncnn backend runs ncnn .param/.bin files (edgesr "
+                                  "upscale -b ncnn exports a checkpoint first; or edgesr export "
+                                  "MODEL -o MODEL.param)")
+        return path
 
     def _load(self, param: Path, precision: str) -> "ncnn.Net":
         cfg = self.config

@@ -52,15 +52,18 @@ def test_a_checkpoint_is_exported_to_ncnn_once(tmp_path, rng):
     checkpoint = tmp_path / "tiny.pth"
     torch.save({"params_ema": make_tiny("compact_x2").state_dict()}, checkpoint)
     batch = rng.random((1, 3, 7, 9), np.float32)
-    got, expected = _torch_and_ncnn(checkpoint, batch)
-    np.testing.assert_allclose(got, expected, atol=1e-4)
-    with create_runtime("ncnn", checkpoint) as runtime:
-        param = runtime._param_path()
+    with open_runtime(str(checkpoint), "torch") as reference:
+        expected = reference.infer(batch)
+    with open_runtime(str(checkpoint), "ncnn") as runtime:
+        param = runtime.model_path
+        np.testing.assert_allclose(runtime.infer(batch), expected, atol=1e-4)
     assert param.suffix == ".param" and param.with_suffix(".bin").is_file()
     before = param.stat().st_mtime_ns
-    with create_runtime("ncnn", checkpoint):
-        pass
+    with open_runtime(str(checkpoint), "ncnn") as again:
+        assert again.model_path == param
     assert param.stat().st_mtime_ns == before  # the cached export is reused
+    with pytest.raises(CheckpointError, match="runs ncnn .param/.bin files"):
+        create_runtime("ncnn", checkpoint).activate()
 
 
 def test_fp16_reports_the_precision_that_ran(rng):
