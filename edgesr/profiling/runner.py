@@ -181,7 +181,7 @@ def run_case(open_case: CaseFactory, backend: str, precision: str, settings: Ben
     try:
         with trust.CpuWatch() as cpu, MemoryWatch() as memory, \
                 open_case(backend, precision) as runtime:
-            ran = trust.effective_precision(runtime, precision)
+            ran = trust.effective_precision(runtime)
             rows = _rows(runtime, settings, flops, peak, ran or precision)
             e2e, output = _end_to_end(runtime, settings, image)
     except EdgesrError as exc:

@@ -104,7 +104,7 @@ def row_reasons(row: dict, peak: float, precision: str | None) -> list[str]:
     return reasons
 
 
-def effective_precision(runtime, asked: str) -> str | None:
+def effective_precision(runtime) -> str | None:
     """The precision the runtime reports it ran (``effective_precision``, in edgesr's names),
     or None when the backend does not report one."""
     ran = getattr(runtime, "effective_precision", None)

@@ -57,10 +57,10 @@ def test_effective_precision_names():
     class Ran:
         effective_precision = "f32"
 
-    assert trust.effective_precision(Ran(), "fp16") == "fp32"
+    assert trust.effective_precision(Ran()) == "fp32"
     Ran.effective_precision = "bf16"
-    assert trust.effective_precision(Ran(), "fp16") == "bf16"
-    assert trust.effective_precision(object(), "fp16") is None
+    assert trust.effective_precision(Ran()) == "bf16"
+    assert trust.effective_precision(object()) is None
 
 
 def test_exact_baseline_is_the_fastest_fp32_case():

@@ -130,3 +130,20 @@ def test_size_multiple_is_enforced(rng, tmp_path):
         assert runtime.info.size_multiple == 4
         with pytest.raises(EdgesrError, match="not divisible by the model's size multiple 4"):
             runtime.infer(rng.random((1, 3, 6, 8), np.float32))
+
+
+def test_cli_upscale_with_a_bundled_model_on_ncnn(tmp_path, rng):
+    from PIL import Image
+
+    from edgesr.cli import main
+
+    source = tmp_path / "in.png"
+    Image.fromarray((rng.random((10, 12, 3)) * 255).astype(np.uint8)).save(source)
+    target = tmp_path / "out.png"
+    assert main(["upscale", str(source), "-o", str(target), "-m", "realesr-animevideov3-x2",
+                 "-b", "ncnn", "-q"]) == 0
+    reference = tmp_path / "ref.png"
+    assert main(["upscale", str(source), "-o", str(reference), "-m", "realesr-animevideov3-x2",
+                 "-q"]) == 0
+    got, want = (np.asarray(Image.open(p), np.int16) for p in (target, reference))
+    assert got.shape == (20, 24, 3) and np.abs(got - want).max() <= 1
