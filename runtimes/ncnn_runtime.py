@@ -7,8 +7,9 @@ on. Whether fp16 really ran is measured, not assumed: a probe input is run throu
 and an fp32 one, and identical outputs mean this CPU's ncnn kernels ran fp32
 (``effective_precision``). Scale, size multiple and channels come from a probe run, as for ONNX
 files without metadata; input channels from the first Convolution (and any pixel-unshuffle
-``Reorg`` before it). The .bin is checked against the .param first (ncnn would run a .bin of
-the wrong size on garbage). A checkpoint reaches it exported (``model_kinds``).
+``Reorg`` before it). The .bin is checked against the .param first where every layer's weights
+are known to ``ncnn_param`` (ncnn would run a .bin of the wrong size on garbage). A checkpoint
+reaches it exported (``model_kinds``).
 """
 
 import contextlib
@@ -20,7 +21,13 @@ import ncnn
 import numpy as np
 
 from edgesr.errors import BackendUnavailableError, CheckpointError, EdgesrError, InferenceError
-from edgesr.models.ncnn_param import BinReader, NcnnLayer, parse_param, read_weights
+from edgesr.models.ncnn_param import (
+    WEIGHT_TYPES,
+    BinReader,
+    NcnnLayer,
+    parse_param,
+    read_weights,
+)
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
 DEVICES = ("cpu", "vulkan")
@@ -85,7 +92,8 @@ class NcnnRuntime(Runtime):
         layers, weights = parse_param(param), param.with_suffix(".bin")
         if not weights.is_file():
             raise CheckpointError(f"{weights}: ncnn .bin not found (the weights of {param.name})")
-        read_weights(layers, BinReader(weights), param)  # sizes checked: ncnn does not
+        if all(layer.type in WEIGHT_TYPES for layer in layers):  # ncnn does not check sizes
+            read_weights(layers, BinReader(weights), param)
         channels = _input_channels(layers, param)
         self.net = self._load(param, self.config.precision)
         self._input, self._output = self.net.input_names()[0], self.net.output_names()[-1]

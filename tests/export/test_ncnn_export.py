@@ -105,3 +105,19 @@ def test_cli_export_chooses_ncnn_by_suffix(tmp_path, capsys):
     assert "(ncnn)" in out and "parity vs PyTorch (input 1x3x" in out
     assert (tmp_path / "tiny.bin").is_file()
     assert load_model(tmp_path / "tiny.param").scale == 2
+
+
+@pytest.mark.parametrize("act_type", ["relu", "leakyrelu"])
+def test_compact_with_other_activations_exports_with_parity(act_type, tmp_path):
+    from edgesr.models.compact import SRVGGNetCompact
+    from edgesr.models.descriptor import ModelDescriptor
+
+    torch.manual_seed(0)
+    model = SRVGGNetCompact(3, 3, num_feat=8, num_conv=2, upscale=2, act_type=act_type).eval()
+    descriptor = ModelDescriptor(model=model, architecture="SRVGGNetCompact", scale=2,
+                                 in_channels=3, out_channels=3)
+    report = export_ncnn(descriptor, tmp_path / "m.param")
+    assert report.max_abs_diff <= 1e-4
+    relus = [layer for layer in parse_param(report.param_path) if layer.type == "ReLU"]
+    assert len(relus) == 3 and all(layer.params.get(0, 0.0) == (0.1 if act_type == "leakyrelu"
+                                                               else 0.0) for layer in relus)

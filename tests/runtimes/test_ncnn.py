@@ -118,6 +118,10 @@ def test_missing_bin_and_bad_param(tmp_path):
     param.write_text(bundled_model_path("realesr-animevideov3-x2").read_text())
     with pytest.raises(CheckpointError, match="ncnn .bin not found"):
         create_runtime("ncnn", param).activate()
+    source = bundled_model_path("realesr-animevideov3-x2").with_suffix(".bin").read_bytes()
+    param.with_suffix(".bin").write_bytes(source[:-8])  # ncnn itself would run on garbage
+    with pytest.raises(CheckpointError, match="does not match its .param"):
+        create_runtime("ncnn", param).activate()
     param.write_text("not a param\n")
     with pytest.raises(CheckpointError, match="not an ncnn text .param"):
         create_runtime("ncnn", param).activate()
