@@ -131,7 +131,7 @@ def main() -> None:
         diff = np.abs(out.astype(np.float64) - ref)
         mse = float(np.mean(diff ** 2))
         psnr = psnr_from_mse(mse, cap=None)
-        print(f"{label:<18} {build:8.1f} {stats.p50_ms:9.1f} {stats.p95_ms:9.1f} "
+        print(f"{label:<18} {build:8.1f} {stats.p50_ms:9.1f} {stats.p95_ms or float('nan'):9.1f} "
               f"{mp / stats.p50_ms * 1e3:8.4f} {ref_stats.p50_ms / stats.p50_ms:7.2f}x "
               f"{diff.max():10.2e} {psnr:8.1f}  {ran}")
     for label, reason in skipped.items():

@@ -49,7 +49,7 @@ def markdown(report: dict) -> str:
         for row in case["rows"]:
             lines.append(
                 f"| {case['backend']} | {case['precision']} | {row['tile']} | {row['batch']} "
-                f"| {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['lr_mps']:.3g} "
+                f"| {row['p50_ms']:.1f} | {_fmt(row['p95_ms'], '.1f')} | {row['lr_mps']:.3g} "
                 f"| {_fmt(row['gflops'], '.1f')} | {_fmt(row['speedup'], '.2f', '×')} "
                 f"| {e2e['seconds']:.2f} s ({e2e['outside_infer_share'] * 100:.0f}% tiling+blend)"
                 f" | {_fmt(case['consistency_psnr_db'], '.1f', ' dB')} "

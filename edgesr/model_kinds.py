@@ -119,7 +119,8 @@ def _upscaler_backend(path: Path) -> str:
 
 def _upscaler_file(path: Path, backend: str) -> Path:
     """An engine runs on its backend only; a checkpoint asked to run on a backend that runs
-    ONNX becomes its cached ONNX export; an ONNX model needs such a backend."""
+    ONNX becomes its cached ONNX export, on one that runs ncnn files its cached ncnn export; an
+    ONNX model needs an ONNX backend."""
     owner = engine_backend(path.suffix)
     if owner:
         if backend != owner:
@@ -131,6 +132,10 @@ def _upscaler_file(path: Path, backend: str) -> Path:
         return path
     if backend_entry.runs_onnx:
         return exported_onnx(path)
+    if ".param" in backend_entry.suffixes and path.suffix in CHECKPOINT_SUFFIXES:
+        from edgesr.export.ncnn_export import exported_ncnn
+
+        return exported_ncnn(path)
     if path.suffix == ".onnx":
         onnx_backends = [n for n, e in entries().items() if UPSCALER in e.kinds and e.runs_onnx]
         raise EdgesrError(f"{path}: an ONNX model needs an ONNX backend "

@@ -47,7 +47,11 @@ def register(sub) -> None:
                        help="tile sizes in input pixels (default: 32,64)")
     bench.add_argument("--batches", type=_ints, default=(1,), help="batch sizes (default: 1)")
     bench.add_argument("--warmup", type=int, default=1, help="untimed runs first (default: 1)")
-    bench.add_argument("--runs", type=int, default=3, help="timed runs per tile (default: 3)")
+    bench.add_argument("--runs", type=int, default=3, help="timed runs per tile (default: 3; "
+                       "p95 needs >= 20 and p99 >= 100)")
+    bench.add_argument("-t", "--duration", type=float, default=None, metavar="SECONDS",
+                       help="time each tile row for SECONDS (at least --runs runs), as "
+                       "benchmark_app -t")
     bench.add_argument("--image", help="image for the end-to-end run (default: synthetic)")
     bench.add_argument("--image-size", type=_size, default=(64, 64),
                        help="size of the synthetic end-to-end image, WxH (default: 64x64)")
@@ -56,7 +60,8 @@ def register(sub) -> None:
                        default="bicubic", help="downscaling for the consistency score")
     bench.add_argument("--threads", type=int, default=0, help="CPU threads for the backends")
     bench.add_argument("-O", "--option", action="append", default=[], metavar="BACKEND:KEY=VALUE",
-                       help="extra backend option, e.g. onnxruntime:graph_level=all (repeatable)")
+                       help="extra backend option, a field of the backend's config, e.g. "
+                       "onnxruntime:graph_optimization=all or ncnn:threads=2 (repeatable)")
     bench.add_argument("--no-isolate", dest="isolate", action="store_false",
                        help="run every case in this process, not each in its own (quicker to "
                        "start, easier to debug; a case's peak RSS then includes what earlier "
@@ -77,6 +82,25 @@ def parse_options(items: list[str]) -> dict[str, dict]:
             raise EdgesrError(f"--option {item!r}: expected BACKEND:KEY=VALUE")
         options.setdefault(backend, {})[key] = _value(value)
     return options
+
+
+def check_options(options: dict[str, dict], backends: tuple[str, ...]) -> None:
+    """EdgesrError unless every ``-O`` option names a benchmarked backend and a value its
+    config accepts (a backend whose library is missing is left to its case)."""
+    from edgesr.errors import BackendUnavailableError
+    from edgesr.runtimes.registry import config_for, entry
+
+    for backend, values in options.items():
+        entry(backend)  # an unknown backend: an error naming the known ones
+        if backend not in backends:
+            raise EdgesrError(f"-O {backend}:...: {backend!r} is not benchmarked (-b "
+                              f"{','.join(backends)})")
+        try:
+            config_for(backend, **values)
+        except BackendUnavailableError:
+            continue
+        except (TypeError, ValueError) as exc:
+            raise EdgesrError(f"-O {backend}: {exc}") from None
 
 
 def _value(text: str):
@@ -101,6 +125,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.warmup < 0 or args.runs < 1 or args.overlap < 0:
         raise EdgesrError("need --warmup >= 0, --runs >= 1 and --overlap >= 0")
+    if args.duration is not None and args.duration <= 0:
+        raise EdgesrError("--duration must be a positive number of seconds")
+    backends = args.backends or tuple(entries())
+    options = parse_options(args.option)
+    check_options(options, backends)
     if args.image:
         from edgesr.imageio import read_image
 
@@ -109,11 +138,11 @@ def run(args: argparse.Namespace) -> int:
         image = synthetic_image(*args.image_size)
     precisions = [p.partition("=") for p in args.precisions]
     settings = BenchSettings(
-        backends=args.backends or tuple(entries()), precisions=tuple(p[0] for p in precisions),
+        backends=backends, precisions=tuple(p[0] for p in precisions),
         artifacts={name: path for name, _, path in precisions if path}, tiles=args.tiles,
         batches=args.batches, warmup=args.warmup, runs=args.runs, image=image,
         overlap=args.overlap, downsample=args.consistency_downsample, threads=args.threads,
-        options=parse_options(args.option))
+        options=options, duration=args.duration)
     report = run_bench(args.model, settings, isolate=args.isolate)
     print(format_table(report))
     if args.out:

@@ -49,6 +49,7 @@ def run_variants(model_path: Path, variants: list[str], batch: np.ndarray
     """Run ``batch`` through each variant: (outputs, timing notes, skip reasons). A note names
     the precision a device really ran when it differs from the one asked for."""
     from edgesr.pipeline import open_runtime
+    from edgesr.profiling.trust import effective_precision
 
     outputs, notes, skipped = {}, {}, {}
     for variant in variants:
@@ -58,8 +59,8 @@ def run_variants(model_path: Path, variants: list[str], batch: np.ndarray
                 start = time.perf_counter()
                 outputs[variant] = runtime.infer(batch)
                 notes[variant] = f"{(time.perf_counter() - start) * 1e3:9.1f} ms"
-                ran = getattr(runtime, "effective_precision", None)
-                if ran and ran.replace("f", "fp") != variant.partition(":")[2]:
+                ran = effective_precision(runtime)
+                if ran and ran != variant.partition(":")[2]:
                     notes[variant] += f"  (the device ran {ran})"
         except BackendUnavailableError as exc:
             skipped[variant] = str(exc)

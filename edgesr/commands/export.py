@@ -1,8 +1,9 @@
-"""``edgesr export``: a model to ONNX, with the parity check against PyTorch printed.
+"""``edgesr export``: a model to ONNX or ncnn, with the parity check against PyTorch printed.
 
-A checkpoint becomes one .onnx file (an SR3 denoiser one with inputs ``x`` and
-``noise_level``); a Stable Diffusion x4 upscaler folder becomes a folder holding ``unet.onnx``
-and ``vae_decoder.onnx``.
+The output's suffix chooses the format: a .param output is ncnn (.param and .bin beside it,
+``edgesr.export.ncnn_export``). A checkpoint becomes one .onnx file (an SR3 denoiser one with
+inputs ``x`` and ``noise_level``); a Stable Diffusion x4 upscaler folder becomes a folder
+holding ``unet.onnx`` and ``vae_decoder.onnx``.
 """
 
 import argparse
@@ -10,11 +11,13 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    ex = sub.add_parser("export", help="export a model to ONNX and check parity with PyTorch")
+    ex = sub.add_parser("export", help="export a model to ONNX or ncnn and check parity with "
+                        "PyTorch")
     ex.add_argument("model", help="checkpoint, ncnn .param, bundled model name, or a Stable "
                     "Diffusion x4 upscaler folder (diffusers layout)")
     ex.add_argument("-o", "--output", required=True,
-                    help="the .onnx file to write (a folder for a Stable Diffusion folder)")
+                    help="the .onnx file to write, or an ncnn .param (its .bin is written "
+                    "beside it); a folder for a Stable Diffusion folder")
     ex.add_argument("--opset", type=int, default=17)
     ex.add_argument("--prompt", default="", help="Stable Diffusion folders: the prompt whose "
                     "CLIP embeddings are saved for sampling (default: empty)")
@@ -27,10 +30,16 @@ def run(args: argparse.Namespace) -> int:
     source, output = resolve_model(args.model), Path(args.output)
     if source.is_dir():
         return _export_sd_upscaler(source, output, args.opset, args.prompt)
+    from edgesr.errors import ExportError
     from edgesr.models import load_model
     from edgesr.models.detect import purpose_of
 
+    if output.suffix not in (".onnx", ".param"):
+        raise ExportError(f"{output}: the output's suffix chooses the format: .onnx (ONNX) or "
+                          ".param (ncnn, its .bin written beside it)")
     descriptor = load_model(source)
+    if output.suffix == ".param":
+        return _export_ncnn(descriptor, output)
     if purpose_of(descriptor.architecture) == "denoiser":
         from edgesr.export.diffusion_export import export_sr3
 
@@ -44,6 +53,16 @@ def run(args: argparse.Namespace) -> int:
     report = export_onnx(descriptor, output, opset=args.opset)
     print(f"exported {descriptor.name} -> {report.path}")
     print(f"parity vs PyTorch: max abs diff {report.max_abs_diff:.3g}, PSNR {report.psnr:.1f} dB")
+    return 0
+
+
+def _export_ncnn(descriptor, output: Path) -> int:
+    from edgesr.export.ncnn_export import export_ncnn
+
+    report = export_ncnn(descriptor, output)
+    print(f"exported {descriptor.name} -> {report.param_path} + {report.bin_path.name} (ncnn)")
+    print(f"parity vs PyTorch (input {'x'.join(map(str, report.parity_shape))}): max abs diff "
+          f"{report.max_abs_diff:.3g}, PSNR {report.psnr:.1f} dB")
     return 0
 
 

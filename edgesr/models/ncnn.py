@@ -1,9 +1,11 @@
 """Import ncnn .param/.bin models (the official Real-ESRGAN ones) as PyTorch models.
 
 The graph, Split layers aside, must match layer for layer the layout ncnn's converters give
-basicsr's RRDBNet or SRVGGNetCompact (PReLU), optionally followed by one bicubic resize as in
-realesr-animevideov3 x2/x3 (the x4 net resized by 0.5 / 0.75). Each Convolution and PReLU then
-maps to its basicsr state_dict key, and the model is built by the same detection as a .pth.
+basicsr's RRDBNet (x2 / x1 with their pixel-unshuffle as a ``Reorg`` layer, as pnnx and
+``edgesr export`` write it) or SRVGGNetCompact (PReLU), optionally followed by one bicubic
+resize as in realesr-animevideov3 x2/x3 (the x4 net resized by 0.5 / 0.75). Each Convolution
+and PReLU then maps to its basicsr state_dict key, and the model is built by the same detection
+as a .pth.
 ``matched_layout`` (the check alone) needs no PyTorch: ``edgesr.export.ncnn_onnx`` uses it to
 write the same graph as ONNX without it.
 """
@@ -44,6 +46,7 @@ LAYER_PARAMS: dict[str, tuple[str, dict[int, tuple[object, object]]]] = {
     "Interp": ("interp", {0: (ANY, 0), 1: (ANY, 1.0), 2: (ANY, 1.0), 3: (0, 0), 4: (0, 0),
                           5: (0, 0), 6: (0, 0)}),
     "PixelShuffle": ("pixelshuffle", {0: (ANY, 1), 1: (0, 0)}),
+    "Reorg": ("reorg", {0: (ANY, 1), 1: (0, 0)}),
 }
 
 
@@ -149,7 +152,7 @@ def _attrs(kind: str, params: dict[int, object]) -> tuple:
         return (_floats(params[1]),)
     if kind == "interp":
         return params[0], *_floats((params[1], params[2]))
-    if kind == "pixelshuffle":
+    if kind in ("pixelshuffle", "reorg"):
         return (params[0],)
     return ()
 
@@ -170,9 +173,12 @@ class _Layout:
         return len(self.ops) - 1
 
 
-def _rrdbnet_layout(num_block: int) -> list[Op]:
+def _rrdbnet_layout(num_block: int, unshuffle: int | None) -> list[Op]:
     g = _Layout()
-    feat = g("conv", g("input"), attrs=NO_ACT, key="conv_first")
+    x = g("input")
+    if unshuffle is not None:  # RRDBNet x2 / x1: pixel-unshuffle by 2 / 4 first
+        x = g("reorg", x, attrs=(unshuffle,))
+    feat = g("conv", x, attrs=NO_ACT, key="conv_first")
     h = feat
     for b in range(num_block):
         block_in = h
@@ -217,7 +223,8 @@ def _expected_layout(graph: list[Op], path: Path) -> tuple[str, list[Op], float 
     if shuffles and n_conv >= 2:
         arch, expected = "SRVGGNetCompact", _compact_layout(n_conv - 2, shuffles[0])
     elif not shuffles and n_conv > 6 and (n_conv - 6) % 15 == 0:
-        arch, expected = "RRDBNet", _rrdbnet_layout((n_conv - 6) // 15)
+        unshuffle = graph[1].attrs[0] if len(graph) > 1 and graph[1].kind == "reorg" else None
+        arch, expected = "RRDBNet", _rrdbnet_layout((n_conv - 6) // 15, unshuffle)
     else:
         raise UnsupportedArchitectureError(
             f"{path}: graph with {n_conv} convolutions is neither RRDBNet nor SRVGGNetCompact")

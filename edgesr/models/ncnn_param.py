@@ -175,7 +175,10 @@ def _align4(nbytes: int) -> int:
 
 
 WEIGHTLESS_TYPES = frozenset(
-    {"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "PixelShuffle"})
+    {"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "PixelShuffle", "Reorg",
+     "ReLU"})
+#: Layer types whose weights ``read_weights`` knows how to read.
+WEIGHT_TYPES = frozenset({"Convolution", "PReLU"}) | WEIGHTLESS_TYPES
 
 
 def read_weights(layers: list[NcnnLayer], reader: BinReader,

@@ -3,23 +3,26 @@
 FLOPs are counted once on a small probe input and divided by its pixel count: convolutional
 SR networks cost the same per low-resolution pixel at any tile size. One multiply-add counts
 as two FLOPs, as FlopCounterMode does. The GEMM peak is the best throughput of a square float32
-matmul (torch and NumPy, each on its own default threads), the yardstick for "how close to the
-hardware" a backend runs.
+matmul (torch, where installed, and NumPy, each on its own default threads), the yardstick for
+"how close to the hardware" a backend runs. torch is imported only where it is needed.
 """
 
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from edgesr.models import ModelDescriptor
+if TYPE_CHECKING:
+    from edgesr.models import ModelDescriptor
 
 
-def flops_per_lr_pixel(descriptor: ModelDescriptor, probe: int = 32) -> float:
+def flops_per_lr_pixel(descriptor: "ModelDescriptor", probe: int = 32) -> float:
     """FLOPs of one forward pass per input (low-resolution) pixel, counted on a probe tile."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     side = -(-probe // descriptor.size_multiple) * descriptor.size_multiple
     x = torch.zeros(1, descriptor.in_channels, side, side)
     counter = FlopCounterMode(display=False)
@@ -39,14 +42,21 @@ def _best_gflops(matmul, a, b, n: int, repeats: int) -> float:
 
 
 def gemm_peak_gflops(n: int = 1024, repeats: int = 5) -> dict[str, float]:
-    """Measured float32 GEMM throughput (GFLOP/s) of an n×n matmul: ``{"torch": …, "numpy": …}``."""
+    """Measured float32 GEMM throughput (GFLOP/s) of an n×n matmul: ``{"torch": …, "numpy": …}``
+    (no "torch" where torch is not installed)."""
     rng = np.random.default_rng(0)
     a = rng.random((n, n), dtype=np.float32)
     b = rng.random((n, n), dtype=np.float32)
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    with torch.inference_mode():
-        peak_torch = _best_gflops(torch.matmul, ta, tb, n, repeats)
-    return {"torch": peak_torch, "numpy": _best_gflops(np.matmul, a, b, n, repeats)}
+    peaks = {}
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        with torch.inference_mode():
+            peaks["torch"] = _best_gflops(torch.matmul, torch.from_numpy(a), torch.from_numpy(b),
+                                          n, repeats)
+    return {**peaks, "numpy": _best_gflops(np.matmul, a, b, n, repeats)}
 
 
 def _shapes(model) -> dict[str, list[int | None]]:

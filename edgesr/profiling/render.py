@@ -15,6 +15,13 @@ def _ratio(value) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def precision_label(case: dict) -> str:
+    """The precision that ran: the backend's report where it gave one, marked ``*`` when it
+    differs from the one asked for."""
+    ran = case.get("effective_precision")
+    return f"{ran}*" if ran and ran != case["precision"] else case["precision"]
+
+
 def format_header(report: dict) -> str:
     """Machine, software and model lines that head the table."""
     system, model = report["system"], report["model"]
@@ -22,18 +29,25 @@ def format_header(report: dict) -> str:
     libs = ", ".join(f"{k} {v}" for k, v in system["libraries"].items() if k != "edgesr")
     gemm = report["gemm_peak_gflops"]
     flops = model["flops_per_lr_pixel"]
+    baseline = report["baseline"]
+    load = report.get("load_at_start")
+    torch_threads = ("torch not installed" if threads["torch_intra_op"] is None else
+                     f"torch {threads['torch_intra_op']} intra-op / {threads['torch_inter_op']} "
+                     "inter-op")
     lines = [
         f"edgesr bench  {report['created']}  {system['hostname']} ({system['os']})",
         f"cpu: {cpu['model']} ({cpu['arch']}), {cpu['logical_cores']} logical cores; "
         f"flags: {' '.join(cpu['flags']) or '-'}",
         *(f"gpu: {gpu['name']}" for gpu in system["gpus"]),
-        f"threads: torch {threads['torch_intra_op']} intra-op / {threads['torch_inter_op']} "
-        f"inter-op; libraries: {libs}",
+        f"threads: {torch_threads}; libraries: {libs}",
         f"model: {model['name']} ({model['source']}); "
         + (f"{flops / 1e6:.2f} MFLOP per LR pixel" if flops else "FLOPs unknown"),
-        f"GEMM peak (fp32 matmul): torch {gemm['torch']:.1f}, numpy {gemm['numpy']:.1f} GFLOP/s",
-        f"baseline: {report['baseline']['backend']} {report['baseline']['precision']}; "
-        "x = speedup over it",
+        "GEMM peak (fp32 matmul): "
+        + ", ".join(f"{lib} {value:.1f}" for lib, value in gemm.items()) + " GFLOP/s"
+        + (f"; load average at start {' '.join(map(str, load))}" if load else ""),
+        f"baseline: {baseline['backend']} {baseline['precision']}"
+        + (f" ({baseline['reason']})" if baseline.get("reason") else "")
+        + "; x = speedup over it",
     ]
     return "\n".join(lines)
 
@@ -42,20 +56,25 @@ def format_table(report: dict) -> str:
     """The whole report as text: header, per-tile latency table, end-to-end table."""
     head = (f"{'backend':<12} {'prec':<5} {'tile':>5} {'batch':>5} {'p50 ms':>9} "
             f"{'p95 ms':>9} {'p99 ms':>9} {'ms/tile':>9} {'LR MP/s':>8} {'GFLOP/s':>8} "
-            f"{'%peak':>6} {'x':>7}")
+            f"{'%peak':>6} {'x':>7} {'spread':>6}")
     lines = [format_header(report), "", head, "-" * len(head)]
+    notes = set()
     for case in report["cases"]:
-        label = f"{case['backend']:<12} {case['precision']:<5}"
+        label = f"{case['backend']:<12} {precision_label(case):<5}"
         if case["status"] != "ok":
             lines.append(f"{label} unavailable: {first_line(case['reason'])}")
             continue
         for row in case["rows"]:
             fraction = row["peak_fraction"]
+            flag = " !" if row.get("unreliable") or case.get("unreliable") else ""
+            notes.add(row.get("percentile_note") and row["percentile_note"].split(":")[0])
             lines.append(
                 f"{label} {row['tile']:>5} {row['batch']:>5} {row['p50_ms']:>9.2f} "
-                f"{row['p95_ms']:>9.2f} {row['p99_ms']:>9.2f} {row['tile_ms']:>9.2f} "
-                f"{row['lr_mps']:>8.3g} {_num(row['gflops'], '8.1f'):>8} "
-                f"{_num(fraction and fraction * 100, '5.1f'):>6} {_ratio(row['speedup']):>7}")
+                f"{_num(row['p95_ms'], '9.2f'):>9} {_num(row['p99_ms'], '9.2f'):>9} "
+                f"{row['tile_ms']:>9.2f} {row['lr_mps']:>8.3g} {_num(row['gflops'], '8.1f'):>8} "
+                f"{_num(fraction and fraction * 100, '5.1f'):>6} {_ratio(row['speedup']):>7} "
+                f"{_num(row.get('spread') and row['spread'] * 100, '5.0f'):>5}%{flag}")
+    lines += _footnotes(report, notes)
     ok = [c for c in report["cases"] if c["status"] == "ok" and c["e2e"]]
     if ok:
         e2e = ok[0]["e2e"]
@@ -72,13 +91,27 @@ def format_table(report: dict) -> str:
         for case in ok:
             e = case["e2e"]
             lines.append(
-                f"{case['backend']:<12} {case['precision']:<5} {e['seconds']:>8.3f} "
+                f"{case['backend']:<12} {precision_label(case):<5} {e['seconds']:>8.3f} "
                 f"{_ratio(e['speedup']):>7} {e['infer_seconds']:>8.3f} "
                 f"{e['outside_infer_share'] * 100:>11.1f}% {_num(case['peak_rss_mb'], '8.0f'):>8} "
                 f"{_ratio(case['rss_ratio']):>6} {_num(case.get('startup_rss_mb'), '8.0f'):>8} "
                 f"{_num(case['consistency_psnr_db'], '10.2f'):>10} "
                 f"{_num(case['baseline_psnr_db'], '10.2f'):>10}")
     return "\n".join(lines)
+
+
+def _footnotes(report: dict, notes: set) -> list[str]:
+    """What ``*``, ``!`` and a missing percentile mean, and every warning."""
+    lines = []
+    for case in report["cases"]:
+        if precision_label(case).endswith("*"):
+            lines.append(f"* {case['backend']}: asked for {case['precision']}, the backend ran "
+                         f"{case['effective_precision']}")
+    if any(note for note in notes):
+        lines.append("- p95/p99 need >= 20/100 samples: use --duration or more --runs")
+    warnings = report.get("warnings") or []
+    lines += [f"! {warning}" for warning in warnings]
+    return ["", *lines] if lines else []
 
 
 def plot_latency(report: dict, path: Path) -> Path:
@@ -92,7 +125,8 @@ def plot_latency(report: dict, path: Path) -> Path:
             continue
         for batch in sorted({r["batch"] for r in case["rows"]}):
             rows = sorted((r for r in case["rows"] if r["batch"] == batch), key=lambda r: r["tile"])
-            label = f"{case['backend']} {case['precision']}" + (f" b{batch}" if batch > 1 else "")
+            label = f"{case['backend']} {precision_label(case)}" + (
+                f" b{batch}" if batch > 1 else "")
             tiles = [r["tile"] for r in rows]
             ax_ms.plot(tiles, [r["tile_ms"] for r in rows], marker="o", label=label)
             ax_mps.plot(tiles, [r["lr_mps"] for r in rows], marker="o", label=label)

@@ -20,12 +20,16 @@ SCHEMA_VERSION = 1
 NUM = (int, float)
 OPT_NUM = (int, float, None)
 
+OPT_STR = (str, None)
 ROW = {
     "tile": int, "batch": int, "runs": int,
-    "p50_ms": NUM, "p95_ms": NUM, "p99_ms": NUM, "mean_ms": NUM, "min_ms": NUM,
+    "p50_ms": NUM, "p95_ms": OPT_NUM, "p99_ms": OPT_NUM, "mean_ms": NUM, "min_ms": NUM,
     "tile_ms": NUM, "lr_mps": NUM, "gflops": OPT_NUM, "peak_fraction": OPT_NUM,
-    "speedup": OPT_NUM,
+    "speedup": OPT_NUM, "spread?": NUM, "samples_ms?": [NUM], "percentile_note?": OPT_STR,
+    "unreliable?": OPT_STR,
 }
+LOAD = {"loadavg_before": ([NUM], None), "loadavg_after": ([NUM], None),
+        "other_cpu_share": OPT_NUM}
 E2E = {
     "height": int, "width": int, "tile": int, "overlap": int, "batch": int, "runs": int,
     "seconds": NUM, "infer_seconds": NUM, "outside_infer_seconds": NUM,
@@ -33,6 +37,7 @@ E2E = {
 }
 CASE = {
     "backend": str, "precision": str, "options": dict, "status": str, "reason": (str, None),
+    "effective_precision?": OPT_STR, "load?": (LOAD, None), "unreliable?": OPT_STR,
     "peak_rss_mb": OPT_NUM, "startup_rss_mb?": OPT_NUM, "rss_ratio": OPT_NUM,
     "gpu_peak_mb": OPT_NUM,
     "consistency_psnr_db": OPT_NUM, "baseline_psnr_db": OPT_NUM,
@@ -46,9 +51,11 @@ SCHEMA = {
     "model": {"source": str, "name": str, "scale": int, "flops_per_lr_pixel": OPT_NUM},
     "settings": {"backends": [str], "precisions": [str], "tiles": [int], "batches": [int],
                  "warmup": int, "runs": int, "image": [int], "overlap": int,
-                 "downsample": str, "threads": int, "artifacts": dict, "isolate?": bool},
-    "gemm_peak_gflops": {"torch": NUM, "numpy": NUM},
-    "baseline": {"backend": str, "precision": str},
+                 "downsample": str, "threads": int, "artifacts": dict, "isolate?": bool,
+                 "duration?": OPT_NUM},
+    "gemm_peak_gflops": {"torch?": NUM, "numpy": NUM},
+    "baseline": {"backend": str, "precision": str, "reason?": OPT_STR},
+    "load_at_start?": ([NUM], None), "warnings?": [str],
     "cases": [CASE],
 }
 

@@ -3,9 +3,13 @@
 Every (backend, precision) case is opened through a factory (by default the runtime registry via
 ``pipeline.open_runtime``), timed per tile and batch, then run end to end over an image through
 the Upscaler. The PyTorch eager FP32 baseline always runs first, and every case is also given as
-a ratio to it. A case that cannot open is kept in the report as ``unavailable`` with the reason.
+a ratio to it; where PyTorch cannot run (a device with only the runtime install, or a model file
+torch does not read) the baseline is the FP32 reference on the fastest exact backend, named as
+such. A case that cannot open is kept in the report as ``unavailable`` with the reason.
 Through the registry, each case runs in a child process of its own (``run_isolated``), so its
-peak memory is its alone.
+peak memory is its alone. Every case records the precision that ran, the load and other
+processes' CPU use around it, and its raw samples; figures that cannot be trusted are marked
+``unreliable`` with the reason (``trust``) and warned about.
 """
 
 import dataclasses
@@ -18,7 +22,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from edgesr.errors import EdgesrError
-from edgesr.fidelity import consistency_score, psnr
+from edgesr.profiling import trust
 from edgesr.profiling.flops import flops_per_lr_pixel, gemm_peak_gflops, onnx_flops_per_lr_pixel
 from edgesr.profiling.isolation import run_in_child
 from edgesr.profiling.report import SCHEMA_NAME, SCHEMA_VERSION
@@ -46,7 +50,8 @@ class BenchSettings:
 
     ``image``: the HWC float32 image of the end-to-end run (tiled with the largest tile and the
     first batch size, ``overlap`` input pixels of overlap but at most a quarter tile; default a
-    synthetic 64x64 image).
+    synthetic 64x64 image). ``duration``: time each tile row for that many seconds (at least
+    ``runs`` runs), as benchmark_app's ``-t``.
     """
 
     backends: tuple[str, ...]
@@ -61,6 +66,7 @@ class BenchSettings:
     threads: int = 0
     options: dict[str, dict] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
+    duration: float | None = None
 
 
 def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -104,7 +110,7 @@ def registry_factory(model: str | None, settings: BenchSettings) -> CaseFactory:
 
 
 def _rows(runtime: Runtime, settings: BenchSettings, flops: float | None,
-          peak: float) -> list[dict]:
+          peak: float, precision: str | None) -> list[dict]:
     info = runtime.info
     rng = np.random.default_rng(0)
     tiles = [info.fixed_hw[0]] if info.fixed_hw else settings.tiles
@@ -117,13 +123,16 @@ def _rows(runtime: Runtime, settings: BenchSettings, flops: float | None,
                 continue
             x = rng.random((batch, info.in_channels, *hw), dtype=np.float32)
             stats = LatencyStats.from_seconds(time_calls(
-                lambda x=x: runtime.infer(x), warmup=settings.warmup, runs=settings.runs))
+                lambda x=x: runtime.infer(x), warmup=settings.warmup, runs=settings.runs,
+                duration=settings.duration))
             pixels = batch * hw[0] * hw[1]
             gflops = flops * pixels / stats.p50_ms / 1e6 if flops else None
-            rows.append({"tile": hw[0], "batch": batch, **dataclasses.asdict(stats),
-                         "tile_ms": stats.p50_ms / batch, "lr_mps": pixels / stats.p50_ms / 1e3,
-                         "gflops": gflops, "peak_fraction": gflops / peak if gflops else None,
-                         "speedup": None})
+            row = {"tile": hw[0], "batch": batch, **dataclasses.asdict(stats),
+                   "tile_ms": stats.p50_ms / batch, "lr_mps": pixels / stats.p50_ms / 1e3,
+                   "gflops": gflops, "peak_fraction": gflops / peak if gflops else None,
+                   "speedup": None}
+            row["unreliable"] = "; ".join(trust.row_reasons(row, peak, precision)) or None
+            rows.append(row)
     return rows
 
 
@@ -156,6 +165,7 @@ def empty_case(backend: str, precision: str, options: dict, reason: str | None) 
     """A case with nothing measured: unavailable for ``reason``, or ok to fill in (None)."""
     return {"backend": backend, "precision": precision, "options": options,
             "status": "ok" if reason is None else "unavailable", "reason": reason,
+            "effective_precision": None, "load": None, "unreliable": None,
             "peak_rss_mb": None, "startup_rss_mb": None, "rss_ratio": None, "gpu_peak_mb": None,
             "consistency_psnr_db": None, "baseline_psnr_db": None,
             "rows": [], "e2e": None}
@@ -165,18 +175,33 @@ def run_case(open_case: CaseFactory, backend: str, precision: str, settings: Ben
              image: np.ndarray, flops: float | None, peak: float
              ) -> tuple[dict, np.ndarray | None]:
     """Measure one (backend, precision): (case dict, end-to-end output or None)."""
+    from edgesr.fidelity import consistency_score
+
     options = settings.options.get(backend, {})
     try:
-        with MemoryWatch() as memory, open_case(backend, precision) as runtime:
-            rows = _rows(runtime, settings, flops, peak)
+        with trust.CpuWatch() as cpu, MemoryWatch() as memory, \
+                open_case(backend, precision) as runtime:
+            ran = trust.effective_precision(runtime)
+            rows = _rows(runtime, settings, flops, peak, ran or precision)
             e2e, output = _end_to_end(runtime, settings, image)
     except EdgesrError as exc:
         return empty_case(backend, precision, options, str(exc)), None
     case = empty_case(backend, precision, options, None)
+    reasons = [cpu.reason()] if cpu.reason() else []
+    if ran and ran != precision and precision not in settings.artifacts:
+        reasons.append(f"asked for {precision}, the backend ran {ran}")
+    if not np.isfinite(output).all():
+        reasons.append("the output holds NaN or infinite values")
     case.update(rows=rows, e2e=e2e, peak_rss_mb=memory.peak_rss_mb,
-                gpu_peak_mb=memory.gpu_peak_mb,
-                consistency_psnr_db=consistency_score(image, output, settings.downsample))
+                gpu_peak_mb=memory.gpu_peak_mb, effective_precision=ran, load=cpu.as_dict(),
+                unreliable="; ".join(reasons) or None,
+                consistency_psnr_db=_finite(consistency_score(image, output, settings.downsample)))
     return case, output
+
+
+def _finite(value: float) -> float | None:
+    """``value``, or None (JSON has no NaN) when it is not finite."""
+    return value if np.isfinite(value) else None
 
 
 def run_isolated(model: str | None, backend: str, precision: str, settings: BenchSettings,
@@ -222,21 +247,25 @@ def _measure_in_child(model: str | None, backend: str, precision: str, settings:
 def _add_ratios(case: dict, base: dict, output: np.ndarray | None,
                 base_output: np.ndarray | None) -> None:
     """Fill a case's ratios to the baseline case (in place)."""
+    from edgesr.fidelity import psnr
+
     base_rows = {(r["tile"], r["batch"]): r for r in base["rows"]}
     for row in case["rows"]:
         ref = base_rows.get((row["tile"], row["batch"]))
         row["speedup"] = ref["p50_ms"] / row["p50_ms"] if ref else None
+        if ref and ref is not row and ref.get("unreliable"):
+            row["unreliable"] = "; ".join(filter(None, (
+                row.get("unreliable"), "the baseline's row it is compared with is unreliable")))
     if case["e2e"] and base["e2e"]:
         case["e2e"]["speedup"] = base["e2e"]["seconds"] / case["e2e"]["seconds"]
     if case["peak_rss_mb"] and base["peak_rss_mb"]:
         case["rss_ratio"] = case["peak_rss_mb"] / base["peak_rss_mb"]
     if output is not None and base_output is not None and output.shape == base_output.shape:
-        case["baseline_psnr_db"] = psnr(output, base_output)
+        case["baseline_psnr_db"] = _finite(psnr(output, base_output))
 
 
 def _model_info(model: str | None) -> tuple[dict, float | None]:
     """(model dict, FLOPs per LR pixel or None) for a model argument."""
-    from edgesr.models import load_model
     from edgesr.pipeline import resolve_model
 
     path = resolve_model(model)
@@ -248,6 +277,10 @@ def _model_info(model: str | None) -> tuple[dict, float | None]:
     if path.suffix == ".onnx":
         info["flops_per_lr_pixel"] = onnx_flops_per_lr_pixel(path)
         return info, info["flops_per_lr_pixel"]
+    if not _has_torch():  # the runtime install only: the backends read the file themselves
+        return info, None
+    from edgesr.models import load_model
+
     try:
         descriptor = load_model(path)
     except EdgesrError:  # an engine file: no graph to count FLOPs on
@@ -273,6 +306,9 @@ def run_bench(model: str | None, settings: BenchSettings, *,
         flops = model_info["flops_per_lr_pixel"]
     isolate = isolate and open_case is None
     open_case = open_case or registry_factory(model, settings)
+    load_at_start = trust.loadavg()
+    warnings = [f"the machine is busy: {busy}; figures may be unreliable"
+                for busy in [trust.busy_machine(load_at_start)] if busy]
     log("measuring the GEMM peak")
     gemm = gemm_peak_gflops()
     peak = max(gemm.values())
@@ -288,11 +324,22 @@ def run_bench(model: str | None, settings: BenchSettings, *,
                                     flops, peak)
         cases.append(case)
         outputs.append(output)
+    base, baseline = 0, {"backend": BASELINE[0], "precision": BASELINE[1], "reason": None}
     if cases[0]["status"] != "ok":
-        cases[0]["reason"] += ("; for the PyTorch baseline and its ratios, give the FP32 "
-                               "checkpoint as the model and other files as -p NAME=FILE")
+        exact = trust.exact_baseline(cases[1:])
+        if exact is None:
+            cases[0]["reason"] += ("; for the PyTorch baseline and its ratios, give the FP32 "
+                                   "checkpoint as the model and other files as -p NAME=FILE")
+        else:
+            base = exact + 1
+            baseline = {"backend": cases[base]["backend"], "precision": "fp32",
+                        "reason": "PyTorch cannot run here: the FP32 reference on the fastest "
+                        "exact backend"}
     for case, output in zip(cases, outputs, strict=True):
-        _add_ratios(case, cases[0], output, outputs[0])
+        _add_ratios(case, cases[base], output, outputs[base])
+    warnings += _warnings(cases)
+    for warning in warnings:
+        log(f"warning: {warning}")
     done = [out for out in outputs if out is not None]
     if not model_info["scale"] and done:  # an ONNX model: read the scale off an output
         model_info = dict(model_info, scale=done[0].shape[0] // settings.image.shape[0])
@@ -305,7 +352,28 @@ def run_bench(model: str | None, settings: BenchSettings, *,
                      "warmup": settings.warmup, "runs": settings.runs,
                      "image": list(settings.image.shape[:2]), "overlap": settings.overlap,
                      "downsample": settings.downsample, "threads": settings.threads,
-                     "artifacts": dict(settings.artifacts), "isolate": isolate},
-        "gemm_peak_gflops": gemm, "baseline": {"backend": BASELINE[0], "precision": BASELINE[1]},
-        "cases": cases,
+                     "artifacts": dict(settings.artifacts), "isolate": isolate,
+                     "duration": settings.duration},
+        "gemm_peak_gflops": gemm, "baseline": baseline, "load_at_start": load_at_start,
+        "warnings": warnings, "cases": cases,
     }
+
+
+def _warnings(cases: list[dict]) -> list[str]:
+    """One line per unreliable case and row."""
+    lines = []
+    for case in cases:
+        label = f"{case['backend']} {case['precision']}"
+        if case["unreliable"]:
+            lines.append(f"{label}: unreliable: {case['unreliable']}")
+        lines += [f"{label} tile {row['tile']} batch {row['batch']}: unreliable: "
+                  f"{row['unreliable']}" for row in case["rows"] if row["unreliable"]]
+    return lines
+
+
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -30,10 +30,17 @@ def _cpuinfo() -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in pairs}
 
 
+def cpu_flags() -> frozenset[str]:
+    """Every capability flag the CPU reports (x86 ``flags``, Arm ``Features``; empty off
+    Linux): the one place that decides which kernels (VNNI, BF16, AMX, fp16) this CPU has."""
+    info = _cpuinfo()
+    return frozenset((info.get("flags") or info.get("Features") or "").split())
+
+
 def cpu_info() -> dict:
     """CPU model, the interesting SIMD flags it has, and core counts."""
     info = _cpuinfo()
-    flags = set((info.get("flags") or info.get("Features") or "").split())
+    flags = cpu_flags()
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -63,19 +70,24 @@ def library_versions() -> dict[str, str]:
 
 
 def thread_settings() -> dict:
-    """Thread counts torch uses and the environment variables that steer other runtimes."""
-    import torch
-
+    """Thread counts torch uses (None without torch) and the environment variables that steer
+    other runtimes."""
     env = {key: os.environ[key] for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                             "OPENBLAS_NUM_THREADS") if key in os.environ}
+    try:
+        import torch
+    except ImportError:
+        return {"torch_intra_op": None, "torch_inter_op": None, "env": env}
     return {"torch_intra_op": torch.get_num_threads(),
             "torch_inter_op": torch.get_num_interop_threads(), "env": env}
 
 
 def gpu_info() -> list[dict]:
-    """CUDA devices torch sees: name and memory (empty on CPU-only machines)."""
-    import torch
-
+    """CUDA devices torch sees: name and memory (empty on CPU-only machines or without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return []
     if not torch.cuda.is_available():
         return []
     devices = []

@@ -1,8 +1,9 @@
-"""Timing primitives: warm-up plus N timed runs, latency percentiles, peak memory, infer share.
+"""Timing primitives: warm-up plus N timed runs (or a duration), latency percentiles, peak
+memory, infer share.
 
-``time_calls`` times any callable; ``LatencyStats`` summarises the samples; ``MemoryWatch``
-samples the process's resident set size on a background thread (the peak over a block of code,
-not the lifetime maximum) and reads the CUDA allocator's peak when torch has a GPU;
+``time_calls`` times any callable; ``LatencyStats`` summarises the samples (keeping them);
+``MemoryWatch`` samples the process's resident set size on a background thread (the peak over a
+block of code, not the lifetime maximum) and reads the CUDA allocator's peak when torch has a GPU;
 ``own_peak_rss_mb`` reads the kernel's exact RSS high-water mark of this process (Linux);
 ``InferTimer`` wraps a runtime so the Upscaler's time outside ``infer`` (tiling, blending) can
 be told apart from the model's time.
@@ -18,33 +19,53 @@ import numpy as np
 
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
+#: Fewest samples a percentile is reported from: below it, the "p99" of a few samples would
+#: only be their maximum.
+MIN_SAMPLES = {95: 20, 99: 100}
+
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Latency percentiles of one timed call, in milliseconds."""
+    """Latency of one timed call over its samples, in milliseconds.
+
+    ``p95_ms``/``p99_ms`` are None when there are fewer samples than ``MIN_SAMPLES`` asks
+    (``percentile_note`` says so); ``spread`` is the samples' coefficient of variation
+    (standard deviation / mean); ``samples_ms`` are the raw samples in the order they ran.
+    """
 
     runs: int
     p50_ms: float
-    p95_ms: float
-    p99_ms: float
+    p95_ms: float | None
+    p99_ms: float | None
     mean_ms: float
     min_ms: float
+    spread: float
+    samples_ms: list[float]
+    percentile_note: str | None = None
 
     @classmethod
     def from_seconds(cls, samples: list[float]) -> "LatencyStats":
         """Summarise wall-clock samples given in seconds."""
         ms = np.asarray(samples, dtype=np.float64) * 1e3
         p50, p95, p99 = np.percentile(ms, [50, 95, 99]).tolist()
-        return cls(runs=len(samples), p50_ms=p50, p95_ms=p95, p99_ms=p99,
-                   mean_ms=float(ms.mean()), min_ms=float(ms.min()))
+        short = [q for q, need in MIN_SAMPLES.items() if len(ms) < need]
+        note = (f"p{'/p'.join(map(str, short))} left out: {len(ms)} samples, p{short[0]} needs "
+                f">= {MIN_SAMPLES[short[0]]} (use --duration or more --runs)" if short else None)
+        mean = float(ms.mean())
+        return cls(runs=len(samples), p50_ms=p50, p95_ms=None if 95 in short else p95,
+                   p99_ms=None if 99 in short else p99, mean_ms=mean, min_ms=float(ms.min()),
+                   spread=float(ms.std() / mean) if mean > 0 else 0.0,
+                   samples_ms=ms.tolist(), percentile_note=note)
 
 
-def time_calls(fn: Callable[[], object], *, warmup: int, runs: int) -> list[float]:
-    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times; return the seconds of each run."""
+def time_calls(fn: Callable[[], object], *, warmup: int, runs: int,
+               duration: float | None = None) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times, or with ``duration`` (seconds)
+    for as long as that (at least ``runs`` times); return the seconds of each run."""
     for _ in range(warmup):
         fn()
-    samples = []
-    for _ in range(max(1, runs)):
+    samples: list[float] = []
+    while len(samples) < max(1, runs) or (duration and sum(samples) < duration):
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)

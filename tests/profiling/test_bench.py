@@ -158,3 +158,133 @@ def test_backend_options_from_the_command_line():
                                                "ov": {"hint": True, "device": "CPU", "scale": 0.5}}
     with pytest.raises(EdgesrError, match="BACKEND:KEY=VALUE"):
         parse_options(["threads=2"])
+
+
+def test_rows_keep_raw_samples_spread_and_honest_percentiles(report):
+    for case in (c for c in report["cases"] if c["status"] == "ok"):
+        assert case["load"]["other_cpu_share"] is not None
+        for row in case["rows"]:
+            assert len(row["samples_ms"]) == row["runs"] == 2 and row["spread"] >= 0
+            assert min(row["samples_ms"]) == row["min_ms"]
+            assert row["p95_ms"] is None and row["p99_ms"] is None  # 2 samples: no p99
+            assert "needs >= 20" in row["percentile_note"]
+            assert "only 2 sample(s)" in row["unreliable"]
+    assert any("only 2 sample(s)" in w for w in report["warnings"])
+    table = format_table(report)
+    assert "p95/p99 need >= 20/100 samples" in table and "! stub fp32 tile 8 batch 1" in table
+
+
+class LabelledRuntime(NearestRuntime):
+    """A stub whose backend reports running another precision than asked."""
+
+    effective_precision = "bf16"
+
+
+def test_the_precision_that_ran_labels_the_case():
+    def open_case(backend, precision):
+        return LabelledRuntime(2) if precision == "fp16" else NearestRuntime(2)
+
+    settings = BenchSettings(backends=("stub",), precisions=("fp32", "fp16"), tiles=(8,),
+                             runs=3, warmup=0, image=synthetic_image(16, 16))
+    report = run_bench(None, settings, open_case=open_case, model_info=dict(MODEL),
+                       log=lambda line: None)
+    fp16 = report["cases"][2]
+    assert (fp16["precision"], fp16["effective_precision"]) == ("fp16", "bf16")
+    assert "asked for fp16, the backend ran bf16" in fp16["unreliable"]
+    table = format_table(report)
+    assert "stub         bf16* " in table
+    assert "* stub: asked for fp16, the backend ran bf16" in table
+    validate_report(report)
+
+
+def test_gflops_above_the_gemm_peak_are_marked():
+    settings = BenchSettings(backends=("stub",), tiles=(8,), runs=3, warmup=0,
+                             image=synthetic_image(16, 16))
+    huge = dict(MODEL, flops_per_lr_pixel=1e15)
+    report = run_bench(None, settings, open_case=open_stub, model_info=huge, log=lambda _: None)
+    row = report["cases"][1]["rows"][0]
+    assert row["peak_fraction"] > 1 and "exceeds the measured FP32 GEMM peak" in row["unreliable"]
+
+
+def test_without_torch_the_baseline_is_the_fastest_exact_backend():
+    """When PyTorch cannot run, the ratios are to the fastest FP32 case, named as such."""
+    def open_case(backend, precision):
+        if backend == "torch":
+            raise BackendUnavailableError("backend 'torch' needs torch")
+        return NearestRuntime(2)
+
+    settings = BenchSettings(backends=("stub", "stub2"), precisions=("fp32",), tiles=(8,),
+                             runs=3, warmup=0, image=synthetic_image(16, 16))
+    report = run_bench(None, settings, open_case=open_case, model_info=dict(MODEL),
+                       log=lambda line: None)
+    base = report["baseline"]
+    assert base["backend"] in ("stub", "stub2") and base["precision"] == "fp32"
+    assert "fastest exact backend" in base["reason"]
+    chosen = next(c for c in report["cases"] if c["backend"] == base["backend"])
+    other = next(c for c in report["cases"] if c["backend"] not in ("torch", base["backend"]))
+    assert chosen["e2e"]["speedup"] == 1 and chosen["e2e"]["seconds"] <= other["e2e"]["seconds"]
+    assert "fastest exact backend" in format_table(report)
+    validate_report(report)
+
+
+def test_profiling_runs_without_torch(tmp_path):
+    """A runtime-only install: the profiling modules import, and the GEMM peak and the system
+    come from NumPy and psutil. (The end-to-end run needs the Upscaler, which imports torch
+    today, so a whole bench without torch waits for a torch-free Upscaler.)"""
+    import subprocess
+    import sys
+
+    (tmp_path / "torch.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    code = (
+        "import sys; from edgesr.profiling import runner, render, report, system\n"
+        "from edgesr.profiling.flops import gemm_peak_gflops\n"
+        "from edgesr.commands import bench\n"
+        "assert set(gemm_peak_gflops(n=64, repeats=1)) == {'numpy'}\n"
+        "assert system.system_info()['threads']['torch_intra_op'] is None\n"
+        "from edgesr.profiling import trust, timing, isolation\n"
+        "assert 'torch' not in sys.modules\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("option, message", [
+    ("onnxruntime:graph_level=all", "has no option(s) graph_level"),
+    ("onnxruntime:graph_optimization=everything", "unknown graph_optimization"),
+    ("openvino:device=CPU", "'openvino' is not benchmarked"),
+    ("tflite:threads=2", "unknown backend 'tflite'"),
+])
+def test_bad_backend_options_are_errors(tmp_path, capsys, option, message):
+    args = ["bench", "-m", str(tmp_path / "any.pth"), "-b", "torch,onnxruntime", "-O", option]
+    assert main(args) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_the_help_example_option_is_accepted():
+    import argparse
+
+    from edgesr.commands import bench
+
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers())
+    help_text = parser._subparsers._group_actions[0].choices["bench"].format_help()
+    example = help_text.split("e.g.")[-1].split()[0]
+    backend = example.partition(":")[0]
+    bench.check_options(bench.parse_options([example]), (backend,))
+
+
+def test_duration_mode_and_its_cli_flag(tmp_path, capsys):
+    from edgesr.profiling.timing import time_calls
+
+    samples = time_calls(lambda: None, warmup=0, runs=3, duration=0.02)
+    assert len(samples) >= 3 and sum(samples) >= 0.02
+    checkpoint = tmp_path / "compact_x2.pth"
+    torch.save({"params_ema": make_tiny("compact_x2").state_dict()}, checkpoint)
+    args = ["bench", "-m", str(checkpoint), "-b", "torch", "--tiles", "8", "--warmup", "0",
+            "--duration", "0.2", "--image-size", "16x16", "--no-isolate", "-o", str(tmp_path)]
+    assert main(args) == 0
+    report = load_report(tmp_path / "report.json")
+    row = report["cases"][0]["rows"][0]
+    assert report["settings"]["duration"] == 0.2 and sum(row["samples_ms"]) >= 200
+    assert main(args[:-2] + ["--duration", "0"]) == 1

@@ -31,8 +31,8 @@ def _skip_reason(name: str) -> str | None:
     backend = entries()[name]
     if "upscaler" not in backend.kinds:
         return f"{name} runs {', '.join(backend.kinds)} models, not the suite's upscaler"
-    if not {".pth", ".onnx"} & set(backend.suffixes):
-        return f"{name} runs neither checkpoints nor ONNX files"
+    if not {".pth", ".onnx", ".param"} & set(backend.suffixes):
+        return f"{name} runs neither checkpoints, ONNX nor ncnn files"
     ok, detail = probe(name)
     return None if ok else f"{name} unavailable: {detail}"
 
@@ -43,13 +43,23 @@ AVAILABLE = tuple(name for name in BACKENDS if _skip_reason(name) is None)
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory):
     """backend -> the tiny compact x2 model in a file format that backend runs (a checkpoint
-    when it runs checkpoints, else the ONNX export)."""
+    when it runs checkpoints, else the ONNX export, else the ncnn export)."""
     folder = tmp_path_factory.mktemp("models")
     checkpoint = folder / "tiny_x2.pth"
     torch.save({"params_ema": make_tiny("compact_x2").state_dict()}, checkpoint)
     export_onnx(load_model(checkpoint), folder / "tiny_x2.onnx", check=False)
-    return {name: checkpoint if ".pth" in entries()[name].suffixes else folder / "tiny_x2.onnx"
-            for name in AVAILABLE}
+    files = {}
+    for name in AVAILABLE:
+        suffixes = entries()[name].suffixes
+        files[name] = (checkpoint if ".pth" in suffixes else folder / "tiny_x2.onnx"
+                       if ".onnx" in suffixes else _ncnn_export(checkpoint, folder))
+    return files
+
+
+def _ncnn_export(checkpoint, folder):
+    from edgesr.export.ncnn_export import export_ncnn
+
+    return export_ncnn(load_model(checkpoint), folder / "tiny_x2.param").param_path
 
 
 @pytest.fixture(params=BACKENDS)
@@ -62,8 +72,9 @@ def backend(request) -> str:
 
 def test_the_suite_covers_the_backends_of_this_machine():
     assert {"torch", "onnxruntime"} <= set(AVAILABLE)
-    if importlib.util.find_spec("openvino") is not None:
-        assert "openvino" in AVAILABLE
+    for optional in ("openvino", "ncnn"):
+        if importlib.util.find_spec(optional) is not None:
+            assert optional in AVAILABLE
 
 
 @pytest.fixture
