@@ -19,7 +19,9 @@ class RuntimeInfo:
 
     ``fixed_hw``: the only input (height, width) the backend accepts, or None when height and
     width are dynamic. ``size_multiple``: dynamic inputs must be divisible by it.
-    ``max_batch``: the largest batch accepted (None: unlimited).
+    ``max_batch``: the largest batch accepted (None: unlimited). ``precision``: the precision
+    that runs (fp32, fp16, bf16, int8, mixed; None: the backend cannot tell), ``precision_note``
+    why, when it is not what was asked (e.g. a fallback), ``device``: where it runs.
     """
 
     scale: int
@@ -29,6 +31,9 @@ class RuntimeInfo:
     size_multiple: int = 1
     preferred_batch: int = 1
     max_batch: int | None = None
+    precision: str | None = None
+    precision_note: str = ""
+    device: str = ""
 
     @property
     def dynamic(self) -> bool:

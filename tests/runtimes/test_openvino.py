@@ -49,10 +49,10 @@ def test_ir_parity_with_torch(models, tmp_path, family, precision):
     assert xml.is_file() and xml.with_suffix(".bin").is_file()
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
     x = np.random.default_rng(0).random((3, 3, 24, 32), np.float32)
-    with OpenVINORuntime(xml, OpenVINOConfig(num_requests=2)) as rt:
+    with OpenVINORuntime(xml, OpenVINOConfig(num_requests=2, precision="fp32")) as rt:
         assert (rt.info.scale, rt.info.size_multiple) == (desc.scale, desc.size_multiple)
-        assert rt.effective_precision == "f32"
         out = rt.infer(x)
+        assert rt.effective_precision == "f32" and rt.info.precision == "fp32"
     ref = reference(desc, x)
     max_diff, min_psnr = THRESHOLDS[precision]
     assert out.shape == ref.shape
