@@ -99,10 +99,3 @@ def measure_psnr(backend: str, model: Path, precision: str, options: dict[str, A
                                            for i in range(len(batch))]))
     reference, candidate = outputs
     return psnr(np.clip(candidate, 0, 1), np.clip(reference, 0, 1))
-
-
-def describe(backend: str, device: str | None, precision: str | None, note: str = "") -> str:
-    """One line saying what ran: ``openvino on CPU at bf16 (auto: ...)``."""
-    where = f" on {device}" if device else ""
-    why = f" ({note})" if note else ""
-    return f"{backend}{where} at {precision or 'unknown precision'}{why}"

@@ -49,6 +49,16 @@ class Runtime(ABC):
     def __init__(self) -> None:
         self._active = False
         self._info: RuntimeInfo | None = None
+        #: Why this precision was chosen (``--precision auto``), set by whoever chose it.
+        self.precision_reason = ""
+
+    def describe(self) -> str:
+        """What runs, in one line: backend, device, precision and why (once active)."""
+        info = self.info
+        notes = "; ".join(n for n in (self.precision_reason, info.precision_note) if n)
+        where = f" on {info.device}" if info.device else ""
+        return (f"{self.name}{where} at {info.precision or 'an unreported precision'}"
+                + (f" ({notes})" if notes else ""))
 
     @property
     def is_active(self) -> bool:
