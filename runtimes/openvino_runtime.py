@@ -343,7 +343,7 @@ class OpenVINORuntime(Runtime):
             request = self.requests[i % jobs]
             if i >= jobs:
                 _collect(request, out, i - jobs)
-            request.start_async({0: batch[i:i + 1]})
+            request.start_async({0: batch[i:i + 1]}, share_inputs=True)  # no input copy
         for i in range(max(0, n - jobs), n):
             _collect(self.requests[i % jobs], out, i)
         return out

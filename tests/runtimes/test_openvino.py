@@ -132,3 +132,35 @@ def test_onnx_builds_its_ir_through_the_engine_cache(models, tmp_path, monkeypat
                      .glob("*/model.xml"))
     assert len(entries) == 2 and [len(v) for v in irs.values()] == [1, 1]
     assert "-fp32-" in entries[1] and "-fp16-" in entries[0]
+
+
+@pytest.mark.parametrize("family", ["rrdb_x2", "compact_x4"])
+def test_static_shapes_compiled_per_tile_stay_exact(models, family):
+    """Tiles of one image compile one static model per shape, reused across calls, and the
+    image equals PyTorch FP32 on the same tiles within 1e-4."""
+    from edgesr.upscaler import Upscaler
+
+    desc, onnx_path = models[family]
+    image = np.random.default_rng(4).random((40, 28, 3), np.float32)
+    with create_runtime("openvino", onnx_path, precision="fp32") as rt:
+        assert rt.compiled is None  # nothing compiled before a shape is seen
+        out = Upscaler(rt, tile=24, overlap=4).upscale(image)
+        shapes = list(rt._shapes)
+        Upscaler(rt, tile=24, overlap=4).upscale(image)
+        assert list(rt._shapes) == shapes and None not in shapes
+        assert len(shapes) >= 1 and all(h <= 24 and w <= 24 for h, w in shapes)
+    ckpt = onnx_path.with_suffix(".pth")
+    torch.save({"params": desc.model.state_dict()}, ckpt)
+    with create_runtime("torch", ckpt) as rt:  # PyTorch FP32 through the same tiles
+        ref = Upscaler(rt, tile=24, overlap=4).upscale(image)
+    assert np.abs(out - ref).max() <= 1e-4
+
+
+def test_dynamic_mode_compiles_once(models):
+    desc, onnx_path = models["compact_x4"]
+    x = np.random.default_rng(5).random((2, 3, 12, 20), np.float32)
+    with create_runtime("openvino", onnx_path, static=False, precision="fp32") as rt:
+        assert list(rt._shapes) == [None]
+        np.testing.assert_allclose(rt.infer(x), reference(desc, x), atol=1e-4)
+        rt.infer(x[:, :, :8])
+        assert list(rt._shapes) == [None]
