@@ -125,5 +125,34 @@ def test_device_option_is_the_backends(onnx_model):
         open_runtime(str(onnx_model), "openvino", device="NOSUCH").activate()
 
 
+#: What the README states each OpenVINO precision path keeps against PyTorch FP32:
+#: fp32 exact (max abs diff <= 1e-4), fp16 >= 60 dB, bf16 >= 40 dB (auto's gate).
+STATED = {"fp32": None, "fp16": 60.0, "bf16": 40.0}
+
+
+@pytest.mark.parametrize("path", sorted(STATED))
+@pytest.mark.parametrize("family", ["rrdb_x2", "compact_x4"])
+def test_each_precision_path_keeps_its_stated_psnr(tmp_path, family, path):
+    import torch
+
+    from edgesr.calibration import evaluation_images
+    from edgesr.fidelity import psnr
+
+    desc = tiny_descriptor(family)
+    onnx_path = export_onnx(desc, tmp_path / "m.onnx", check=False).path
+    x = np.stack([i.transpose(2, 0, 1) for i in evaluation_images(count=2, size=32)])
+    with open_runtime(str(onnx_path), "openvino", precision=path) as rt:
+        out = rt.infer(x.astype(np.float32))
+        ran = rt.info.precision
+    with torch.no_grad():
+        ref = desc.model(torch.from_numpy(x.astype(np.float32))).numpy()
+    native = {"fp32": True, "fp16": cpu.detect().fp16, "bf16": cpu.detect().bf16}[path]
+    assert ran == (path if native else "fp32")
+    if STATED[path] is None:
+        assert np.abs(out - ref).max() <= 1e-4
+    else:
+        assert psnr(out.clip(0, 1), ref.clip(0, 1)) >= STATED[path]
+
+
 def _never(*args):
     raise AssertionError("the gate was measured again instead of read from its cache")
