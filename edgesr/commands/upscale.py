@@ -107,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
     with open_runtime(str(model_path), backend, precision=args.precision, device=args.device,
                       **options) as runtime:
         info = runtime.info
-        if not args.quiet:
-            print(f"edgesr: {runtime.describe()}", file=sys.stderr)
         label = f"x{args.outscale or info.scale:g}"
         pairs = plan_outputs(Path(args.input), args.output and Path(args.output), label, args.ext)
+        if not args.quiet:  # what runs: backend, device, precision (and why)
+            print(f"edgesr: {runtime.describe()}", file=sys.stderr)
         memory = None  # measured once for the whole run; a fixed input shape has no tile to pick
         if max_memory and info.dynamic:
             memory = measure_model_memory(model_path, backend, options,
