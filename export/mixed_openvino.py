@@ -1,8 +1,10 @@
 """Per-layer mixed precision in one OpenVINO IR, chosen by a measured sensitivity search.
 
-NNCF quantizes the model to INT8 once (one calibration). Each convolution is then a layer that
-can be taken back out of INT8 by bypassing the FakeQuantize ops on its inputs, so trying a
-layout costs a compile and a few held-out images, not a calibration. The search:
+NNCF quantizes the model's convolutions to INT8 once (one calibration; residual sums, concats,
+activations and upsampling stay float, so every layer out of INT8 is the float model). Each
+convolution is then a layer that can be taken back out of INT8 by bypassing the FakeQuantize
+ops on its inputs, so trying a layout costs a compile and a few held-out images, not a
+calibration. The search:
 
 1. The layers are cut into ``blocks`` runs in graph order; each block is scored by the PSNR
    (against the FP32 model, on held-out images) that taking it alone out of INT8 gains.
@@ -78,7 +80,7 @@ def mixed_search(onnx_path: str | Path, output_path: str | Path, calib: Calibrat
     if rest == "auto":
         rest = "bf16" if cpu.detect().bf16 and score(fp32, "bf16") >= target_psnr else "fp32"
     hint = HINTS[rest]
-    int8 = _nncf_int8(fp32, calib, (), conv_only=False)
+    int8 = _nncf_int8(fp32, calib, (), conv_only=True)  # only convolutions: all out is float
     layers = [op.get_friendly_name() for op in int8.get_ordered_ops()
               if op.get_type_name() == "Convolution" and _fake_quantizers(op)]
     trials: list[tuple[int, float]] = []
