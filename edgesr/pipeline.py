@@ -63,6 +63,8 @@ def open_runtime(model: str | None = None, backend: str | None = None, *,
     choice = precisions.choose(backend, model_path, precision, options)
     runtime = create_runtime(backend, model_path, **choice.options)
     runtime.precision_reason = choice.reason
+    if choice.from_file:
+        runtime.required_precision = choice.precision
     return runtime
 
 

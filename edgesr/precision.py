@@ -38,6 +38,9 @@ class Choice:
     options: dict[str, Any]
     precision: str | None
     reason: str = ""
+    #: The precision is the model file's, not an option (an INT8 or FP16 file from
+    #: ``edgesr quantize``): the runtime refuses a file that runs another.
+    from_file: bool = False
 
 
 def choose(backend: str, model: Path, precision: str | None, options: dict[str, Any],
@@ -46,6 +49,9 @@ def choose(backend: str, model: Path, precision: str | None, options: dict[str, 
     records, else the backend's default; "auto": see the module docstring)."""
     if precision is not None and precision not in CHOICES:
         raise EdgesrError(f"precision must be one of {', '.join(CHOICES)}, not {precision!r}")
+    entry = registry.entry(backend)
+    if precision in entry.quantizes and precision not in entry.precisions:
+        return Choice(options=options, precision=precision, from_file=True)
     if precision != "auto":
         return Choice(options={**registry.precision_options(backend, precision), **options},
                       precision=precision)

@@ -51,6 +51,9 @@ class Runtime(ABC):
         self._info: RuntimeInfo | None = None
         #: Why this precision was chosen (``--precision auto``), set by whoever chose it.
         self.precision_reason = ""
+        #: A precision the model file must run at (asked of a backend that takes it from the
+        #: file, e.g. int8 on ONNX Runtime): activate() refuses a file that runs another.
+        self.required_precision: str | None = None
 
     def describe(self) -> str:
         """What runs, in one line: backend, device, precision and why (once active)."""
@@ -74,7 +77,14 @@ class Runtime(ABC):
     def activate(self) -> "Runtime":
         """Load the model or engine. Idempotent."""
         if not self._active:
-            self._info = self.activate_impl()
+            info = self.activate_impl()
+            required = self.required_precision
+            if required and info.precision not in (None, required):
+                self.deactivate_impl()
+                raise EdgesrError(f"{self.name}: this model runs at {info.precision}; "
+                                  f"{required} on {self.name} needs a model file edgesr "
+                                  f"quantize wrote at {required}")
+            self._info = info
             self._active = True
         return self
 

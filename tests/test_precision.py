@@ -96,6 +96,21 @@ def test_unknown_and_unsupported_precisions_are_refused(onnx_model):
         open_runtime(str(onnx_model), "openvino:fp16", precision="bf16")
 
 
+def test_int8_is_the_model_files_and_checked(onnx_model, tmp_path):
+    from edgesr.calibration import build_calibration_set
+    from edgesr.export.quantize_int8 import quantize_int8
+
+    int8 = quantize_int8(onnx_model, tmp_path / "int8.onnx",
+                         build_calibration_set(count=2, tile=16, seed=0)).path
+    with open_runtime(str(int8), "onnxruntime", precision="int8") as rt:
+        assert rt.info.precision == "int8"
+    for backend in ("onnxruntime", "openvino"):
+        runtime = open_runtime(str(onnx_model), backend, precision="int8")
+        with pytest.raises(EdgesrError, match="runs at fp32; int8 on .* needs a model file"):
+            runtime.activate()
+        assert not runtime.is_active
+
+
 def test_api_session_reports_precision_and_device(onnx_model):
     with cpu.simulate(NO_BF16), edgesr.load(onnx_model, backend="openvino", precision="bf16",
                                             device="CPU", tile=16, overlap=4) as sr:
