@@ -22,7 +22,7 @@ from edgesr.limits import DEFAULT_LIMITS, PixelLimits
 from edgesr.model_memory import ModelMemory
 from edgesr.models.zoo import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 from edgesr.runtimes import Runtime, create_runtime
-from edgesr.runtimes.registry import parse_variant, precision_options
+from edgesr.runtimes.registry import device_options, parse_variant
 from edgesr.streaming import LARGEST_TILE, auto_tile, upscale_to_png
 from edgesr.upscaler import Upscaler
 
@@ -46,16 +46,30 @@ def resolve_runtime(model: str | None = None, backend: str | None = None) -> tup
     return model_kinds.resolve(model_path, backend)
 
 
-def open_runtime(model: str | None = None, backend: str | None = None, **options) -> Runtime:
+def open_runtime(model: str | None = None, backend: str | None = None, *,
+                 precision: str | None = None, device: str | None = None,
+                 **options) -> Runtime:
     """Create an (inactive) runtime for ``model`` on ``backend`` with backend options;
     ``backend`` may name a precision, ``backend:precision`` (e.g. ``openvino:fp16``), which
-    becomes the backend's precision option (``registry.precision_options``). compare, bench
+    becomes the backend's precision option (``registry.precision_options``), as ``precision``
+    does (auto|fp32|fp16|bf16|int8, see ``edgesr.precision``; why auto chose what it did is the
+    runtime's ``precision_reason``); ``device`` is the backend's device option. compare, bench
     and the benchmarks open every variant through here."""
+    from edgesr import precision as precisions
+
     if backend is not None:
-        backend, precision = parse_variant(backend)
-        options = {**precision_options(backend, precision), **options}
+        backend, named = parse_variant(backend)
+        if named is not None and precision not in (None, named):
+            raise EdgesrError(f"{backend}:{named} and precision {precision!r} disagree")
+        precision = precision or named
     model_path, backend = resolve_runtime(model, backend)
-    return create_runtime(backend, model_path, **options)
+    options = {**device_options(backend, device), **options}
+    choice = precisions.choose(backend, model_path, precision, options)
+    runtime = create_runtime(backend, model_path, **choice.options)
+    runtime.precision_reason = choice.reason
+    if choice.from_file:
+        runtime.required_precision = choice.precision
+    return runtime
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ class QuantizeOptions:
     onnxruntime). ``calib``: a ``.npz`` calibration set or an image folder (None: synthetic
     crops of ``tile`` pixels). ``method``, ``weights``: INT8 calibration and weight type on ONNX
     Runtime. ``preset``: the INT8 layout (``INT8_PRESETS``; None: sr-safe); ``exclude``: nodes
-    kept in higher precision. ``target_psnr``: INT8 sensitivity sweep target. ``min_psnr``: the
+    kept in higher precision. ``target_psnr``: INT8 sensitivity search target (ONNX Runtime:
+    nodes kept in FP32; OpenVINO: per-layer mixed precision, ``mixed_openvino``). ``min_psnr``: the
     gate. ``eval``, ``eval_count``: held-out images (None: synthetic).
     """
 
@@ -172,6 +173,15 @@ def _build(options: QuantizeOptions, backend: str, onnx_path: Path, target: Path
 
     op_types, exclude = (int8_layout(options.preset, options.exclude)
                          if options.precision == "int8" else (None, options.exclude))
+    if backend == "openvino" and options.target_psnr is not None:
+        if options.precision != "int8":
+            raise EdgesrError("--target-psnr searches INT8 layouts (--precision int8)")
+        from edgesr.export.mixed_openvino import mixed_search
+
+        mixed = mixed_search(onnx_path, target, calib, images, target_psnr=options.target_psnr,
+                             log=log)
+        return [f"OpenVINO mixed: {mixed.layers - len(mixed.kept)} of {mixed.layers} "
+                f"convolution(s) INT8, the rest {mixed.rest}"]
     if backend == "openvino":
         report = quantize_openvino(onnx_path, target, calib, precision=options.precision,
                                    keep=exclude, conv_only=bool(op_types))

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -33,6 +34,7 @@ WEIGHTS = ("int8", "int7", "uint8")
 #: 64 px tiles) 34.4 dB vs 27.2 dB for every op, at about 1.9x vs 2.3x PyTorch eager speed.
 INT8_PRESETS = {"sr-safe": {"op_types": ("Conv",), "exclude": ("first", "tail")},
                 "all-ops": {"op_types": None, "exclude": ()}}
+T = TypeVar("T")
 UPSAMPLING_OPS = ("Resize", "Upsample", "DepthToSpace", "ConvTranspose")
 
 
@@ -203,13 +205,13 @@ def sensitivity_sweep(model_path: str | Path, output_path: str | Path, calib: Ca
             parts = [list(p) for p in np.array_split(nodes, min(blocks, len(nodes))) if len(p)]
             gains = [build(part, f"block{i}")[1] for i, part in enumerate(parts)]
             ranked = [parts[i] for i in np.argsort(gains)[::-1]]
-            best = _smallest_passing(lambda m: build(sum(ranked[:m], []), f"top{m}"),
+            best = smallest_passing(lambda m: build(sum(ranked[:m], []), f"top{m}"),
                                      len(ranked), target_psnr)
         return SweepResult(report=_move(best[0], output_path), psnr=best[1], trials=trials)
 
 
-def _smallest_passing(build: Callable[[int], tuple[Int8Report, float]], count: int,
-                      target: float) -> tuple[Int8Report, float]:
+def smallest_passing(build: Callable[[int], tuple[T, float]], count: int,
+                     target: float) -> tuple[T, float]:
     """The build of the smallest m in 1..count passing ``target``: doubling, then bisection."""
     lo, hi, m, best = 0, None, 1, None
     while hi is None or hi - lo > 1:

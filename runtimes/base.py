@@ -19,7 +19,9 @@ class RuntimeInfo:
 
     ``fixed_hw``: the only input (height, width) the backend accepts, or None when height and
     width are dynamic. ``size_multiple``: dynamic inputs must be divisible by it.
-    ``max_batch``: the largest batch accepted (None: unlimited).
+    ``max_batch``: the largest batch accepted (None: unlimited). ``precision``: the precision
+    that runs (fp32, fp16, bf16, int8, mixed; None: the backend cannot tell), ``precision_note``
+    why, when it is not what was asked (e.g. a fallback), ``device``: where it runs.
     """
 
     scale: int
@@ -29,6 +31,9 @@ class RuntimeInfo:
     size_multiple: int = 1
     preferred_batch: int = 1
     max_batch: int | None = None
+    precision: str | None = None
+    precision_note: str = ""
+    device: str = ""
 
     @property
     def dynamic(self) -> bool:
@@ -44,6 +49,19 @@ class Runtime(ABC):
     def __init__(self) -> None:
         self._active = False
         self._info: RuntimeInfo | None = None
+        #: Why this precision was chosen (``--precision auto``), set by whoever chose it.
+        self.precision_reason = ""
+        #: A precision the model file must run at (asked of a backend that takes it from the
+        #: file, e.g. int8 on ONNX Runtime): activate() refuses a file that runs another.
+        self.required_precision: str | None = None
+
+    def describe(self) -> str:
+        """What runs, in one line: backend, device, precision and why (once active)."""
+        info = self.info
+        notes = "; ".join(n for n in (self.precision_reason, info.precision_note) if n)
+        where = f" on {info.device}" if info.device else ""
+        return (f"{self.name}{where} at {info.precision or 'an unreported precision'}"
+                + (f" ({notes})" if notes else ""))
 
     @property
     def is_active(self) -> bool:
@@ -59,7 +77,14 @@ class Runtime(ABC):
     def activate(self) -> "Runtime":
         """Load the model or engine. Idempotent."""
         if not self._active:
-            self._info = self.activate_impl()
+            info = self.activate_impl()
+            required = self.required_precision
+            if required and info.precision not in (None, required):
+                self.deactivate_impl()
+                raise EdgesrError(f"{self.name}: this model runs at {info.precision}; "
+                                  f"{required} on {self.name} needs a model file edgesr "
+                                  f"quantize wrote at {required}")
+            self._info = info
             self._active = True
         return self
 

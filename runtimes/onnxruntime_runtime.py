@@ -121,7 +121,8 @@ class OnnxRuntime(Runtime):
             scale, multiple, out_channels = self._probe(channels, fixed_hw, batch or 1)
         return RuntimeInfo(scale=scale, in_channels=channels, out_channels=out_channels,
                            fixed_hw=fixed_hw, size_multiple=multiple,
-                           preferred_batch=batch or self.config.preferred_batch, max_batch=batch)
+                           preferred_batch=batch or self.config.preferred_batch, max_batch=batch,
+                           precision=model_precision(path, dtype), device=self.config.device)
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         info = self.info
@@ -191,3 +192,23 @@ class OnnxRuntime(Runtime):
                 return scale, multiple, int(out.shape[1])
         raise CheckpointError(f"{self.model_path}: no edgesr metadata, and no probe input came "
                               "back an integer scale larger; cannot tell the model's scale")
+
+
+#: ONNX operators that make a model INT8 (QDQ or QOperator form).
+_INT8_OPS = {"DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"}
+
+
+def model_precision(path: Path, input_dtype: type) -> str | None:
+    """The precision an ONNX model runs at: int8 when it holds quantized operators, fp16 when
+    its input is half (``edgesr quantize -p fp16``), else fp32; None when ``onnx`` (needed to
+    read the graph) is not installed."""
+    if input_dtype == np.float16:
+        return "fp16"
+    try:
+        import onnx
+    except ImportError:
+        return None
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return "int8" if any(node.op_type in _INT8_OPS for node in graph.node) else "fp32"
+

@@ -3,9 +3,12 @@ that overlaps tiles on async infer requests.
 
 The runtime compiles an IR (``.xml`` + ``.bin``); given an edgesr ONNX model, it builds the IR
 first through the engine cache, as the TensorRT and CoreML backends build theirs (FP16-compressed
-weights when it runs at fp16, else FP32). It optionally reshapes the model to one static tile
-shape (faster on CPU than dynamic shapes), and deals the images of a batch round-robin to a pool
-of async infer requests so tiles run concurrently. (Not ``AsyncInferQueue``: its Python
+weights when it runs at fp16, else FP32). It compiles the model for each static tile shape it is
+fed, once (faster on CPU than dynamic shapes; the last few shapes stay compiled), or for the one
+``tile`` it is given, and deals the images of a batch round-robin to a pool of async infer
+requests so tiles run concurrently. The precision is planned before compiling
+(``plan_precision``): what is asked, else what the IR records; a CPU without native BF16/FP16
+(``edgesr.cpu``) runs FP32, and the runtime says so. (Not ``AsyncInferQueue``: its Python
 callbacks deadlock OpenVINO 2026.4 when the compiled model is freed while an executor thread
 still waits for the GIL.)
 """
@@ -13,12 +16,14 @@ still waits for the GIL.)
 import os
 import threading
 import uuid
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
+from edgesr import cpu
 from edgesr.errors import (
     BackendUnavailableError,
     CheckpointError,
@@ -30,6 +35,10 @@ from edgesr.runtimes.base import Runtime, RuntimeInfo
 
 #: edgesr precision name -> OpenVINO INFERENCE_PRECISION_HINT value.
 PRECISION_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+#: OpenVINO element type name -> edgesr precision name.
+PRECISION_NAMES = {v: k for k, v in PRECISION_HINTS.items()}
+#: Compiled static shapes kept per runtime (tiles of one image have one to four shapes).
+SHAPES_KEPT = 4
 #: Where ``edgesr quantize`` records the inference precision an IR is meant to run at.
 RECORDED_HINT = ["runtime_options", "INFERENCE_PRECISION_HINT"]
 PERFORMANCE_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
@@ -63,8 +72,9 @@ class OpenVINOConfig:
     INFERENCE_PRECISION_HINT (fp32/fp16/bf16; None: the hint the IR records, else fp32; a device
     without native support runs f32, see ``OpenVINORuntime.effective_precision``).
     ``performance``: latency or throughput hint. ``num_requests``: async infer requests (0: the
-    device's optimal number). ``tile``: reshape to this static (height, width) input; None keeps
-    height and width dynamic. ``threads``: INFERENCE_NUM_THREADS (0: OpenVINO's default).
+    device's optimal number). ``tile``: reshape to this static (height, width) input; None takes
+    any height and width, compiled per shape when ``static`` (the default) or once with dynamic
+    shapes. ``threads``: INFERENCE_NUM_THREADS (0: OpenVINO's default).
     """
 
     device: str = "CPU"
@@ -72,6 +82,7 @@ class OpenVINOConfig:
     performance: str = "latency"
     num_requests: int = 0
     tile: tuple[int, int] | None = None
+    static: bool = True
     threads: int = 0
 
     def __post_init__(self) -> None:
@@ -84,14 +95,9 @@ class OpenVINOConfig:
         if self.tile is not None and (len(self.tile) != 2 or min(self.tile) < 1):
             raise EdgesrError(f"openvino: tile must be (height, width), got {self.tile!r}")
 
-    def compile_properties(self, model: ov.Model) -> dict[str, object]:
-        """The properties passed to ``Core.compile_model`` for ``model``."""
-        if self.precision is not None:
-            hint = PRECISION_HINTS[self.precision]
-        elif model.has_rt_info(RECORDED_HINT):
-            hint = model.get_rt_info(RECORDED_HINT).astype(str)
-        else:
-            hint = "f32"  # explicit: OpenVINO would pick bf16 by itself on AMX CPUs
+    def compile_properties(self, hint: str) -> dict[str, object]:
+        """The properties passed to ``Core.compile_model`` at precision ``hint`` (an
+        INFERENCE_PRECISION_HINT value, see ``plan_precision``)."""
         props: dict[str, object] = {
             "PERFORMANCE_HINT": PERFORMANCE_HINTS[self.performance],
             "INFERENCE_PRECISION_HINT": hint,
@@ -99,6 +105,46 @@ class OpenVINOConfig:
         if self.threads:
             props["INFERENCE_NUM_THREADS"] = self.threads
         return props
+
+
+def native_precisions(device: str | None) -> tuple[str, ...]:
+    """What ``device`` runs natively, fastest first: BF16 on CPUs with AVX512_BF16/AMX, FP32 on
+    other CPUs, FP16 on GPUs and NPUs (the registry's ``native`` hook for ``--precision auto``)."""
+    if (device or "CPU").split(".")[0].upper() != "CPU":
+        return ("fp16", "fp32")
+    return ("bf16", "fp32") if cpu.detect().bf16 else ("fp32",)
+
+
+def plan_precision(config: OpenVINOConfig, model: ov.Model) -> tuple[str, str, str]:
+    """(INFERENCE_PRECISION_HINT, edgesr precision name, note) for ``model``: the asked
+    precision, else the hint the IR records (``edgesr quantize``), else FP16 for an IR with FP16
+    weights (``edgesr build -p fp16``: run as built, and said), else FP32 (explicit: OpenVINO
+    would pick BF16 by itself on AMX CPUs). A CPU without native BF16/FP16 runs FP32; the note
+    says so. INT8 (FakeQuantize) IRs are named int8, their other layers at the hint."""
+    note = ""
+    if config.precision is not None:
+        asked = config.precision
+    elif model.has_rt_info(RECORDED_HINT):
+        asked = PRECISION_NAMES.get(model.get_rt_info(RECORDED_HINT).astype(str), "fp32")
+        note = f"{asked} as the IR records"
+    elif (model.has_rt_info(["edgesr", "ir_precision"])
+          and model.get_rt_info(["edgesr", "ir_precision"]).astype(str) == "fp16"):
+        asked, note = "fp16", "the IR's weights are fp16: run at fp16 as built"
+    else:
+        asked = "fp32"
+    device = config.device.split(".")[0].upper()
+    supported = {"bf16": cpu.detect().bf16, "fp16": cpu.detect().fp16}
+    if device == "CPU" and not supported.get(asked, True):
+        note = (f"{asked} asked{' (' + note + ')' if note else ''}; this CPU has no native "
+                f"{asked.upper()}: fell back to fp32")
+        asked = "fp32"
+    name = asked
+    if any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()):
+        name, note = "int8", f"INT8 IR; other layers at {asked}"
+    if model.has_rt_info(["edgesr", "precision"]):
+        name = model.get_rt_info(["edgesr", "precision"]).astype(str)
+        note = f"{name} IR; other layers at {asked}"
+    return PRECISION_HINTS[asked], name, note
 
 
 def read_metadata(model_path: Path, model: ov.Model) -> dict[str, str]:
@@ -204,6 +250,10 @@ class OpenVINORuntime(Runtime):
         self.compiled: ov.CompiledModel | None = None
         self.requests: list[ov.InferRequest] = []
         self.effective_precision: str | None = None
+        self._core: ov.Core | None = None
+        self._model: ov.Model | None = None
+        self._props: dict[str, object] = {}
+        self._shapes: OrderedDict[tuple[int, int], tuple] = OrderedDict()
         self._scale = 1
 
     def ir_path(self) -> Path:
@@ -219,7 +269,7 @@ class OpenVINORuntime(Runtime):
 
     def activate_impl(self) -> RuntimeInfo:
         cfg = self.config
-        core = ov.Core()
+        core = self._core = ov.Core()
         if cfg.device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
             raise BackendUnavailableError(
                 f"openvino: device {cfg.device!r} not found; available: "
@@ -231,23 +281,54 @@ class OpenVINORuntime(Runtime):
             raise OpenVINOError(f"{path}: OpenVINO cannot read it: {first_line(exc)}") from None
         meta = read_metadata(path, model)
         in_channels = int(meta["in_channels"])
-        if cfg.tile is not None:
-            model.reshape({model.input(0): ov.PartialShape([1, in_channels, *cfg.tile])})
+        hint, precision, note = plan_precision(cfg, model)
+        self._model, self._props = model, cfg.compile_properties(hint)
+        self.effective_precision = hint  # until a compile says otherwise
+        self._scale = int(meta["scale"])
+        info = RuntimeInfo(scale=self._scale, in_channels=in_channels,
+                           out_channels=int(meta["out_channels"]), fixed_hw=cfg.tile,
+                           size_multiple=int(meta.get("size_multiple", 1)), precision=precision,
+                           precision_note=note, device=cfg.device)
+        self._info = info  # _compile corrects its precision if OpenVINO runs another
+        if cfg.tile is not None or not cfg.static:
+            self._compile(cfg.tile)  # compile now: one shape (or dynamic) serves every call
+            jobs = len(self.requests)
+        else:  # a compile per tile shape, on first use
+            jobs = cfg.num_requests or _optimal_requests(core, cfg.device, self._props)
+        return replace(self._info, preferred_batch=max(1, jobs))
+
+    def _compile(self, shape: tuple[int, int] | None) -> None:
+        """Compile the model for input (height, width) ``shape`` (None: dynamic), once per
+        shape (the last ``SHAPES_KEPT`` are kept), and make it the current one."""
+        if shape in self._shapes:
+            self._shapes.move_to_end(shape)
+            self.compiled, self.requests = self._shapes[shape]
+            return
+        assert self._core is not None and self._model is not None
+        cfg, model = self.config, self._model
+        if shape is not None:
+            model = model.clone()
+            channels = model.input(0).get_partial_shape()[1]
+            channels = channels.get_length() if channels.is_static else -1
+            model.reshape({model.input(0): ov.PartialShape([1, channels, *shape])})
         try:
-            self.compiled = core.compile_model(model, cfg.device, cfg.compile_properties(model))
+            compiled = self._core.compile_model(model, cfg.device, self._props)
         except RuntimeError as exc:
             raise OpenVINOError(f"openvino: compiling for {cfg.device} failed: "
                                 f"{first_line(exc)}") from None
-        self.effective_precision = self.compiled.get_property(
-            "INFERENCE_PRECISION_HINT").to_string()
-        jobs = cfg.num_requests or int(
-            self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self.requests = [self.compiled.create_infer_request() for _ in range(jobs)]
-        self._scale = int(meta["scale"])
-        return RuntimeInfo(scale=self._scale, in_channels=in_channels,
-                           out_channels=int(meta["out_channels"]), fixed_hw=cfg.tile,
-                           size_multiple=int(meta.get("size_multiple", 1)),
-                           preferred_batch=jobs)
+        self.effective_precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        ran = PRECISION_NAMES.get(self.effective_precision)
+        asked = PRECISION_NAMES.get(str(self._props["INFERENCE_PRECISION_HINT"]))
+        if self._info is not None and ran != asked and self._info.precision == asked:
+            self._info = replace(self._info, precision=ran, precision_note=(
+                f"{asked} asked; OpenVINO runs {ran} on {cfg.device}"))
+        jobs = cfg.num_requests or int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        requests = [compiled.create_infer_request() for _ in range(jobs)]
+        self._shapes[shape] = compiled, requests
+        while len(self._shapes) > SHAPES_KEPT:
+            for request in self._shapes.popitem(last=False)[1][1]:
+                request.wait()
+        self.compiled, self.requests = compiled, requests
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         # One caller at a time deals tiles to the request pool: two threads sharing a request
@@ -261,22 +342,35 @@ class OpenVINORuntime(Runtime):
         if self._info.fixed_hw is not None and (h, w) != self._info.fixed_hw:
             raise InferenceError(f"openvino: the model was reshaped to tile {self._info.fixed_hw}, "
                                  f"got a {h}x{w} batch")
+        if self._info.fixed_hw is None and self.config.static:
+            self._compile((h, w))
         out = np.empty((n, self._info.out_channels, h * self._scale, w * self._scale), np.float32)
         jobs = len(self.requests)
         for i in range(n):  # request i % jobs takes tile i once it has handed back tile i - jobs
             request = self.requests[i % jobs]
             if i >= jobs:
                 _collect(request, out, i - jobs)
-            request.start_async({0: batch[i:i + 1]})
+            request.start_async({0: batch[i:i + 1]}, share_inputs=True)  # no input copy
         for i in range(max(0, n - jobs), n):
             _collect(self.requests[i % jobs], out, i)
         return out
 
     def deactivate_impl(self) -> None:
-        for request in self.requests:
-            request.wait()
+        for _, requests in self._shapes.values():
+            for request in requests:
+                request.wait()
+        self._shapes.clear()
         self.requests = []
         self.compiled = None
+        self._model = None
+
+
+def _optimal_requests(core: ov.Core, device: str, props: dict[str, object]) -> int:
+    """The device's optimal number of infer requests under ``props`` (1 under a latency hint)."""
+    if props["PERFORMANCE_HINT"] != "THROUGHPUT":
+        return 1
+    return int(core.get_property(device, "OPTIMAL_NUMBER_OF_INFER_REQUESTS",
+                                 {"PERFORMANCE_HINT": "THROUGHPUT"}))
 
 
 def _collect(request: ov.InferRequest, out: np.ndarray, index: int) -> None:

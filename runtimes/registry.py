@@ -55,6 +55,9 @@ class BackendEntry:
     ``artifacts``: its built engines' suffixes: such files run on this backend only.
     ``precisions``: what ``backend:precision`` may ask for (the first is its default when the
     config has no ``precision`` field). ``engine``: how it builds engines, if it does.
+    ``native``: "module:function" of ``function(device) -> precisions`` that device runs
+    natively, fastest first, ending with fp32 (what ``--precision auto`` tries; see
+    ``edgesr.precision``); empty: auto runs the backend's default.
     ``quantizes``: the precisions ``edgesr quantize`` writes model files of for it.
     ``diffusion``: it samples a diffusion model (memory is measured with few steps).
     ``plugin``: the distribution of a third-party entry (None: built in)."""
@@ -70,6 +73,7 @@ class BackendEntry:
     artifacts: tuple[str, ...] = ()
     precisions: tuple[str, ...] = ("fp32",)
     engine: EngineSpec | None = None
+    native: str = ""
     quantizes: tuple[str, ...] = ()
     diffusion: bool = False
     plugin: str | None = None
@@ -110,6 +114,7 @@ BUILTIN: tuple[BackendEntry, ...] = (
                  config=_RT + "openvino_runtime:OpenVINOConfig", requires=("openvino",),
                  suffixes=(".onnx", ".xml"), artifacts=(".xml",),
                  precisions=("fp32", "fp16", "bf16"), quantizes=("int8", "bf16"),
+                 native=_RT + "openvino_runtime:native_precisions",
                  engine=EngineSpec(builder=_RT + "openvino_runtime", artifact="model.xml",
                                    sources=(".onnx",), calibrated=("int8",))),
     BackendEntry(name="tensorrt", runtime=_RT + "tensorrt_runtime:TensorRTRuntime",
@@ -245,6 +250,30 @@ def precision_options(name: str, precision: str | None) -> dict[str, str]:
                           "edgesr quantize")
     known = {f.name for f in fields(config_class(name))}
     return {"precision": precision} if "precision" in known else {}
+
+
+def native_precisions(name: str, device: str | None = None) -> tuple[str, ...]:
+    """The precisions backend ``name`` runs natively on ``device`` (None: its default device),
+    fastest first (its entry's ``native``); () when the entry does not say."""
+    backend = entry(name)
+    return tuple(load(backend, backend.native)(device)) if backend.native else ()
+
+
+def device_options(name: str, device: str | None) -> dict[str, Any]:
+    """The Config options that run backend ``name`` on ``device`` (``--device``): its ``device``
+    field, converted to that field's type (e.g. a CUDA index); {} for None."""
+    if device is None:
+        return {}
+    field = {f.name: f for f in fields(config_class(name))}.get("device")
+    if field is None:
+        raise EdgesrError(f"backend {name!r} runs on one device; it takes no --device")
+    if isinstance(field.default, int):
+        try:
+            return {"device": int(device)}
+        except ValueError:
+            raise EdgesrError(f"backend {name!r}: --device is a device index, not "
+                              f"{device!r}") from None
+    return {"device": device}
 
 
 class Choices:

@@ -38,7 +38,8 @@ class TorchRuntime(Runtime):
         self.descriptor = desc
         return RuntimeInfo(scale=desc.scale, in_channels=desc.in_channels,
                            out_channels=desc.out_channels, size_multiple=desc.size_multiple,
-                           preferred_batch=self.config.preferred_batch)
+                           preferred_batch=self.config.preferred_batch, precision="fp32",
+                           device=self.config.device)
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         assert self.descriptor is not None

@@ -97,7 +97,7 @@ print(json.dumps({{"code": code, "torch": "torch" in sys.modules}}))
     run = run_without_torch(tmp_path, code)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.splitlines()[-1]) == {"code": 0, "torch": False}
-    assert "-ncnn1.onnx on onnxruntime" in run.stderr
+    assert "edgesr: onnxruntime on cpu" in run.stderr and "-ncnn1.onnx" in run.stderr
     assert Image.open(tmp_path / "out.png").size == (32, 32)
     cached = list((tmp_path / "cache" / "onnx").iterdir())
     assert len(cached) == 1 and cached[0].name.endswith("-ncnn1.onnx")

@@ -29,8 +29,10 @@ def register(sub) -> None:
     q.add_argument("--weights", choices=("int8", "int7", "uint8"), default="int8",
                    help="INT8 weight type on ONNX Runtime: int7/uint8 avoid AVX2 saturation "
                    "(int7 coarser, uint8 slow; default: int8)")
-    q.add_argument("--target-psnr", type=float, default=None, help="INT8: sweep which nodes "
-                   "to keep in FP32 until this PSNR is reached")
+    q.add_argument("--target-psnr", type=float, default=None, help="INT8: search which layers "
+                   "to keep out of INT8 until this PSNR is reached (ONNX Runtime: in FP32; "
+                   "OpenVINO: one mixed IR, the rest in BF16 on CPUs with native BF16 that keep "
+                   "the target, else FP32)")
     q.add_argument("--min-psnr", type=float, default=None,
                    help="refuse to write the artifact if its PSNR vs FP32 is lower")
     q.add_argument("--eval", help="held-out images for the quality report (default: synthetic)")

@@ -52,7 +52,7 @@ def create_app(config: ServeConfig, engines: dict[str, Session],
     for name, session in engines.items():
         spec = (specs or {}).get(name, {})
         metrics.describe_engine(name, model=session.model.name, backend=session.backend,
-                                precision=session.precision, scale=session.scale,
+                                precision=session.precision or "unreported", scale=session.scale,
                                 tile=spec.get("tile", 0), overlap=spec.get("overlap", 0))
 
     @asynccontextmanager

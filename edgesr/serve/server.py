@@ -24,7 +24,7 @@ def serve(config: ServeConfig, specs: list[EngineSpec], *, log_level: str = "inf
         for name, session in engines.items():
             logging.getLogger("edgesr.serve").info(
                 "model %s: %s on %s (%s), x%d", name, session.model.name, session.backend,
-                session.precision, session.scale)
+                session.precision or "unreported", session.scale)
         app = create_app(config, engines, {s.name: {"tile": s.tile, "overlap": s.overlap}
                                            for s in specs})
         server = uvicorn.Server(uvicorn.Config(

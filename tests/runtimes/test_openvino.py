@@ -49,10 +49,10 @@ def test_ir_parity_with_torch(models, tmp_path, family, precision):
     assert xml.is_file() and xml.with_suffix(".bin").is_file()
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
     x = np.random.default_rng(0).random((3, 3, 24, 32), np.float32)
-    with OpenVINORuntime(xml, OpenVINOConfig(num_requests=2)) as rt:
+    with OpenVINORuntime(xml, OpenVINOConfig(num_requests=2, precision="fp32")) as rt:
         assert (rt.info.scale, rt.info.size_multiple) == (desc.scale, desc.size_multiple)
-        assert rt.effective_precision == "f32"
         out = rt.infer(x)
+        assert rt.effective_precision == "f32" and rt.info.precision == "fp32"
     ref = reference(desc, x)
     max_diff, min_psnr = THRESHOLDS[precision]
     assert out.shape == ref.shape
@@ -157,3 +157,35 @@ def test_read_failures_say_why_not_where(tmp_path, name, content):
     message = str(info.value)
     assert message.startswith(f"{tmp_path / name}: OpenVINO cannot read it: ")
     assert "Exception from src/" not in message and not message.endswith(":")
+
+
+@pytest.mark.parametrize("family", ["rrdb_x2", "compact_x4"])
+def test_static_shapes_compiled_per_tile_stay_exact(models, family):
+    """Tiles of one image compile one static model per shape, reused across calls, and the
+    image equals PyTorch FP32 on the same tiles within 1e-4."""
+    from edgesr.upscaler import Upscaler
+
+    desc, onnx_path = models[family]
+    image = np.random.default_rng(4).random((40, 28, 3), np.float32)
+    with create_runtime("openvino", onnx_path, precision="fp32") as rt:
+        assert rt.compiled is None  # nothing compiled before a shape is seen
+        out = Upscaler(rt, tile=24, overlap=4).upscale(image)
+        shapes = list(rt._shapes)
+        Upscaler(rt, tile=24, overlap=4).upscale(image)
+        assert list(rt._shapes) == shapes and None not in shapes
+        assert len(shapes) >= 1 and all(h <= 24 and w <= 24 for h, w in shapes)
+    ckpt = onnx_path.with_suffix(".pth")
+    torch.save({"params": desc.model.state_dict()}, ckpt)
+    with create_runtime("torch", ckpt) as rt:  # PyTorch FP32 through the same tiles
+        ref = Upscaler(rt, tile=24, overlap=4).upscale(image)
+    assert np.abs(out - ref).max() <= 1e-4
+
+
+def test_dynamic_mode_compiles_once(models):
+    desc, onnx_path = models["compact_x4"]
+    x = np.random.default_rng(5).random((2, 3, 12, 20), np.float32)
+    with create_runtime("openvino", onnx_path, static=False, precision="fp32") as rt:
+        assert list(rt._shapes) == [None]
+        np.testing.assert_allclose(rt.infer(x), reference(desc, x), atol=1e-4)
+        rt.infer(x[:, :, :8])
+        assert list(rt._shapes) == [None]

@@ -114,3 +114,40 @@ def test_config_and_runtime_from_the_entry(tmp_path):
     assert config_for("onnxruntime", threads=2).threads == 2
     runtime = create_runtime("torch", tmp_path / "model.pth")
     assert runtime.name == "torch" and not runtime.is_active
+
+
+def test_device_options_follow_the_config_field(monkeypatch):
+    from dataclasses import dataclass
+
+    from edgesr.runtimes import registry
+
+    @dataclass(frozen=True, kw_only=True)
+    class IndexConfig:
+        device: int = 0
+
+    @dataclass(frozen=True, kw_only=True)
+    class NoDeviceConfig:
+        threads: int = 0
+
+    assert registry.device_options("onnxruntime", "cuda") == {"device": "cuda"}
+    assert registry.device_options("onnxruntime", None) == {}
+    configs = {"gpu": IndexConfig, "single": NoDeviceConfig}
+    monkeypatch.setattr(registry, "config_class", configs.__getitem__)
+    assert registry.device_options("gpu", "1") == {"device": 1}
+    with pytest.raises(EdgesrError, match="device index, not 'GPU'"):
+        registry.device_options("gpu", "GPU")
+    with pytest.raises(EdgesrError, match="takes no --device"):
+        registry.device_options("single", "cpu")
+
+
+def test_native_precisions_come_from_the_entry():
+    from edgesr import cpu
+    from edgesr.runtimes.registry import native_precisions
+
+    assert native_precisions("onnxruntime") == ()  # no hook: auto runs the default
+    pytest.importorskip("openvino")
+    with cpu.simulate(cpu.CpuInfo(model="amx", flags=frozenset({"amx_bf16"}))):
+        assert native_precisions("openvino") == ("bf16", "fp32")
+        assert native_precisions("openvino", "GPU") == ("fp16", "fp32")
+    with cpu.simulate(cpu.CpuInfo(model="avx2", flags=frozenset({"avx2"}))):
+        assert native_precisions("openvino", "CPU") == ("fp32",)
