@@ -88,6 +88,8 @@ class BackendEntry:
 
 
 _RT = "edgesr.runtimes."
+_DIFFUSION_IR = EngineSpec(builder="edgesr.diffusion.openvino_sessions", artifact="model.xml",
+                           sources=(".onnx",))
 BUILTIN: tuple[BackendEntry, ...] = (
     BackendEntry(name="torch", runtime=_RT + "torch_runtime:TorchRuntime",
                  config=_RT + "torch_runtime:TorchConfig", requires=("torch",),
@@ -124,6 +126,18 @@ BUILTIN: tuple[BackendEntry, ...] = (
     BackendEntry(name="sr3", runtime=_RT + "sr3_runtime:SR3Runtime",
                  config=_RT + "sr3_runtime:SR3Config", requires=("onnxruntime",),
                  kinds=("sr3-denoiser",), suffixes=(".onnx",), diffusion=True),
+    # The samplers on OpenVINO: the UNet/VAE (denoiser) IRs are built through the engine cache.
+    BackendEntry(name="sd-upscaler-openvino",
+                 runtime=_RT + "sd_upscaler_runtime:SDUpscalerOpenVINORuntime",
+                 config=_RT + "sd_upscaler_runtime:SDUpscalerOpenVINOConfig",
+                 requires=("openvino", "diffusers"), install="openvino 'edgesr[diffusion]'",
+                 kinds=("sd-x4",), precisions=("fp32", "fp16", "bf16"),
+                 engine=_DIFFUSION_IR, diffusion=True),
+    BackendEntry(name="sr3-openvino", runtime=_RT + "sr3_runtime:SR3OpenVINORuntime",
+                 config=_RT + "sr3_runtime:SR3OpenVINOConfig", requires=("openvino",),
+                 kinds=("sr3-denoiser",), suffixes=(".onnx",),
+                 precisions=("fp32", "fp16", "bf16"),
+                 engine=_DIFFUSION_IR, diffusion=True),
 )
 #: The built-in backends, by name, in the order they are listed (and picked by default).
 BACKENDS: dict[str, BackendEntry] = {e.name: e for e in BUILTIN}
