@@ -59,7 +59,8 @@ def run_variants(model_path: Path, variants: list[str], batch: np.ndarray
                 outputs[variant] = runtime.infer(batch)
                 notes[variant] = f"{(time.perf_counter() - start) * 1e3:9.1f} ms"
                 ran = getattr(runtime, "effective_precision", None)
-                if ran and ran.replace("f", "fp") != variant.partition(":")[2]:
+                ran = {"f32": "fp32", "f16": "fp16"}.get(ran, ran)  # OpenVINO's names
+                if ran and ran != variant.partition(":")[2]:
                     notes[variant] += f"  (the device ran {ran})"
         except BackendUnavailableError as exc:
             skipped[variant] = str(exc)

@@ -16,8 +16,10 @@ def register(sub) -> None:
     up.add_argument("-m", "--model", help="checkpoint (.pth/.safetensors), ncnn .param, .onnx, "
                     "a Stable Diffusion x4 export folder, or a bundled model name (default: "
                     "realesrgan-x4plus)")
-    up.add_argument("-b", "--backend", help=f"{', '.join(BACKENDS)} or a plugin's (edgesr "
-                    "backends lists them all; default: by model kind and file type)")
+    up.add_argument("-b", "--backend", metavar="BACKEND[:PRECISION]",
+                    help=f"{', '.join(BACKENDS)} or a plugin's (edgesr backends lists them "
+                    "all; default: by model kind and file type), optionally with a precision "
+                    "it runs, e.g. sd-upscaler-openvino:bf16")
     up.add_argument("--tile", type=int, default=256, help="tile size in input pixels; 0 = whole "
                     "image (default: 256)")
     up.add_argument("--overlap", type=int, default=32, help="tile overlap in input pixels")
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from edgesr.model_memory import measure_model_memory, return_freed_memory
     from edgesr.pipeline import parse_size, plan_outputs, resolve_runtime, upscale_many
     from edgesr.runtimes import create_runtime
+    from edgesr.runtimes.registry import parse_variant, precision_options
     from edgesr.upscaler import Upscaler
 
     if args.consistency_map and (args.max_memory or args.stream):
@@ -84,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         return_freed_memory()
     options = {"threads": args.threads} if args.threads else {}
     options |= {k: getattr(args, k) for k in SD_OPTIONS if getattr(args, k) is not None}
-    model_path, backend = resolve_runtime(args.model, args.backend)
+    backend, precision = parse_variant(args.backend) if args.backend else (None, None)
+    options |= precision_options(backend, precision) if backend else {}
+    model_path, backend = resolve_runtime(args.model, backend)
     sr3, sd = backends_for(DENOISER), backends_for(SD_X4)
     if args.scale is not None and backend not in sr3:
         raise EdgesrError(f"--scale is for SR3 models (backend {' or '.join(sr3)}), not "
