@@ -113,7 +113,7 @@ def quantize(model: str, output: str | Path, options: QuantizeOptions, *,
     output.parent.mkdir(parents=True, exist_ok=True)
     with staging_dir(output) as tmp:
         reference, ref_name, onnx_path = _reference_and_onnx(model, tmp)
-        calib = _calibration(options) if options.precision != "bf16" else None
+        calib = calibration_set(options) if options.precision != "bf16" else None
         images = evaluation_images(options.eval, count=options.eval_count, size=options.tile)
         built = tmp / output.name
         notes = _build(options, backend, onnx_path, built, calib, images, reference, log)
@@ -162,7 +162,9 @@ def _require_one_input(path: Path) -> None:
         raise EdgesrError(f"{path}: {_ONE_INPUT}; this graph has inputs {inputs}")
 
 
-def _calibration(options: QuantizeOptions):
+def calibration_set(options: QuantizeOptions):
+    """The calibration set ``options.calib`` names (a .npz or an image folder; None: synthetic
+    crops of ``options.tile`` pixels)."""
     from edgesr.calibration import CalibrationSet, build_calibration_set
 
     if options.calib and Path(options.calib).suffix == ".npz":

@@ -120,11 +120,11 @@ def quantize_diffusion(model: str, output: str | Path, options, *,
                        log: Callable[[str], None] = lambda _: None):
     """``edgesr quantize`` for a diffusion model (see the module docstring); returns a
     ``quantize.QuantizeResult``."""
-    from edgesr.calibration import build_calibration_set, evaluation_images
+    from edgesr.calibration import evaluation_images
     from edgesr.diffusion.calibration import record_trajectories
     from edgesr.diffusion.sessions import onnxruntime_sessions
     from edgesr.export.quality import check_quality, quality_report
-    from edgesr.export.quantize import QuantizeResult
+    from edgesr.export.quantize import QuantizeResult, calibration_set
     from edgesr.fsutil import move_files, replace_dir, staging_dir
     from edgesr.model_kinds import KIND, SD_GRAPHS, SD_X4, backends_for
     from edgesr.runtimes import create_runtime
@@ -140,12 +140,10 @@ def quantize_diffusion(model: str, output: str | Path, options, *,
     folder = source if kind == SD_X4 else source.parent
     output = Path(output) if kind == SD_X4 else Path(output).with_suffix(".onnx")
     with create_runtime(reference_backend, source, **sampling) as reference:
-        calib = build_calibration_set(options.calib, tile=options.tile,
-                                      count=CALIBRATION_IMAGES)
+        calib = list(calibration_set(options).batches(1))[:CALIBRATION_IMAGES]
         feeds = record_trajectories(
             lambda factory: type(reference.sampler)(source, reference.config, factory),
-            onnxruntime_sessions("quantize", device="cpu"), calib.batches(1),
-            limit=FEEDS_PER_GRAPH)
+            onnxruntime_sessions("quantize", device="cpu"), calib, limit=FEEDS_PER_GRAPH)
         output.parent.mkdir(parents=True, exist_ok=True)
         with staging_dir(output) as tmp:
             built = tmp / output.name
