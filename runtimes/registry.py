@@ -90,6 +90,8 @@ class BackendEntry:
 _RT = "edgesr.runtimes."
 _DIFFUSION_IR = EngineSpec(builder="edgesr.diffusion.openvino_sessions", artifact="model.xml",
                            sources=(".onnx",))
+_DIFFUSION_PLAN = EngineSpec(builder="edgesr.diffusion.tensorrt_sessions", artifact="model.plan",
+                             sources=(".onnx",))
 BUILTIN: tuple[BackendEntry, ...] = (
     BackendEntry(name="torch", runtime=_RT + "torch_runtime:TorchRuntime",
                  config=_RT + "torch_runtime:TorchConfig", requires=("torch",),
@@ -139,6 +141,19 @@ BUILTIN: tuple[BackendEntry, ...] = (
                  kinds=("sr3-denoiser",), suffixes=(".onnx",),
                  precisions=("fp32", "fp16", "bf16"), quantizes=("int8",),
                  engine=_DIFFUSION_IR, diffusion=True),
+    # ... and on TensorRT: engines with a dynamic profile over latent sizes and batch 1-2.
+    BackendEntry(name="sd-upscaler-tensorrt",
+                 runtime=_RT + "sd_upscaler_runtime:SDUpscalerTensorRTRuntime",
+                 config=_RT + "sd_upscaler_runtime:SDUpscalerTensorRTConfig",
+                 requires=("tensorrt", "cuda-python", "diffusers"),
+                 modules=("tensorrt", "cuda", "diffusers"),
+                 install="'edgesr[tensorrt]' 'edgesr[diffusion]'", kinds=("sd-x4",),
+                 precisions=("fp16", "fp32"), engine=_DIFFUSION_PLAN, diffusion=True),
+    BackendEntry(name="sr3-tensorrt", runtime=_RT + "sr3_runtime:SR3TensorRTRuntime",
+                 config=_RT + "sr3_runtime:SR3TensorRTConfig",
+                 requires=("tensorrt", "cuda-python"), modules=("tensorrt", "cuda"),
+                 install="'edgesr[tensorrt]'", kinds=("sr3-denoiser",), suffixes=(".onnx",),
+                 precisions=("fp16", "fp32"), engine=_DIFFUSION_PLAN, diffusion=True),
 )
 #: The built-in backends, by name, in the order they are listed (and picked by default).
 BACKENDS: dict[str, BackendEntry] = {e.name: e for e in BUILTIN}

@@ -1,6 +1,7 @@
 """Stable Diffusion x4 upscaler backends: ``edgesr.diffusion.sd_upscaler``'s sampler behind the
 runtime protocol, its UNet and VAE run by the engine its Config names (see
-``edgesr.diffusion.sessions``): sd-upscaler on ONNX Runtime, sd-upscaler-openvino on OpenVINO.
+``edgesr.diffusion.sessions``): sd-upscaler on ONNX Runtime, sd-upscaler-openvino on OpenVINO,
+sd-upscaler-tensorrt on TensorRT.
 
 ``infer`` takes low-resolution RGB tiles in [0, 1] and samples each (see the sampler's module
 docstring for the loop, latent tiling and seeding).
@@ -14,10 +15,12 @@ import numpy as np
 from edgesr.diffusion.openvino_sessions import OpenVINOSessionOptions
 from edgesr.diffusion.sd_upscaler import SDSampling, SDUpscalerSampler, unavailable_reason
 from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions
+from edgesr.diffusion.tensorrt_sessions import TensorRTSessionOptions
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
 __all__ = ["SDUpscalerConfig", "SDUpscalerOpenVINOConfig", "SDUpscalerOpenVINORuntime",
-           "SDUpscalerRuntime", "unavailable_reason"]
+           "SDUpscalerRuntime", "SDUpscalerTensorRTConfig", "SDUpscalerTensorRTRuntime",
+           "unavailable_reason"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +40,16 @@ class SDUpscalerOpenVINOConfig(SDSampling, OpenVINOSessionOptions):
         self.check_engine("sd-upscaler-openvino")
         super().__post_init__()
 
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class SDUpscalerTensorRTConfig(SDSampling, TensorRTSessionOptions):
+    """The sampling options of ``SDSampling`` and TensorRT's session options."""
+
+    def __post_init__(self) -> None:
+        self.check_engine("sd-upscaler-tensorrt")
+        super().__post_init__()
 
 
 class SDUpscalerRuntime(Runtime):
@@ -73,3 +86,10 @@ class SDUpscalerOpenVINORuntime(SDUpscalerRuntime):
 
     name = "sd-upscaler-openvino"
     config_class = SDUpscalerOpenVINOConfig
+
+
+class SDUpscalerTensorRTRuntime(SDUpscalerRuntime):
+    """The sampler with its UNet and VAE run as TensorRT engines."""
+
+    name = "sd-upscaler-tensorrt"
+    config_class = SDUpscalerTensorRTConfig

@@ -1,6 +1,6 @@
 """SR3 backends: ``edgesr.diffusion.sr3``'s refinement loop behind the runtime protocol, its
 denoiser run by the engine its Config names (see ``edgesr.diffusion.sessions``): sr3 on ONNX
-Runtime, sr3-openvino on OpenVINO.
+Runtime, sr3-openvino on OpenVINO, sr3-tensorrt on TensorRT.
 
 ``infer`` takes low-resolution RGB tiles in [0, 1] and samples each (see the sampler's module
 docstring for the loop, the noise schedule and seeding).
@@ -14,6 +14,7 @@ import numpy as np
 from edgesr.diffusion.openvino_sessions import OpenVINOSessionOptions
 from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions
 from edgesr.diffusion.sr3 import SR3Sampler, SR3Sampling
+from edgesr.diffusion.tensorrt_sessions import TensorRTSessionOptions
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
 
@@ -34,6 +35,16 @@ class SR3OpenVINOConfig(SR3Sampling, OpenVINOSessionOptions):
         self.check_engine("sr3-openvino")
         super().__post_init__()
 
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class SR3TensorRTConfig(SR3Sampling, TensorRTSessionOptions):
+    """The sampling options of ``SR3Sampling`` and TensorRT's session options."""
+
+    def __post_init__(self) -> None:
+        self.check_engine("sr3-tensorrt")
+        super().__post_init__()
 
 
 class SR3Runtime(Runtime):
@@ -71,3 +82,10 @@ class SR3OpenVINORuntime(SR3Runtime):
 
     name = "sr3-openvino"
     config_class = SR3OpenVINOConfig
+
+
+class SR3TensorRTRuntime(SR3Runtime):
+    """The refinement loop with its denoiser run as a TensorRT engine."""
+
+    name = "sr3-tensorrt"
+    config_class = SR3TensorRTConfig

@@ -94,7 +94,8 @@ def test_entries_declare_what_other_modules_used_to_list():
                                    "sd-upscaler-openvino", "sr3-openvino")
     assert quantize_precisions() == ("fp16", "int8", "bf16")
     assert [n for n, e in BACKENDS.items() if e.diffusion] == [
-        "sd-upscaler", "sr3", "sd-upscaler-openvino", "sr3-openvino"]
+        "sd-upscaler", "sr3", "sd-upscaler-openvino", "sr3-openvino", "sd-upscaler-tensorrt",
+        "sr3-tensorrt"]
     assert entry("openvino").engine.calibrated == ("int8",)
     assert "Q/DQ" in entry("tensorrt").engine.no_calib
 
