@@ -58,6 +58,7 @@ class SDUpscalerRuntime(Runtime):
 
     name = "sd-upscaler"
     config_class: type = SDUpscalerConfig
+    unavailable_reason = staticmethod(unavailable_reason)
 
     def __init__(self, model_path: str | Path, config=None):
         super().__init__()
@@ -93,3 +94,9 @@ class SDUpscalerTensorRTRuntime(SDUpscalerRuntime):
 
     name = "sd-upscaler-tensorrt"
     config_class = SDUpscalerTensorRTConfig
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        from edgesr.runtimes.tensorrt_build import unavailable_reason as tensorrt_reason
+
+        return tensorrt_reason() or unavailable_reason()

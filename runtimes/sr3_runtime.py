@@ -89,3 +89,9 @@ class SR3TensorRTRuntime(SR3Runtime):
 
     name = "sr3-tensorrt"
     config_class = SR3TensorRTConfig
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        from edgesr.runtimes.tensorrt_build import unavailable_reason
+
+        return unavailable_reason()
