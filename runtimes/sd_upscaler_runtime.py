@@ -14,7 +14,7 @@ import numpy as np
 
 from edgesr.diffusion.openvino_sessions import OpenVINOSessionOptions
 from edgesr.diffusion.sd_upscaler import SDSampling, SDUpscalerSampler, unavailable_reason
-from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions
+from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer
 from edgesr.diffusion.tensorrt_sessions import TensorRTSessionOptions
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
@@ -54,7 +54,8 @@ class SDUpscalerTensorRTConfig(SDSampling, TensorRTSessionOptions):
 
 class SDUpscalerRuntime(Runtime):
     """Runs an exported Stable Diffusion x4 upscaler folder tile by tile (batch of 1 each).
-    ``effective_precision``: the precision the UNet's engine reports it ran, once active."""
+    ``effective_precision``: the precision the UNet's engine reports it ran, once active;
+    ``stage_timer``: time spent in each graph (see ``StageTimer``)."""
 
     name = "sd-upscaler"
     config_class: type = SDUpscalerConfig
@@ -66,10 +67,11 @@ class SDUpscalerRuntime(Runtime):
         self.config = config or self.config_class()
         self.sampler: SDUpscalerSampler | None = None
         self.effective_precision: str | None = None
+        self.stage_timer = StageTimer()
 
     def activate_impl(self) -> RuntimeInfo:
-        self.sampler = SDUpscalerSampler(self.folder, self.config,
-                                         self.config.sessions(self.name))
+        self.sampler = SDUpscalerSampler(
+            self.folder, self.config, self.stage_timer.wrap(self.config.sessions(self.name)))
         self.effective_precision = self.sampler.unet.precision
         return RuntimeInfo(scale=self.sampler.scale, in_channels=3, out_channels=3,
                            size_multiple=self.sampler.size_multiple, preferred_batch=1)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesr.diffusion.openvino_sessions import OpenVINOSessionOptions
-from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions
+from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer
 from edgesr.diffusion.sr3 import SR3Sampler, SR3Sampling
 from edgesr.diffusion.tensorrt_sessions import TensorRTSessionOptions
 from edgesr.runtimes.base import Runtime, RuntimeInfo
@@ -49,7 +49,8 @@ class SR3TensorRTConfig(SR3Sampling, TensorRTSessionOptions):
 
 class SR3Runtime(Runtime):
     """Runs an exported SR3 denoiser's sampling loop tile by tile (batch of 1 each).
-    ``effective_precision``: the precision the denoiser's engine reports it ran, once active."""
+    ``effective_precision``: the precision the denoiser's engine reports it ran, once active;
+    ``stage_timer``: time spent in the denoiser (see ``StageTimer``)."""
 
     name = "sr3"
     config_class: type = SR3Config
@@ -60,9 +61,11 @@ class SR3Runtime(Runtime):
         self.config = config or self.config_class()
         self.sampler: SR3Sampler | None = None
         self.effective_precision: str | None = None
+        self.stage_timer = StageTimer()
 
     def activate_impl(self) -> RuntimeInfo:
-        self.sampler = SR3Sampler(self.model_path, self.config, self.config.sessions(self.name))
+        self.sampler = SR3Sampler(
+            self.model_path, self.config, self.stage_timer.wrap(self.config.sessions(self.name)))
         self.effective_precision = self.sampler.session.precision
         channels = self.sampler.channels
         return RuntimeInfo(scale=self.sampler.scale, in_channels=channels,

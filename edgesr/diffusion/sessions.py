@@ -8,6 +8,7 @@ the options of one engine (``OnnxRuntimeSessionOptions`` and its siblings), whos
 method makes the factory, so the runtime never asks which engine it has.
 """
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,3 +109,46 @@ def onnxruntime_sessions(backend: str, *, device: str, providers: tuple[str, ...
                                   ) from None
 
     return open_session
+
+
+class StageTimer:
+    """Wall time and calls per graph (keyed by file stem: ``unet``, ``vae_decoder``, an SR3
+    denoiser's name) of the sessions opened through ``wrap``; what ``edgesr bench`` reports as
+    per-step UNet and VAE time (one UNet call per step unless latent-tiled)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def wrap(self, factory: SessionFactory) -> SessionFactory:
+        return lambda path: TimedSession(factory(path), self, path.stem)
+
+    def reset(self) -> None:
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
+        self.calls = dict.fromkeys(self.calls, 0)
+
+    def report(self) -> dict[str, dict[str, float]]:
+        return {name: {"seconds": s, "calls": self.calls[name],
+                       "ms_per_call": 1e3 * s / self.calls[name] if self.calls[name] else None}
+                for name, s in self.seconds.items()}
+
+
+class TimedSession:
+    """A Session whose ``run`` adds its wall time and one call to ``timer`` under ``name``."""
+
+    def __init__(self, inner: Session, timer: StageTimer, name: str) -> None:
+        self.inner, self.timer, self.name = inner, timer, name
+        self.precision = inner.precision
+        timer.seconds.setdefault(name, 0.0)
+        timer.calls.setdefault(name, 0)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        start = time.perf_counter()
+        try:
+            return self.inner.run(inputs)
+        finally:
+            self.timer.seconds[self.name] += time.perf_counter() - start
+            self.timer.calls[self.name] += 1
+
+    def metadata(self) -> dict[str, str]:
+        return self.inner.metadata()
