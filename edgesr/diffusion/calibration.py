@@ -5,7 +5,7 @@ So ``record_trajectories`` samples a few calibration images with the FP32 sample
 every feed of every graph it opens (``RecordingSession``): for SD x4, the UNet's ``sample``,
 ``timestep``, ``encoder_hidden_states`` and ``class_labels`` at each step, and the VAE's
 ``latent_sample``; for SR3, the denoiser's ``x`` and ``noise_level``. ``FeedSet`` hands one
-graph's feeds to the FP16 overflow guard (``batches``) and to NNCF (``nncf_dataset``).
+graph's feeds to the FP16 overflow guard (``batches``).
 """
 
 from collections.abc import Iterable, Iterator
@@ -43,11 +43,6 @@ class FeedSet:
     def batches(self, batch_size: int = 1) -> Iterator[dict[str, np.ndarray]]:
         """The feeds as they were run (``batch_size`` is the sampler's, not chosen here)."""
         return iter(self.feeds)
-
-    def nncf_dataset(self):
-        import nncf
-
-        return nncf.Dataset(self.feeds)
 
 
 def record_trajectories(open_sampler, sessions: SessionFactory, images: Iterable[np.ndarray],
