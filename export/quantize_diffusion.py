@@ -7,9 +7,10 @@ are recorded along the way. Per precision (``GRAPH_BUILDERS``), each graph becom
 
 - fp16 (ONNX Runtime: sd-upscaler, sr3): an FP16 ``.onnx``, the overflow guard run on the
   recorded feeds (``quantize_fp16``);
-- int8 (OpenVINO: sd-upscaler-openvino, sr3-openvino): an IR with INT8 weights (NNCF
-  ``compress_weights``; activations stay float) written beside the FP32 ``.onnx``, which the
-  OpenVINO sessions compile instead of converting it.
+- int8 (OpenVINO: sd-upscaler-openvino, sr3-openvino): an IR written beside the FP32 ``.onnx``,
+  which the OpenVINO sessions compile instead of converting it: INT8 weights (NNCF
+  ``compress_weights``; activations stay float), or with ``--preset all-ops`` weights and
+  activations (``nncf.quantize`` calibrated on the recorded feeds).
 
 The output is a folder like the export folder (SD x4) or an ``.onnx`` file (SR3, with its
 ``.xml``/``.bin`` for int8). The quality report samples held-out images with the FP32 sampler
@@ -55,10 +56,7 @@ def _fp16(source: Path, target: Path, feeds) -> str:
     return f"{source.name} FP16, {len(report.kept_fp32)} node(s) kept in FP32"
 
 
-def _int8_weights(source: Path, target: Path, feeds) -> str:
-    """The FP32 graph as it is, and beside it an IR with NNCF INT8-compressed weights."""
-    import openvino as ov
-
+def _nncf():
     from edgesr.errors import BackendUnavailableError
 
     try:
@@ -66,6 +64,14 @@ def _int8_weights(source: Path, target: Path, feeds) -> str:
     except ImportError as exc:
         raise BackendUnavailableError(f"OpenVINO INT8 needs nncf ({exc}); install it with "
                                       "pip install nncf") from None
+    return nncf
+
+
+def _int8_weights(source: Path, target: Path, feeds) -> str:
+    """The FP32 graph as it is, and beside it an IR with NNCF INT8-compressed weights."""
+    import openvino as ov
+
+    nncf = _nncf()
     _copy_graph(source, target)
     try:
         model = nncf.compress_weights(ov.Core().read_model(str(source)))
@@ -76,9 +82,27 @@ def _int8_weights(source: Path, target: Path, feeds) -> str:
     return f"{source.name} INT8 weights (NNCF compress_weights), float activations"
 
 
-#: precision -> how one graph is built (source .onnx, target .onnx, its FeedSet) -> a note.
-GRAPH_BUILDERS: dict[str, Callable[[Path, Path, object], str]] = {
-    "fp16": _fp16, "int8": _int8_weights}
+def _int8_full(source: Path, target: Path, feeds) -> str:
+    """The FP32 graph as it is, and beside it an IR quantized by NNCF (weights and activations,
+    transformer-aware) on the graph's recorded feeds."""
+    import openvino as ov
+
+    nncf = _nncf()
+    _copy_graph(source, target)
+    try:
+        model = nncf.quantize(ov.Core().read_model(str(source)), nncf.Dataset(feeds.feeds),
+                              subset_size=len(feeds), model_type=nncf.ModelType.TRANSFORMER)
+    except Exception as exc:  # OpenVINO and NNCF raise many kinds
+        raise EdgesrError(f"{source}: INT8 quantization failed: {first_line(exc)}") from None
+    ov.save_model(model, str(target.with_suffix(".xml")), compress_to_fp16=False)
+    return f"{source.name} INT8 weights and activations (NNCF, {len(feeds)} recorded feeds)"
+
+
+#: (precision, INT8 layout) -> how one graph is built (source .onnx, target .onnx, its
+#: FeedSet) -> a note. For diffusion graphs the default INT8 layout (sr-safe) compresses the
+#: weights only; all-ops quantizes activations too.
+GRAPH_BUILDERS: dict[tuple[str, str | None], Callable[[Path, Path, object], str]] = {
+    ("fp16", None): _fp16, ("int8", "sr-safe"): _int8_weights, ("int8", "all-ops"): _int8_full}
 
 
 def _copy_graph(source: Path, target: Path) -> None:
@@ -130,9 +154,12 @@ def quantize_diffusion(model: str, output: str | Path, options, *,
     from edgesr.runtimes import create_runtime
 
     kind = diffusion_kind(model)
-    if options.precision not in GRAPH_BUILDERS:
-        raise EdgesrError(f"diffusion graphs quantize to {', '.join(GRAPH_BUILDERS)}, not "
-                          f"{options.precision}")
+    layout = (options.preset or "sr-safe") if options.precision == "int8" else options.preset
+    build_graph = GRAPH_BUILDERS.get((options.precision, layout))
+    if build_graph is None:
+        takes = ", ".join(p + (f" --preset {k}" if k else "") for p, k in GRAPH_BUILDERS)
+        raise EdgesrError(f"diffusion graphs quantize to {takes}; not {options.precision}"
+                          + (f" --preset {layout}" if layout else ""))
     backend, reference_backend = _target(kind, options), backends_for(kind)[0]
     sampling = _sampling(kind, options)
     source = KIND[kind].prepare(Path(model), reference_backend)
@@ -150,7 +177,7 @@ def quantize_diffusion(model: str, output: str | Path, options, *,
             if kind == SD_X4:
                 shutil.copytree(folder, built, ignore=lambda _, names: [
                     n for n in names if n.removesuffix(".data") in graphs])
-            notes = [GRAPH_BUILDERS[options.precision](
+            notes = [build_graph(
                 folder / g, built / g if kind == SD_X4 else built, feeds[g]) for g in graphs]
             notes.append(f"calibrated on {sum(len(feeds[g]) for g in graphs)} recorded feeds "
                          f"of {len(calib)} sampled image(s)")

@@ -48,7 +48,8 @@ def add_layout_options(parser) -> None:
     parser.add_argument("--preset", choices=("sr-safe", "all-ops"),
                         help="INT8 layout: sr-safe quantizes convs only and keeps the first conv "
                         "and the upsampling tail in FP32 (+4 to +7 dB on Real-ESRGAN x4plus); "
-                        "all-ops quantizes every supported op (default: sr-safe)")
+                        "all-ops quantizes every supported op (default: sr-safe); diffusion "
+                        "graphs: sr-safe = INT8 weights only, all-ops = weights and activations")
     parser.add_argument("--exclude", nargs="*", default=[], metavar="NODE",
                         help="nodes kept in higher precision: names, or first, last, tail")
 

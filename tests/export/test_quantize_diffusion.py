@@ -18,9 +18,11 @@ pytest.importorskip("diffusers", reason="diffusers is not installed: "
                     "pip install 'edgesr[diffusion]'")
 
 #: PSNR of the sampled images vs the FP32 ONNX Runtime sampler (same seed), measured on these
-#: tiny models (SD x4: 3 steps, 16 px eval images; SR3: 6 steps, x2): SD fp16 67.5 dB, SD int8
-#: weights 49.8 dB, SR3 int8 weights 52.7 dB, SR3 fp16 77.1 dB. Gates set with margin.
-MIN_PSNR = {("sd", "fp16"): 50, ("sd", "int8"): 40, ("sr3", "fp16"): 60, ("sr3", "int8"): 42}
+#: tiny models (SD x4: 3 steps, 16 px eval images; SR3: 6 steps, x2): SD fp16 67.5 dB, int8
+#: weights 49.8 dB, full int8 (all-ops) 32.2 dB; SR3 fp16 77.1 dB, int8 weights 52.7 dB, full
+#: int8 41.1 dB. Gates set with margin.
+MIN_PSNR = {("sd", "fp16"): 50, ("sd", "int8"): 40, ("sd", "all-ops"): 26,
+            ("sr3", "fp16"): 60, ("sr3", "int8"): 42, ("sr3", "all-ops"): 34}
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +61,15 @@ def _quantize(models, tmp_path, model, precision, *extra):
 
 
 @pytest.mark.parametrize("model", ["sd", "sr3"])
-@pytest.mark.parametrize("precision", ["fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp16", "int8", "all-ops"])
 def test_quantized_sampler_passes_its_gate_and_runs(models, tmp_path, capsys, model,
                                                     precision):
+    bound = MIN_PSNR[model, precision]
+    preset = ["--preset", precision] if precision == "all-ops" else []
+    precision = "int8" if preset else precision
     if precision == "int8":
         pytest.importorskip("nncf", reason="OpenVINO INT8 needs nncf: pip install nncf")
-    bound = MIN_PSNR[model, precision]
-    code, out = _quantize(models, tmp_path, model, precision, "--min-psnr", str(bound))
+    code, out = _quantize(models, tmp_path, model, precision, "--min-psnr", str(bound), *preset)
     assert code == 0
     report = json.loads(out.with_name(out.name + ".quality.json").read_text())
     backend = RUNS_ON[model, precision]
@@ -104,7 +108,8 @@ def test_gate_refuses_and_writes_nothing(models, tmp_path, capsys):
 def test_precision_a_sampler_cannot_take_is_one_line(models, tmp_path, capsys):
     code, out = _quantize(models, tmp_path, "sd", "bf16")
     assert code == 1
-    assert "diffusion graphs quantize to fp16, int8, not bf16" in capsys.readouterr().err
+    assert ("diffusion graphs quantize to fp16, int8 --preset sr-safe, int8 --preset all-ops; "
+            "not bf16") in capsys.readouterr().err
     code, out = _quantize(models, tmp_path, "sr3", "int8", "--backend", "sr3")
     assert code == 1
     err = capsys.readouterr().err
