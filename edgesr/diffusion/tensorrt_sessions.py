@@ -74,7 +74,8 @@ class TensorRTSessionOptions:
 
 
 class TensorRTSession:
-    """A Session on a deserialized engine; device buffers are sized per call."""
+    """A Session on a deserialized engine; device buffers are sized per call, and a batch past
+    the profile's (latent windows stacked by ``latent_tiling``) runs in chunks."""
 
     def __init__(self, plan: Path, metadata: dict[str, str], gpu: int, precision: str) -> None:
         import tensorrt as trt
@@ -94,8 +95,17 @@ class TensorRTSession:
         self._metadata = metadata
         self.precision = precision
         self._trt = trt
+        self.max_batch = int(self.engine.get_tensor_profile_shape(self.inputs[0], 0)[2][0])
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        count, step = len(next(iter(inputs.values()))), self.max_batch
+        if count <= step:
+            return self._run(inputs)
+        chunks = [self._run({k: v[i:i + step] for k, v in inputs.items()})
+                  for i in range(0, count, step)]
+        return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         from edgesr.runtimes.tensorrt_build import cuda_call, cudart
 
         rt, trt = cudart(), self._trt
