@@ -108,7 +108,8 @@ def quantize(model: str, output: str | Path, options: QuantizeOptions, *,
     from edgesr.export.quantize_diffusion import diffusion_kind, quantize_diffusion
 
     if diffusion_kind(model):
-        return quantize_diffusion(model, output, options, log=log)
+        return QuantizeResult(*quantize_diffusion(model, output, options,
+                                                  calibration_set(options), log=log))
     backend, output = target_backend(options, Path(output))
     output.parent.mkdir(parents=True, exist_ok=True)
     with staging_dir(output) as tmp:

@@ -140,15 +140,16 @@ def _sampling(kind: str, options) -> dict:
     return given
 
 
-def quantize_diffusion(model: str, output: str | Path, options, *,
+def quantize_diffusion(model: str, output: str | Path, options, calibration, *,
                        log: Callable[[str], None] = lambda _: None):
-    """``edgesr quantize`` for a diffusion model (see the module docstring); returns a
-    ``quantize.QuantizeResult``."""
+    """``edgesr quantize`` for a diffusion model (see the module docstring) with ``options``
+    (``quantize.QuantizeOptions``) and ``calibration`` (a calibration set: its first crops are
+    sampled); returns (output, report, report path, notes), ``quantize.QuantizeResult``'s
+    fields."""
     from edgesr.calibration import evaluation_images
     from edgesr.diffusion.calibration import record_trajectories
     from edgesr.diffusion.sessions import onnxruntime_sessions
     from edgesr.export.quality import check_quality, quality_report
-    from edgesr.export.quantize import QuantizeResult, calibration_set
     from edgesr.fsutil import move_files, replace_dir, staging_dir
     from edgesr.model_kinds import KIND, SD_GRAPHS, SD_X4, backends_for
     from edgesr.runtimes import create_runtime
@@ -167,7 +168,7 @@ def quantize_diffusion(model: str, output: str | Path, options, *,
     folder = source if kind == SD_X4 else source.parent
     output = Path(output) if kind == SD_X4 else Path(output).with_suffix(".onnx")
     with create_runtime(reference_backend, source, **sampling) as reference:
-        calib = list(calibration_set(options).batches(1))[:CALIBRATION_IMAGES]
+        calib = list(calibration.batches(1))[:CALIBRATION_IMAGES]
         feeds = record_trajectories(
             lambda factory: type(reference.sampler)(source, reference.config, factory),
             onnxruntime_sessions("quantize", device="cpu"), calib, limit=FEEDS_PER_GRAPH)
@@ -200,4 +201,4 @@ def quantize_diffusion(model: str, output: str | Path, options, *,
                          built.with_suffix(".xml"), built]
                 move_files((p, output.with_name(output.stem + p.name[len(built.stem):]))
                            for p in parts if p.exists())
-    return QuantizeResult(output, report, report_path, notes + [f"runs on --backend {backend}"])
+    return output, report, report_path, notes + [f"runs on --backend {backend}"]
