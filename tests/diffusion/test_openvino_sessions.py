@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import smooth_image
 from PIL import Image
-from tiny_models import make_tiny_denoiser, write_tiny_sd_x4
+from tiny_models import export_tiny_diffusion
 
 from edgesr.cli import main
 from edgesr.imageio import read_image
@@ -47,18 +46,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def workspace(tmp_path_factory):
     """A folder with the tiny SD x4 export (``sd/``), the tiny SR3 export (``sr3.onnx``), a
     small image, and its own engine cache."""
-    root = tmp_path_factory.mktemp("ov")
-    write_tiny_sd_x4(root / "src")
-    assert main(["export", str(root / "src"), "-o", str(root / "sd")]) == 0
-    np.save(root / "sd" / "prompt_embeds.npy",
-            np.random.default_rng(0).standard_normal((2, 8, 8)).astype(np.float32))
-    model = make_tiny_denoiser("sr3")
-    checkpoint = root / "sr3_gen.pth"
-    betas = np.linspace(1e-3, 0.3, 6)
-    torch.save({**{"denoise_fn." + k: v for k, v in model.state_dict().items()},
-                "betas": torch.tensor(betas, dtype=torch.float32),
-                "alphas_cumprod": torch.ones(len(betas))}, checkpoint)
-    assert main(["export", str(checkpoint), "-o", str(root / "sr3.onnx")]) == 0
+    root = export_tiny_diffusion(tmp_path_factory.mktemp("ov"))
     pixels = smooth_image(np.random.default_rng(3), 12, 16)
     Image.fromarray((pixels * 255).round().astype(np.uint8)).save(root / "in.png")
     return root

@@ -3,26 +3,17 @@ reporting a sampler's time per graph."""
 
 import numpy as np
 import pytest
-import torch
-from tiny_models import make_tiny_denoiser
+from tiny_models import TINY_SR3_BETAS, export_tiny_diffusion
 
 from edgesr.cli import main
 from edgesr.diffusion.sessions import StageTimer, onnx_metadata
 from edgesr.errors import CheckpointError
 from edgesr.runtimes import create_runtime
 
-BETAS = np.linspace(1e-3, 0.3, 6)
-
 
 @pytest.fixture(scope="module")
 def sr3(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sessions")
-    model = make_tiny_denoiser("sr3")
-    torch.save({**{"denoise_fn." + k: v for k, v in model.state_dict().items()},
-                "betas": torch.tensor(BETAS, dtype=torch.float32),
-                "alphas_cumprod": torch.ones(len(BETAS))}, root / "sr3_gen.pth")
-    assert main(["export", str(root / "sr3_gen.pth"), "-o", str(root / "sr3.onnx")]) == 0
-    return root / "sr3.onnx"
+    return export_tiny_diffusion(tmp_path_factory.mktemp("sessions")) / "sr3.onnx"
 
 
 def test_onnx_metadata_reads_edgesr_fields_and_refuses_garbage(sr3, tmp_path):
@@ -36,7 +27,7 @@ def test_stage_timer_counts_one_denoiser_call_per_step(sr3):
     with create_runtime("sr3", sr3, scale=2) as runtime:
         runtime.infer(np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32))
         report = runtime.stage_timer.report()
-        assert list(report) == ["sr3"] and report["sr3"]["calls"] == 2 * len(BETAS)
+        assert list(report) == ["sr3"] and report["sr3"]["calls"] == 2 * len(TINY_SR3_BETAS)
         assert report["sr3"]["seconds"] > 0
         runtime.stage_timer.reset()
         assert runtime.stage_timer.report()["sr3"] == {"seconds": 0.0, "calls": 0,
@@ -52,4 +43,4 @@ def test_bench_reports_time_per_graph(sr3, capsys, monkeypatch, tmp_path):
     out = capsys.readouterr().out
     assert "diffusion stages" in out
     line = next(row for row in out.splitlines() if row.startswith("sr3 ") and "calls" in row)
-    assert f"/ {len(BETAS)} calls" in line  # one 8x8 tile, one call per step
+    assert f"/ {len(TINY_SR3_BETAS)} calls" in line  # one 8x8 tile, one call per step

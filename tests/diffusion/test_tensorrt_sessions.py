@@ -5,7 +5,7 @@ the ONNX Runtime FP32 sampler through the CLI."""
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_models import write_tiny_sd_x4
+from tiny_models import export_tiny_diffusion
 
 from edgesr.cli import main
 from edgesr.diffusion.tensorrt_sessions import MAX_SEQUENCE, TensorRTSessionOptions, input_ranges
@@ -24,11 +24,7 @@ FP16_MIN_PSNR = 40.0
 
 @pytest.fixture(scope="module")
 def sd(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trt")
-    write_tiny_sd_x4(root / "src")
-    assert main(["export", str(root / "src"), "-o", str(root / "sd")]) == 0
-    np.save(root / "sd" / "prompt_embeds.npy",
-            np.random.default_rng(0).standard_normal((2, 8, 8)).astype(np.float32))
+    root = export_tiny_diffusion(tmp_path_factory.mktemp("trt"))
     Image.fromarray(np.full((12, 16, 3), 100, np.uint8)).save(root / "in.png")
     return root
 

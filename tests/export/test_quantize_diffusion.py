@@ -6,8 +6,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from tiny_models import make_tiny_denoiser, write_tiny_sd_x4
+from tiny_models import export_tiny_diffusion
 
 from edgesr.cli import main
 from edgesr.diffusion.calibration import record_trajectories
@@ -27,18 +26,7 @@ MIN_PSNR = {("sd", "fp16"): 50, ("sd", "int8"): 40, ("sd", "all-ops"): 26,
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("qd")
-    write_tiny_sd_x4(root / "src")
-    assert main(["export", str(root / "src"), "-o", str(root / "sd")]) == 0
-    np.save(root / "sd" / "prompt_embeds.npy",
-            np.random.default_rng(0).standard_normal((2, 8, 8)).astype(np.float32))
-    model = make_tiny_denoiser("sr3")
-    betas = np.linspace(1e-3, 0.3, 6)
-    torch.save({**{"denoise_fn." + k: v for k, v in model.state_dict().items()},
-                "betas": torch.tensor(betas, dtype=torch.float32),
-                "alphas_cumprod": torch.ones(len(betas))}, root / "sr3_gen.pth")
-    assert main(["export", str(root / "sr3_gen.pth"), "-o", str(root / "sr3.onnx")]) == 0
-    return root
+    return export_tiny_diffusion(tmp_path_factory.mktemp("qd"))
 
 
 @pytest.fixture(autouse=True)
