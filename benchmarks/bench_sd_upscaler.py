@@ -1,7 +1,7 @@
-"""Stable Diffusion x4 upscaler on CPU: edgesr's sd-upscaler backend vs diffusers, side by side.
+"""Stable Diffusion x4 upscaler on CPU: edgesr's sampler backends vs diffusers, side by side.
 
     python benchmarks/bench_sd_upscaler.py [--config real|tiny] [--size 64] [--steps 5]
-        [--threads N] [--workdir DIR] [--json OUT]
+        [--threads N] [--workdir DIR] [--json OUT] [--no-openvino]
 
 Nothing is downloaded. ``real`` builds the UNet and VAE of stabilityai/stable-diffusion-x4-upscaler
 from its published ``unet/config.json`` and ``vae/config.json`` (written out below, as diffusers
@@ -19,9 +19,14 @@ one tile). The negative and positive embeddings differ, so both run classifier-f
 batch of 2 per UNet pass; the backend runs one pass of batch 1 when they are equal). Each case,
 and the export, runs in a spawned process of its own: its peak RSS is its ``VmHWM`` (RSS once
 loaded is printed too; diffusers may map the weights file, whose pages count once touched).
-Times exclude loading; the UNet and the VAE decode are timed by wrapping them
-(``forward``/``decode``, ONNX Runtime's ``run``); s/step is (total - VAE decode) / steps. Only
-honest on an idle machine.
+Then, unless ``--no-openvino``, the sd-upscaler-openvino backend at the FP32 and BF16
+INFERENCE_PRECISION_HINT, and on the export quantized to INT8 weights (``edgesr quantize
+--precision int8``, NNCF weight compression, run at the BF16 hint); the "ran" column is the
+precision OpenVINO reports it ran. Times exclude loading; diffusers' UNet and VAE decode are
+timed by wrapping them (``forward``/``decode``), edgesr's by the runtime's ``stage_timer``;
+s/step is (total - VAE decode) / steps, "UNet step x" the UNet speed-up over diffusers; PSNR is
+of each final image vs edgesr's ONNX Runtime FP32 one (same seed). Only honest on an idle
+machine.
 """
 
 import argparse
@@ -160,26 +165,39 @@ def run_diffusers(source: Path, export: Path, image: np.ndarray, steps: int,
 
 
 def run_edgesr(export: Path, image: np.ndarray, steps: int, threads: int,
-               latent_tile: int = 0, latent_overlap: int = 16) -> dict:
-    """edgesr's sd-upscaler backend on ``image`` (one tile, latent-tiled when ``latent_tile``):
-    as ``run_diffusers``."""
-    times = {"unet": 0.0, "vae": 0.0}
-    run = ort.InferenceSession.run
-    keys = {"sample": "unet", "latent_sample": "vae"}
-    ort.InferenceSession.run = lambda s, *a, **k: timed(
-        times, keys[s.get_inputs()[0].name], run)(s, *a, **k)
-    runtime = create_runtime("sd-upscaler", export, steps=steps, seed=SEED, threads=threads,
-                             guidance_scale=GUIDANCE, noise_level=NOISE_LEVEL,
-                             latent_tile=latent_tile, latent_overlap=latent_overlap)
+               latent_tile: int = 0, latent_overlap: int = 16, backend: str = "sd-upscaler",
+               precision: str | None = None) -> dict:
+    """An edgesr sampler backend on ``image`` (one tile, latent-tiled when ``latent_tile``),
+    its UNet and VAE timed by the runtime's ``stage_timer``: as ``run_diffusers``, plus the
+    precision the engine reports it ran."""
+    engine = {"threads": threads} if threads else {}
+    engine |= {"precision": precision} if precision else {}
+    runtime = create_runtime(backend, export, steps=steps, seed=SEED, guidance_scale=GUIDANCE,
+                             noise_level=NOISE_LEVEL, latent_tile=latent_tile,
+                             latent_overlap=latent_overlap, **engine)
     start = time.perf_counter()
     with runtime:
         load = time.perf_counter() - start
         loaded_rss = psutil.Process().memory_info().rss / 2**20
+        runtime.stage_timer.reset()
         start = time.perf_counter()
         out = runtime.infer(image)
         total = time.perf_counter() - start
-    return {"load_s": load, "total_s": total, **times, "loaded_rss_mb": loaded_rss,
-            "output": out}
+        stages = runtime.stage_timer.report()
+    return {"load_s": load, "total_s": total, "unet": stages["unet"]["seconds"],
+            "vae": stages["vae_decoder"]["seconds"], "loaded_rss_mb": loaded_rss,
+            "ran": runtime.effective_precision or "fp32", "output": out}
+
+
+def quantize_int8(export: Path, target: Path, steps: int, size: int) -> dict:
+    """The export with OpenVINO INT8 weights (``edgesr quantize --precision int8``), its
+    quality vs the FP32 sampler on one ``size`` image; reused when ``target`` exists."""
+    from edgesr.export.quantize import QuantizeOptions, quantize
+
+    if not (target / "unet.xml").is_file():
+        quantize(str(export), target, QuantizeOptions(precision="int8", steps=steps, tile=size,
+                                                      eval_count=1))
+    return {}
 
 
 def _child(fn, args, conn) -> None:
@@ -225,6 +243,8 @@ def main() -> None:
     parser.add_argument("--latent-tile", type=int, default=0, metavar="N",
                         help="also time edgesr with N x N latent windows (MultiDiffusion-style)")
     parser.add_argument("--latent-overlap", type=int, default=16, metavar="M")
+    parser.add_argument("--no-openvino", dest="openvino", action="store_false",
+                        help="leave out the OpenVINO FP32 / BF16 / INT8-weights rows")
     args = parser.parse_args()
     unet_config, _, sequence = model_configs(args.config)
     multiple = 2 ** (len(unet_config["block_out_channels"]) - 1)
@@ -260,6 +280,14 @@ def main() -> None:
                                                args.threads),
             "edgesr sd-upscaler (ORT FP32)": isolated(run_edgesr, export, image, args.steps,
                                                       args.threads)}
+        if args.openvino:
+            int8 = root / "openvino_int8"
+            isolated(quantize_int8, export, int8, args.steps, args.size)
+            for label, folder, precision in (("FP32", export, "fp32"), ("BF16", export, "bf16"),
+                                             ("INT8 weights, BF16 hint", int8, "bf16")):
+                cases[f"edgesr OpenVINO {label}"] = isolated(
+                    run_edgesr, folder, image, args.steps, args.threads, 0, 16,
+                    "sd-upscaler-openvino", precision)
         if args.latent_tile:
             name = f"edgesr latent tiles {args.latent_tile}/{args.latent_overlap}"
             cases[name] = isolated(run_edgesr, export, image, args.steps, args.threads,
@@ -268,20 +296,26 @@ def main() -> None:
     outputs = [case.pop("output") for case in cases.values()]
     diff = float(np.abs(outputs[0] - outputs[1]).max())
     base = next(iter(cases.values()))
-    print(f"\n| case | load s | total s | s/step | UNet s/step | VAE s | RSS loaded MiB "
-          f"| peak RSS MiB | speed-up | peak RSS x |  (load avg {os.getloadavg()[0]:.2f})")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, c in cases.items():
+    print(f"\n| case | ran | load s | total s | s/step | UNet s/step | VAE s | RSS loaded MiB "
+          f"| peak RSS MiB | speed-up | UNet step x | peak RSS x | PSNR vs ORT FP32 dB |  "
+          f"(load avg {os.getloadavg()[0]:.2f})")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (name, c), out in zip(cases.items(), outputs, strict=True):
         c["s_per_step"] = (c["total_s"] - c["vae"]) / args.steps
         c["speedup"] = base["total_s"] / c["total_s"]
+        c["unet_step_speedup"] = base["unet"] / c["unet"]
         c["peak_rss_ratio"] = c["peak_rss_mb"] / base["peak_rss_mb"]
-        print(f"| {name} | {c['load_s']:.1f} | {c['total_s']:.2f} | {c['s_per_step']:.3f} | "
-              f"{c['unet'] / args.steps:.3f} | {c['vae']:.2f} | {c['loaded_rss_mb']:.0f} | "
-              f"{c['peak_rss_mb']:.0f} | {c['speedup']:.2f} | {c['peak_rss_ratio']:.2f} |")
+        mse = float(np.mean((out.astype(np.float64) - outputs[1]) ** 2))
+        c["psnr_vs_ort_fp32"] = 10 * np.log10(1 / mse) if mse else float("inf")
+        print(f"| {name} | {c.get('ran', 'fp32')} | {c['load_s']:.1f} | {c['total_s']:.2f} | "
+              f"{c['s_per_step']:.3f} | {c['unet'] / args.steps:.3f} | {c['vae']:.2f} | "
+              f"{c['loaded_rss_mb']:.0f} | {c['peak_rss_mb']:.0f} | {c['speedup']:.2f} | "
+              f"{c['unet_step_speedup']:.2f} | {c['peak_rss_ratio']:.2f} | "
+              f"{c['psnr_vs_ort_fp32']:.1f} |")
     side = 4 * args.size
     print(f"\noutputs [1, 3, {side}, {side}]: max |edgesr - diffusers| {diff:.2e}")
-    if len(outputs) > 2:  # latent tiles: one sample, but each window sees less context
-        tiled = np.abs(outputs[2] - outputs[1])
+    if args.latent_tile:  # latent tiles: one sample, but each window sees less context
+        tiled = np.abs(outputs[-1] - outputs[1])
         print(f"latent-tiled vs untiled edgesr: max |diff| {tiled.max():.3f}, "
               f"mean {tiled.mean():.4f}")
     if args.json:

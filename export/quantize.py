@@ -5,7 +5,8 @@ folder beside the output, compared with the FP32 model on held-out images (the r
 written beside the output as ``<output>.quality.json`` whether it passes or not), and moved
 into place only if its PSNR is at least ``min_psnr``; below it, ``QualityGateError`` and no
 artifact. ONNX Runtime takes fp16 and int8 (``.onnx``), OpenVINO int8 and bf16 (``.xml`` +
-``.bin``).
+``.bin``). Diffusion models (an SD x4 export folder, an SR3 denoiser) go to
+``quantize_diffusion``, which calibrates on sampler trajectories and gates on sampled images.
 """
 
 from collections.abc import Callable
@@ -17,8 +18,8 @@ from edgesr.export.quality import QualityReport
 from edgesr.fsutil import move_files, staging_dir
 
 PRECISIONS = ("fp16", "int8", "bf16")
-_NOT_DIFFUSION = ("edgesr quantize takes one-input image upscalers, not yet diffusion graphs "
-                  "(x, noise level -> noise)")
+_ONE_INPUT = ("edgesr quantize takes one-input image upscalers, SD x4 export folders and SR3 "
+              "denoisers, not other multi-input graphs")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,7 +32,8 @@ class QuantizeOptions:
     Runtime. ``preset``: the INT8 layout (``INT8_PRESETS``; None: sr-safe); ``exclude``: nodes
     kept in higher precision. ``target_psnr``: INT8 sensitivity search target (ONNX Runtime:
     nodes kept in FP32; OpenVINO: per-layer mixed precision, ``mixed_openvino``). ``min_psnr``: the
-    gate. ``eval``, ``eval_count``: held-out images (None: synthetic).
+    gate. ``eval``, ``eval_count``: held-out images (None: synthetic). ``steps``, ``scale``:
+    sampling options of a diffusion model (its sampler's defaults when None).
     """
 
     precision: str
@@ -46,6 +48,8 @@ class QuantizeOptions:
     min_psnr: float | None = None
     eval: str | None = None
     eval_count: int = 4
+    steps: int | None = None
+    scale: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ def int8_layout(preset: str | None, exclude=()) -> tuple[tuple[str, ...] | None,
 
 def target_backend(options: QuantizeOptions, output: Path) -> tuple[str, Path]:
     """(backend, output path) after defaults and checks: OpenVINO writes ``.xml``."""
+    from edgesr.model_kinds import UPSCALER, backends_for
+
     if options.precision not in PRECISIONS:
         raise EdgesrError(f"unknown precision {options.precision!r}; choose from "
                           f"{', '.join(PRECISIONS)}")
@@ -78,6 +84,9 @@ def target_backend(options: QuantizeOptions, output: Path) -> tuple[str, Path]:
                           "none")
     backend = options.backend or ("openvino" if options.precision == "bf16"
                                   or output.suffix == ".xml" else "onnxruntime")
+    if backend not in backends_for(UPSCALER):
+        raise EdgesrError(f"--backend {backend} runs diffusion models; this model is an image "
+                          "upscaler (onnxruntime or openvino)")
     if backend == "openvino":
         if options.precision == "fp16":
             raise EdgesrError("fp16 is built for onnxruntime; OpenVINO takes bf16 or int8")
@@ -97,12 +106,16 @@ def quantize(model: str, output: str | Path, options: QuantizeOptions, *,
     """
     from edgesr.calibration import evaluation_images
     from edgesr.export.quality import artifact_runner, check_quality, quality_report
+    from edgesr.export.quantize_diffusion import diffusion_kind, quantize_diffusion
 
+    if diffusion_kind(model):
+        return QuantizeResult(*quantize_diffusion(model, output, options,
+                                                  calibration_set(options), log=log))
     backend, output = target_backend(options, Path(output))
     output.parent.mkdir(parents=True, exist_ok=True)
     with staging_dir(output) as tmp:
         reference, ref_name, onnx_path = _reference_and_onnx(model, tmp)
-        calib = _calibration(options) if options.precision != "bf16" else None
+        calib = calibration_set(options) if options.precision != "bf16" else None
         images = evaluation_images(options.eval, count=options.eval_count, size=options.tile)
         built = tmp / output.name
         notes = _build(options, backend, onnx_path, built, calib, images, reference, log)
@@ -132,12 +145,9 @@ def _reference_and_onnx(model: str, tmp: Path):
         return onnx_runner(path), "FP32 ONNX", path
     from edgesr.export.onnx_export import export_onnx
     from edgesr.models import load_model
-    from edgesr.models.detect import purpose_of
     from edgesr.pipeline import resolve_model
 
     descriptor = load_model(resolve_model(model))
-    if purpose_of(descriptor.architecture) == "denoiser":
-        raise EdgesrError(f"{path}: {_NOT_DIFFUSION} ({descriptor.architecture} is a denoiser)")
     onnx_path = export_onnx(descriptor, tmp / "fp32.onnx").path
     return torch_runner(descriptor), "FP32 PyTorch", onnx_path
 
@@ -153,10 +163,12 @@ def _require_one_input(path: Path) -> None:
     weights = {init.name for init in graph.initializer}
     inputs = [i.name for i in graph.input if i.name not in weights]
     if len(inputs) != 1:
-        raise EdgesrError(f"{path}: {_NOT_DIFFUSION}; this graph has inputs {inputs}")
+        raise EdgesrError(f"{path}: {_ONE_INPUT}; this graph has inputs {inputs}")
 
 
-def _calibration(options: QuantizeOptions):
+def calibration_set(options: QuantizeOptions):
+    """The calibration set ``options.calib`` names (a .npz or an image folder; None: synthetic
+    crops of ``options.tile`` pixels)."""
     from edgesr.calibration import CalibrationSet, build_calibration_set
 
     if options.calib and Path(options.calib).suffix == ".npz":

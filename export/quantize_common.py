@@ -60,10 +60,11 @@ def float_tensors(model: onnx.ModelProto) -> dict[str, int]:
     return {n: types[n] for n in names if types.get(n) in FLOAT_TYPES}
 
 
-def tensor_peaks(model: onnx.ModelProto, batches: Iterable[np.ndarray],
+def tensor_peaks(model: onnx.ModelProto, batches: Iterable[np.ndarray | dict],
                  tensors: list[str] | None = None) -> dict[str, float]:
     """Largest absolute value of each float activation over ``batches`` (inf or NaN when any
-    value is not finite), computed in-graph with one scalar output per tensor."""
+    value is not finite), computed in-graph with one scalar output per tensor. A batch is the
+    array of a one-input graph or, for a multi-input one (a diffusion UNet), its named feed."""
     import onnxruntime as ort
 
     tensors = list(float_tensors(model)) if tensors is None else tensors
@@ -95,7 +96,8 @@ def tensor_peaks(model: onnx.ModelProto, batches: Iterable[np.ndarray],
     peaks = dict.fromkeys(tensors, 0.0)
     with np.errstate(invalid="ignore", over="ignore"):
         for batch in batches:
-            values = session.run(list(outputs), {input_name: batch})
+            feed = batch if isinstance(batch, dict) else {input_name: batch}
+            values = session.run(list(outputs), feed)
             for out_name, value in zip(outputs, values, strict=True):
                 name, v = outputs[out_name], float(value)
                 if np.isfinite(peaks[name]):  # once not finite, it stays so

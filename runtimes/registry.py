@@ -102,6 +102,10 @@ class BackendEntry:
 
 
 _RT = "edgesr.runtimes."
+_DIFFUSION_IR = EngineSpec(builder="edgesr.diffusion.openvino_sessions", artifact="model.xml",
+                           sources=(".onnx",))
+_DIFFUSION_PLAN = EngineSpec(builder="edgesr.diffusion.tensorrt_sessions", artifact="model.plan",
+                             sources=(".onnx",))
 BUILTIN: tuple[BackendEntry, ...] = (
     BackendEntry(name="torch", runtime=_RT + "torch_runtime:TorchRuntime",
                  config=_RT + "torch_runtime:TorchConfig", requires=("torch",),
@@ -139,10 +143,36 @@ BUILTIN: tuple[BackendEntry, ...] = (
     BackendEntry(name="sd-upscaler", runtime=_RT + "sd_upscaler_runtime:SDUpscalerRuntime",
                  config=_RT + "sd_upscaler_runtime:SDUpscalerConfig",
                  requires=("onnxruntime", "diffusers"), install="onnxruntime 'edgesr[diffusion]'",
-                 kinds=("sd-x4",), diffusion=True),
+                 kinds=("sd-x4",), diffusion=True, quantizes=("fp16",)),
     BackendEntry(name="sr3", runtime=_RT + "sr3_runtime:SR3Runtime",
                  config=_RT + "sr3_runtime:SR3Config", requires=("onnxruntime",),
-                 kinds=("sr3-denoiser",), suffixes=(".onnx",), diffusion=True),
+                 kinds=("sr3-denoiser",), suffixes=(".onnx",), diffusion=True,
+                 quantizes=("fp16",)),
+    # The samplers on OpenVINO: the UNet/VAE (denoiser) IRs are built through the engine cache.
+    BackendEntry(name="sd-upscaler-openvino",
+                 runtime=_RT + "sd_upscaler_runtime:SDUpscalerOpenVINORuntime",
+                 config=_RT + "sd_upscaler_runtime:SDUpscalerOpenVINOConfig",
+                 requires=("openvino", "diffusers"), install="openvino 'edgesr[diffusion]'",
+                 kinds=("sd-x4",), precisions=("fp32", "fp16", "bf16"), quantizes=("int8",),
+                 engine=_DIFFUSION_IR, diffusion=True),
+    BackendEntry(name="sr3-openvino", runtime=_RT + "sr3_runtime:SR3OpenVINORuntime",
+                 config=_RT + "sr3_runtime:SR3OpenVINOConfig", requires=("openvino",),
+                 kinds=("sr3-denoiser",), suffixes=(".onnx",),
+                 precisions=("fp32", "fp16", "bf16"), quantizes=("int8",),
+                 engine=_DIFFUSION_IR, diffusion=True),
+    # ... and on TensorRT: engines with a dynamic profile over latent sizes and batch 1-2.
+    BackendEntry(name="sd-upscaler-tensorrt",
+                 runtime=_RT + "sd_upscaler_runtime:SDUpscalerTensorRTRuntime",
+                 config=_RT + "sd_upscaler_runtime:SDUpscalerTensorRTConfig",
+                 requires=("tensorrt", "cuda-python", "diffusers"),
+                 modules=("tensorrt", "cuda", "diffusers"),
+                 install="'edgesr[tensorrt]' 'edgesr[diffusion]'", kinds=("sd-x4",),
+                 precisions=("fp16", "fp32"), engine=_DIFFUSION_PLAN, diffusion=True),
+    BackendEntry(name="sr3-tensorrt", runtime=_RT + "sr3_runtime:SR3TensorRTRuntime",
+                 config=_RT + "sr3_runtime:SR3TensorRTConfig",
+                 requires=("tensorrt", "cuda-python"), modules=("tensorrt", "cuda"),
+                 install="'edgesr[tensorrt]'", kinds=("sr3-denoiser",), suffixes=(".onnx",),
+                 precisions=("fp16", "fp32"), engine=_DIFFUSION_PLAN, diffusion=True),
 )
 #: The built-in backends, by name, in the order they are listed (and picked by default).
 BACKENDS: dict[str, BackendEntry] = {e.name: e for e in BUILTIN}

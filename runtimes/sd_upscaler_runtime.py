@@ -1,5 +1,7 @@
-"""Stable Diffusion x4 upscaler backend: ``edgesr.diffusion.sd_upscaler``'s sampler behind the
-runtime protocol, its UNet and VAE run by ONNX Runtime.
+"""Stable Diffusion x4 upscaler backends: ``edgesr.diffusion.sd_upscaler``'s sampler behind the
+runtime protocol, its UNet and VAE run by the engine its Config names (see
+``edgesr.diffusion.sessions``): sd-upscaler on ONNX Runtime, sd-upscaler-openvino on OpenVINO,
+sd-upscaler-tensorrt on TensorRT.
 
 ``infer`` takes low-resolution RGB tiles in [0, 1] and samples each (see the sampler's module
 docstring for the loop, latent tiling and seeding).
@@ -10,49 +12,67 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesr.diffusion.openvino_sessions import OpenVINOSessionOptions
 from edgesr.diffusion.sd_upscaler import SDSampling, SDUpscalerSampler, unavailable_reason
-from edgesr.diffusion.sessions import onnxruntime_sessions
-from edgesr.errors import EdgesrError
+from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer
+from edgesr.diffusion.tensorrt_sessions import TensorRTSessionOptions
 from edgesr.runtimes.base import Runtime, RuntimeInfo
-from edgesr.runtimes.onnxruntime_runtime import DEVICE_PROVIDERS
 
-__all__ = ["SDUpscalerConfig", "SDUpscalerRuntime", "unavailable_reason"]
+__all__ = ["SDUpscalerConfig", "SDUpscalerOpenVINOConfig", "SDUpscalerOpenVINORuntime",
+           "SDUpscalerRuntime", "SDUpscalerTensorRTConfig", "SDUpscalerTensorRTRuntime",
+           "unavailable_reason"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class SDUpscalerConfig(SDSampling):
-    """The sampling options of ``SDSampling``, and ``device``/``providers``/``threads`` as for
-    the onnxruntime backend."""
-
-    device: str = "cpu"
-    providers: tuple[str, ...] = ()
-    threads: int = 0
+class SDUpscalerConfig(SDSampling, OnnxRuntimeSessionOptions):
+    """The sampling options of ``SDSampling`` and ONNX Runtime's session options."""
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICE_PROVIDERS:
-            raise EdgesrError(f"sd-upscaler: unknown device {self.device!r}; "
-                              f"choose from {', '.join(DEVICE_PROVIDERS)}")
-        if self.threads < 0:
-            raise EdgesrError("sd-upscaler: need threads >= 0")
+        self.check_engine("sd-upscaler")
+        super().__post_init__()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SDUpscalerOpenVINOConfig(SDSampling, OpenVINOSessionOptions):
+    """The sampling options of ``SDSampling`` and OpenVINO's session options."""
+
+    def __post_init__(self) -> None:
+        self.check_engine("sd-upscaler-openvino")
+        super().__post_init__()
+
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class SDUpscalerTensorRTConfig(SDSampling, TensorRTSessionOptions):
+    """The sampling options of ``SDSampling`` and TensorRT's session options."""
+
+    def __post_init__(self) -> None:
+        self.check_engine("sd-upscaler-tensorrt")
         super().__post_init__()
 
 
 class SDUpscalerRuntime(Runtime):
-    """Runs an exported Stable Diffusion x4 upscaler folder tile by tile (batch of 1 each)."""
+    """Runs an exported Stable Diffusion x4 upscaler folder tile by tile (batch of 1 each).
+    ``effective_precision``: the precision the UNet's engine reports it ran, once active;
+    ``stage_timer``: time spent in each graph (see ``StageTimer``)."""
 
     name = "sd-upscaler"
+    config_class: type = SDUpscalerConfig
+    unavailable_reason = staticmethod(unavailable_reason)
 
-    def __init__(self, model_path: str | Path, config: SDUpscalerConfig | None = None):
+    def __init__(self, model_path: str | Path, config=None):
         super().__init__()
         self.folder = Path(model_path)
-        self.config = config or SDUpscalerConfig()
+        self.config = config or self.config_class()
         self.sampler: SDUpscalerSampler | None = None
+        self.effective_precision: str | None = None
+        self.stage_timer = StageTimer()
 
     def activate_impl(self) -> RuntimeInfo:
-        config = self.config
-        sessions = onnxruntime_sessions(self.name, device=config.device,
-                                        providers=config.providers, threads=config.threads)
-        self.sampler = SDUpscalerSampler(self.folder, config, sessions)
+        self.sampler = SDUpscalerSampler(
+            self.folder, self.config, self.stage_timer.wrap(self.config.sessions(self.name)))
+        self.effective_precision = self.sampler.unet.precision
         return RuntimeInfo(scale=self.sampler.scale, in_channels=3, out_channels=3,
                            size_multiple=self.sampler.size_multiple, preferred_batch=1)
 
@@ -62,3 +82,23 @@ class SDUpscalerRuntime(Runtime):
 
     def deactivate_impl(self) -> None:
         self.sampler = None
+
+
+class SDUpscalerOpenVINORuntime(SDUpscalerRuntime):
+    """The sampler with its UNet and VAE compiled by OpenVINO."""
+
+    name = "sd-upscaler-openvino"
+    config_class = SDUpscalerOpenVINOConfig
+
+
+class SDUpscalerTensorRTRuntime(SDUpscalerRuntime):
+    """The sampler with its UNet and VAE run as TensorRT engines."""
+
+    name = "sd-upscaler-tensorrt"
+    config_class = SDUpscalerTensorRTConfig
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        from edgesr.runtimes.tensorrt_build import unavailable_reason as tensorrt_reason
+
+        return tensorrt_reason() or unavailable_reason()

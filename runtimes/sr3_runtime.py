@@ -1,5 +1,6 @@
-"""SR3 backend: ``edgesr.diffusion.sr3``'s refinement loop behind the runtime protocol, its
-denoiser run by ONNX Runtime.
+"""SR3 backends: ``edgesr.diffusion.sr3``'s refinement loop behind the runtime protocol, its
+denoiser run by the engine its Config names (see ``edgesr.diffusion.sessions``): sr3 on ONNX
+Runtime, sr3-openvino on OpenVINO, sr3-tensorrt on TensorRT.
 
 ``infer`` takes low-resolution RGB tiles in [0, 1] and samples each (see the sampler's module
 docstring for the loop, the noise schedule and seeding).
@@ -10,47 +11,62 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesr.diffusion.sessions import onnxruntime_sessions
+from edgesr.diffusion.openvino_sessions import OpenVINOSessionOptions
+from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer
 from edgesr.diffusion.sr3 import SR3Sampler, SR3Sampling
-from edgesr.errors import EdgesrError
+from edgesr.diffusion.tensorrt_sessions import TensorRTSessionOptions
 from edgesr.runtimes.base import Runtime, RuntimeInfo
-from edgesr.runtimes.onnxruntime_runtime import DEVICE_PROVIDERS
 
 
 @dataclass(frozen=True, kw_only=True)
-class SR3Config(SR3Sampling):
-    """The sampling options of ``SR3Sampling``, and ``device``/``providers``/``threads`` as
-    for the onnxruntime backend."""
-
-    device: str = "cpu"
-    providers: tuple[str, ...] = ()
-    threads: int = 0
+class SR3Config(SR3Sampling, OnnxRuntimeSessionOptions):
+    """The sampling options of ``SR3Sampling`` and ONNX Runtime's session options."""
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICE_PROVIDERS:
-            raise EdgesrError(f"sr3: unknown device {self.device!r}; "
-                              f"choose from {', '.join(DEVICE_PROVIDERS)}")
-        if self.threads < 0:
-            raise EdgesrError("sr3: need threads >= 0")
+        self.check_engine("sr3")
+        super().__post_init__()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SR3OpenVINOConfig(SR3Sampling, OpenVINOSessionOptions):
+    """The sampling options of ``SR3Sampling`` and OpenVINO's session options."""
+
+    def __post_init__(self) -> None:
+        self.check_engine("sr3-openvino")
+        super().__post_init__()
+
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class SR3TensorRTConfig(SR3Sampling, TensorRTSessionOptions):
+    """The sampling options of ``SR3Sampling`` and TensorRT's session options."""
+
+    def __post_init__(self) -> None:
+        self.check_engine("sr3-tensorrt")
         super().__post_init__()
 
 
 class SR3Runtime(Runtime):
-    """Runs an exported SR3 denoiser's sampling loop tile by tile (batch of 1 each)."""
+    """Runs an exported SR3 denoiser's sampling loop tile by tile (batch of 1 each).
+    ``effective_precision``: the precision the denoiser's engine reports it ran, once active;
+    ``stage_timer``: time spent in the denoiser (see ``StageTimer``)."""
 
     name = "sr3"
+    config_class: type = SR3Config
 
-    def __init__(self, model_path: str | Path, config: SR3Config | None = None):
+    def __init__(self, model_path: str | Path, config=None):
         super().__init__()
         self.model_path = Path(model_path)
-        self.config = config or SR3Config()
+        self.config = config or self.config_class()
         self.sampler: SR3Sampler | None = None
+        self.effective_precision: str | None = None
+        self.stage_timer = StageTimer()
 
     def activate_impl(self) -> RuntimeInfo:
-        config = self.config
-        sessions = onnxruntime_sessions(self.name, device=config.device,
-                                        providers=config.providers, threads=config.threads)
-        self.sampler = SR3Sampler(self.model_path, config, sessions)
+        self.sampler = SR3Sampler(
+            self.model_path, self.config, self.stage_timer.wrap(self.config.sessions(self.name)))
+        self.effective_precision = self.sampler.session.precision
         channels = self.sampler.channels
         return RuntimeInfo(scale=self.sampler.scale, in_channels=channels,
                            out_channels=channels, size_multiple=self.sampler.size_multiple,
@@ -62,3 +78,23 @@ class SR3Runtime(Runtime):
 
     def deactivate_impl(self) -> None:
         self.sampler = None
+
+
+class SR3OpenVINORuntime(SR3Runtime):
+    """The refinement loop with its denoiser compiled by OpenVINO."""
+
+    name = "sr3-openvino"
+    config_class = SR3OpenVINOConfig
+
+
+class SR3TensorRTRuntime(SR3Runtime):
+    """The refinement loop with its denoiser run as a TensorRT engine."""
+
+    name = "sr3-tensorrt"
+    config_class = SR3TensorRTConfig
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        from edgesr.runtimes.tensorrt_build import unavailable_reason
+
+        return unavailable_reason()

@@ -109,3 +109,31 @@ def write_tiny_sd_x4(folder, *, text_encoder: bool = False, seed: int = 0):
         (folder / "vocab.json").unlink()
         (folder / "merges.txt").unlink()
     return unet, vae
+
+
+#: A short noise schedule for the tiny SR3 checkpoint: the full loop is cheap.
+TINY_SR3_BETAS = (1e-3, 0.0608, 0.1206, 0.1804, 0.2402, 0.3)
+
+
+def export_tiny_diffusion(root):
+    """Export the tiny SD x4 upscaler to ``root/sd`` (with random prompt embeddings [2, 8, 8]:
+    no text encoder) and the tiny SR3, saved as Janspiry's GaussianDiffusion does with
+    ``TINY_SR3_BETAS``, to ``root/sr3.onnx``; return ``root``."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from edgesr.cli import main
+
+    root = Path(root)
+    write_tiny_sd_x4(root / "src")
+    assert main(["export", str(root / "src"), "-o", str(root / "sd")]) == 0
+    np.save(root / "sd" / "prompt_embeds.npy",
+            np.random.default_rng(0).standard_normal((2, 8, 8)).astype(np.float32))
+    model = make_tiny_denoiser("sr3")
+    betas = torch.tensor(TINY_SR3_BETAS, dtype=torch.float32)
+    torch.save({**{"denoise_fn." + k: v for k, v in model.state_dict().items()},
+                "betas": betas, "alphas_cumprod": torch.ones(len(betas))},
+               root / "sr3_gen.pth")
+    assert main(["export", str(root / "sr3_gen.pth"), "-o", str(root / "sr3.onnx")]) == 0
+    return root

@@ -17,16 +17,20 @@ def probe(name: str) -> tuple[bool, str]:
     """(available, detail): the version and devices, or the reason it cannot run here.
 
     The backend's runtime module may say more through two optional functions:
-    ``unavailable_reason()`` (None when it can run) and ``describe()``.
+    ``unavailable_reason()`` (None when it can run) and ``describe()``; a Runtime class that
+    shares its module with other backends' may have its own ``unavailable_reason``.
     """
     from edgesr.runtimes.registry import entry, load
 
     backend = entry(name)
     try:
         module = load(backend, backend.runtime.partition(":")[0])
+        runtime = load(backend, backend.runtime)
     except EdgesrError as exc:
         return False, str(exc)
-    reason = getattr(module, "unavailable_reason", lambda: None)()
+    check = getattr(runtime, "unavailable_reason", None) or getattr(
+        module, "unavailable_reason", lambda: None)
+    reason = check()
     if reason:
         return False, reason
     describe = getattr(module, "describe", None)

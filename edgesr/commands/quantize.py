@@ -11,15 +11,17 @@ import argparse
 
 def register(sub) -> None:
     q = sub.add_parser("quantize", help="build an FP16/INT8/BF16 model with a quality report")
-    q.add_argument("model", help="checkpoint, ncnn .param, FP32 .onnx or bundled model name")
+    q.add_argument("model", help="checkpoint, ncnn .param, FP32 .onnx or bundled model name; "
+                   "or a diffusion model: an SD x4 export folder, an SR3 denoiser")
     q.add_argument("-o", "--output", required=True,
-                   help="artifact to write: .onnx (ONNX Runtime) or .xml (OpenVINO IR)")
+                   help="artifact to write: .onnx (ONNX Runtime) or .xml (OpenVINO IR); for an "
+                   "SD x4 folder a folder, for SR3 an .onnx (with its IR for int8)")
     from edgesr.runtimes.registry import quantize_backends, quantize_precisions
 
     q.add_argument("--precision", choices=quantize_precisions(), required=True)
     q.add_argument("--backend", choices=quantize_backends(), default=None,
                    help="target runtime (default: openvino for bf16 or a .xml output, else "
-                   "onnxruntime)")
+                   "onnxruntime; diffusion models: the sampler backend that runs the precision)")
     q.add_argument("--calib", help="calibration set (.npz from edgesr calibrate) or an image "
                    "folder (default: synthetic crops)")
     q.add_argument("--tile", type=int, default=64, help="calibration crop size (default: 64)")
@@ -37,6 +39,9 @@ def register(sub) -> None:
                    help="refuse to write the artifact if its PSNR vs FP32 is lower")
     q.add_argument("--eval", help="held-out images for the quality report (default: synthetic)")
     q.add_argument("--eval-count", type=int, default=4)
+    q.add_argument("--steps", type=int, help="diffusion models: sampling steps for the "
+                   "calibration trajectories and the quality report (default: the sampler's)")
+    q.add_argument("--scale", type=int, help="SR3 models: the factor the model upscales by")
     q.set_defaults(func=run)
 
 
@@ -45,7 +50,8 @@ def add_layout_options(parser) -> None:
     parser.add_argument("--preset", choices=("sr-safe", "all-ops"),
                         help="INT8 layout: sr-safe quantizes convs only and keeps the first conv "
                         "and the upsampling tail in FP32 (+4 to +7 dB on Real-ESRGAN x4plus); "
-                        "all-ops quantizes every supported op (default: sr-safe)")
+                        "all-ops quantizes every supported op (default: sr-safe); diffusion "
+                        "graphs: sr-safe = INT8 weights only, all-ops = weights and activations")
     parser.add_argument("--exclude", nargs="*", default=[], metavar="NODE",
                         help="nodes kept in higher precision: names, or first, last, tail")
 
@@ -65,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision, backend=args.backend, calib=args.calib, tile=args.tile,
         method=args.method, weights=args.weights, preset=args.preset,
         exclude=tuple(args.exclude), target_psnr=args.target_psnr, min_psnr=args.min_psnr,
-        eval=args.eval, eval_count=args.eval_count)
+        eval=args.eval, eval_count=args.eval_count, steps=args.steps, scale=args.scale)
     result = quantize(args.model, args.output, options, log=print)
     print(f"{args.precision} ({'; '.join(result.notes)}) -> {result.output}")
     return 0

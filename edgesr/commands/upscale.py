@@ -17,8 +17,10 @@ def register(sub) -> None:
     up.add_argument("-m", "--model", help="checkpoint (.pth/.safetensors), ncnn .param, .onnx, "
                     "a Stable Diffusion x4 export folder, or a bundled model name (default: "
                     "realesrgan-x4plus)")
-    up.add_argument("-b", "--backend", help=f"{', '.join(BACKENDS)} or a plugin's (edgesr "
-                    "backends lists them all; default: by model kind and file type)")
+    up.add_argument("-b", "--backend", metavar="BACKEND[:PRECISION]",
+                    help=f"{', '.join(BACKENDS)} or a plugin's (edgesr backends lists them "
+                    "all; default: by model kind and file type), optionally with a precision "
+                    "it runs, e.g. sd-upscaler-openvino:bf16")
     up.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16", "int8"),
                     help="precision to run at, a backend option (default: what the model "
                     "records, else fp32); auto: the fastest the device runs natively that keeps "
@@ -93,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_runtime,
         upscale_many,
     )
+    from edgesr.runtimes.registry import parse_variant
     from edgesr.upscaler import Upscaler
 
     if args.consistency_map and (args.max_memory or args.stream):
@@ -107,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         return_freed_memory()
     options = {"threads": args.threads} if args.threads else {}
     options |= {k: getattr(args, k) for k in SD_OPTIONS if getattr(args, k) is not None}
-    model_path, backend = resolve_runtime(args.model, args.backend)
+    backend, named = parse_variant(args.backend) if args.backend else (None, None)
+    model_path, backend = resolve_runtime(args.model, backend)
     sr3, sd = backends_for(DENOISER), backends_for(SD_X4)
     if args.scale is not None and backend not in sr3:
         raise EdgesrError(f"--scale is for SR3 models (backend {' or '.join(sr3)}), not "
@@ -115,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
     if (args.latent_tile, args.latent_overlap) != (None, None) and backend not in sd:
         raise EdgesrError(f"--latent-tile and --latent-overlap are for Stable Diffusion x4 "
                           f"folders (backend {' or '.join(sd)}), not backend {backend!r}")
-    with open_runtime(str(model_path), backend, precision=args.precision, device=args.device,
+    variant = f"{backend}:{named}" if named else backend  # open_runtime checks it vs --precision
+    with open_runtime(str(model_path), variant, precision=args.precision, device=args.device,
                       **options) as runtime:
         info = runtime.info
         label = f"x{args.outscale or info.scale:g}"

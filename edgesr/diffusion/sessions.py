@@ -2,20 +2,28 @@
 
 The samplers (``sd_upscaler``, ``sr3``) never open a runtime themselves; they are given a
 factory, so the same sampling loop can run its UNet and VAE on any backend that runs a
-multi-input graph. ONNX Runtime's (``onnxruntime_sessions``) is the one implemented.
+multi-input graph: ONNX Runtime (``onnxruntime_sessions`` here) or OpenVINO
+(``openvino_sessions``). A sampler backend's Config carries
+the options of one engine (``OnnxRuntimeSessionOptions`` and its siblings), whose ``sessions``
+method makes the factory, so the runtime never asks which engine it has.
 """
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from edgesr.errors import CheckpointError, first_line
+from edgesr.errors import CheckpointError, EdgesrError, first_line
 
 
 class Session(Protocol):
-    """One loaded graph."""
+    """One loaded graph; ``precision``: what the engine reports it ran (None: the graph's own
+    types, as ONNX Runtime runs them)."""
+
+    precision: str | None
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The graph's outputs, in order, for named inputs."""
@@ -30,8 +38,43 @@ class Session(Protocol):
 SessionFactory = Callable[[Path], Session]
 
 
+def onnx_metadata(path: Path) -> dict[str, str]:
+    """The custom metadata of ONNX file ``path`` (its weights are not read)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others for a corrupt file
+        raise CheckpointError(f"{path}: not a readable ONNX file ({first_line(exc)})") from None
+    return {p.key: p.value for p in model.metadata_props}
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnnxRuntimeSessionOptions:
+    """``device``/``providers``/``threads`` as for the onnxruntime backend."""
+
+    device: str = "cpu"
+    providers: tuple[str, ...] = ()
+    threads: int = 0
+
+    def check_engine(self, backend: str) -> None:
+        from edgesr.runtimes.onnxruntime_runtime import DEVICE_PROVIDERS
+
+        if self.device not in DEVICE_PROVIDERS:
+            raise EdgesrError(f"{backend}: unknown device {self.device!r}; "
+                              f"choose from {', '.join(DEVICE_PROVIDERS)}")
+        if self.threads < 0:
+            raise EdgesrError(f"{backend}: need threads >= 0")
+
+    def sessions(self, backend: str) -> SessionFactory:
+        return onnxruntime_sessions(backend, device=self.device, providers=self.providers,
+                                    threads=self.threads)
+
+
 class OnnxRuntimeSession:
     """A Session on an ``onnxruntime.InferenceSession``."""
+
+    precision = None
 
     def __init__(self, session) -> None:
         self.session = session
@@ -66,3 +109,46 @@ def onnxruntime_sessions(backend: str, *, device: str, providers: tuple[str, ...
                                   ) from None
 
     return open_session
+
+
+class StageTimer:
+    """Wall time and calls per graph (keyed by file stem: ``unet``, ``vae_decoder``, an SR3
+    denoiser's name) of the sessions opened through ``wrap``; what ``edgesr bench`` reports as
+    per-step UNet and VAE time (one UNet call per step unless latent-tiled)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def wrap(self, factory: SessionFactory) -> SessionFactory:
+        return lambda path: TimedSession(factory(path), self, path.stem)
+
+    def reset(self) -> None:
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
+        self.calls = dict.fromkeys(self.calls, 0)
+
+    def report(self) -> dict[str, dict[str, float]]:
+        return {name: {"seconds": s, "calls": self.calls[name],
+                       "ms_per_call": 1e3 * s / self.calls[name] if self.calls[name] else None}
+                for name, s in self.seconds.items()}
+
+
+class TimedSession:
+    """A Session whose ``run`` adds its wall time and one call to ``timer`` under ``name``."""
+
+    def __init__(self, inner: Session, timer: StageTimer, name: str) -> None:
+        self.inner, self.timer, self.name = inner, timer, name
+        self.precision = inner.precision
+        timer.seconds.setdefault(name, 0.0)
+        timer.calls.setdefault(name, 0)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        start = time.perf_counter()
+        try:
+            return self.inner.run(inputs)
+        finally:
+            self.timer.seconds[self.name] += time.perf_counter() - start
+            self.timer.calls[self.name] += 1
+
+    def metadata(self) -> dict[str, str]:
+        return self.inner.metadata()

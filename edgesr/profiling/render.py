@@ -97,6 +97,15 @@ def format_table(report: dict) -> str:
                 f"{_ratio(case['rss_ratio']):>6} {_num(case.get('startup_rss_mb'), '8.0f'):>8} "
                 f"{_num(case['consistency_psnr_db'], '10.2f'):>10} "
                 f"{_num(case['baseline_psnr_db'], '10.2f'):>10}")
+    staged = [c for c in ok if c["e2e"].get("stages")]
+    if staged:
+        lines += ["", "diffusion stages (end to end): time in each graph; one UNet call per "
+                  "sampling step and tile (unless latent-tiled), one VAE call per tile"]
+        for case in staged:
+            parts = [f"{name} {s['seconds']:.3f} s / {s['calls']} calls = "
+                     f"{_num(s['ms_per_call'], '.1f')} ms per call"
+                     for name, s in case["e2e"]["stages"].items()]
+            lines.append(f"{case['backend']:<12} {case['precision']:<5} {'; '.join(parts)}")
     return "\n".join(lines)
 
 

@@ -149,6 +149,9 @@ def _end_to_end(runtime: Runtime, settings: BenchSettings, image: np.ndarray
     if settings.warmup:  # one tile's worth, so first-call costs stay out of the timing
         upscaler.upscale(image[:tile, :tile])
     timer.reset()
+    stages = getattr(runtime, "stage_timer", None)  # a diffusion sampler's time per graph
+    if stages is not None:
+        stages.reset()
     start = time.perf_counter()
     output = upscaler.upscale(image)
     seconds = time.perf_counter() - start
@@ -158,7 +161,7 @@ def _end_to_end(runtime: Runtime, settings: BenchSettings, image: np.ndarray
             "batch": upscaler.batch, "runs": 1, "seconds": seconds,
             "infer_seconds": timer.seconds, "outside_infer_seconds": outside,
             "outside_infer_share": outside / seconds, "lr_mps": height * width / seconds / 1e6,
-            "speedup": None}, output
+            "speedup": None, "stages": stages.report() if stages is not None else None}, output
 
 
 def empty_case(backend: str, precision: str, options: dict, reason: str | None) -> dict:

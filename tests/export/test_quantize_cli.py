@@ -70,24 +70,22 @@ def test_presets_choose_what_is_quantized(tmp_path, files):
     assert 0 < counts["sr-safe"] < counts["all-ops"]
 
 
-def test_diffusion_denoiser_is_refused_with_one_line(tmp_path, files, capsys):
-    from tiny_models import make_tiny_denoiser
-
-    from edgesr.export.diffusion_export import export_sr3
-    from edgesr.models import model_from_state_dict
+def test_other_multi_input_graph_is_refused_with_one_line(tmp_path, files, capsys):
+    import onnx
+    from onnx import TensorProto, helper
 
     _, calib = files
-    ckpt = tmp_path / "sr3.pth"
-    torch.save(make_tiny_denoiser("sr3").state_dict(), ckpt)
-    graph = tmp_path / "sr3.onnx"
-    export_sr3(model_from_state_dict(torch.load(ckpt)), graph)
-    assert main(["info", str(ckpt)]) == 0
-    assert "SR3 denoiser (3 levels, 32 channels)" in capsys.readouterr().out
-    for model in (ckpt, graph):
-        assert _quantize(model, calib, tmp_path / "q.onnx", "--precision", "fp16") == 1
-        err = capsys.readouterr().err
-        assert "not yet diffusion graphs" in err and err.count("\n") == 1
-    assert not (tmp_path / "q.onnx").exists()
+    image = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    bias = helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 3, 8, 8])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "b"], ["y"])], "two", [image, bias],
+                              [out])
+    onnx.save(helper.make_model(graph), tmp_path / "two.onnx")
+    assert _quantize(tmp_path / "two.onnx", calib, tmp_path / "q.onnx", "--precision",
+                     "fp16") == 1
+    err = capsys.readouterr().err
+    assert "not other multi-input graphs; this graph has inputs ['x', 'b']" in err
+    assert err.count("\n") == 1 and not (tmp_path / "q.onnx").exists()
 
 
 @pytest.mark.parametrize("location", ["../../outside.bin", "/etc/hostname", "sub/../../x.bin"])

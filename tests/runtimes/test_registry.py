@@ -90,9 +90,12 @@ def test_unknown_backend_lists_the_known_ones():
 def test_entries_declare_what_other_modules_used_to_list():
     assert list(BACKENDS)[:2] == ["torch", "onnxruntime"]
     assert engine_backends()[:3] == ["openvino", "tensorrt", "coreml"]
-    assert quantize_backends() == ("onnxruntime", "openvino")
+    assert quantize_backends() == ("onnxruntime", "openvino", "sd-upscaler", "sr3",
+                                   "sd-upscaler-openvino", "sr3-openvino")
     assert quantize_precisions() == ("fp16", "int8", "bf16")
-    assert [n for n, e in BACKENDS.items() if e.diffusion] == ["sd-upscaler", "sr3"]
+    assert [n for n, e in BACKENDS.items() if e.diffusion] == [
+        "sd-upscaler", "sr3", "sd-upscaler-openvino", "sr3-openvino", "sd-upscaler-tensorrt",
+        "sr3-tensorrt"]
     assert entry("openvino").engine.calibrated == ("int8",)
     assert "Q/DQ" in entry("tensorrt").engine.no_calib
 
