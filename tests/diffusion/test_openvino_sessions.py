@@ -118,7 +118,9 @@ def test_compare_runs_engines_side_by_side(workspace, cache, capsys):
 def test_unknown_precision_is_one_line(workspace, cache, capsys):
     assert main(["upscale", str(workspace / "in.png"), "-m", str(workspace / "sd"), "-b",
                  "sd-upscaler-openvino:int4", "-q"]) != 0
-    assert "no precision option 'int4'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("edgesr: error: precision must be one of") and "'int4'" in err
+    assert err.count("\n") == 1
 
 
 def test_missing_device_is_one_line(workspace, cache):
