@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -122,6 +123,22 @@ def remove(path: Path) -> None:
             path.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def regular_file(path: str | os.PathLike, error: type[EdgesrError] = EdgesrError,
+                 what: str = "file") -> Path:
+    """``path`` if it is a regular file (after symbolic links), else one ``error`` line: a FIFO
+    would block its reader forever and a device never end, so neither is ever opened."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise error(f"{path}: not a regular file (a folder, FIFO or device)")
+    return path
 
 
 def file_lock(path: str | Path, timeout: float = -1) -> filelock.FileLock:

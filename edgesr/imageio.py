@@ -10,7 +10,6 @@ partial image.
 
 import os
 import re
-import stat
 import struct
 import sys
 import warnings
@@ -26,7 +25,7 @@ from PIL import ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 from edgesr import heif
 from edgesr.errors import ImageReadError, ImageWriteError, first_line
-from edgesr.fsutil import atomic_open
+from edgesr.fsutil import atomic_open, regular_file
 from edgesr.kernels.native import to_uint
 from edgesr.png import PngRowWriter
 
@@ -111,18 +110,8 @@ def read_size(path: str | os.PathLike) -> tuple[int, int, int]:
 
 
 def _regular_file(path: str | os.PathLike) -> Path:
-    """``path`` if it is a regular file (after symbolic links); a FIFO would block the reader
-    forever, a device never end."""
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise ImageReadError(f"{path}: cannot read image: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(mode):
-        raise ImageReadError(f"{path}: not a regular file (a folder, FIFO or device); skipped")
-    return path
+    """``path`` if it is a regular file (``fsutil.regular_file``), else an ImageReadError."""
+    return regular_file(path, ImageReadError)
 
 
 def write_image(path: str | os.PathLike, pixels: np.ndarray, *, bit_depth: int | None = None,

@@ -1,13 +1,13 @@
 """Read model files: PyTorch .pth, .safetensors and ncnn .param/.bin pairs."""
 
 import pickle
-import stat
 import zipfile
 from pathlib import Path
 
 import torch
 
 from edgesr.errors import CheckpointError, first_line
+from edgesr.fsutil import regular_file
 from edgesr.models.descriptor import ModelDescriptor
 from edgesr.models.detect import model_from_state_dict
 
@@ -47,14 +47,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _check_regular(path: Path) -> None:
     """A missing path, or one that is no regular file (a folder, FIFO, device), is refused."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint not found") from None
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read checkpoint: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(mode):
-        raise CheckpointError(f"{path}: checkpoint not a regular file (a folder, FIFO or device)")
+    regular_file(path, CheckpointError, "checkpoint")
 
 
 def _reason(exc: BaseException) -> str:

@@ -46,7 +46,7 @@ def test_pickled_code_is_refused_without_advice_to_unpickle_it(tmp_path):
 def test_what_is_not_a_checkpoint_file(tmp_path, make, reason):
     path = tmp_path / "m.pth"
     make(path)
-    with pytest.raises(CheckpointError, match=f"m.pth: checkpoint {reason}"):
+    with pytest.raises(CheckpointError, match=f"m.pth: (checkpoint )?{reason}"):
         load_state_dict(path)
 
 
