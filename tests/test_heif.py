@@ -36,6 +36,7 @@ def test_sixteen_bit_sources_are_written_at_eight_bits(tmp_path, rng):
 
 def test_missing_pillow_heif_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pillow_heif", None)  # import fails
+    (tmp_path / "x.heic").write_bytes(b"\0\0\0\x18ftypheic")  # exists: refused for the module
     with pytest.raises(ImageReadError, match=r"pip install 'edgesr\[heif\]'"):
         read_image(tmp_path / "x.heic")
     with pytest.raises(ImageWriteError, match="needs pillow-heif"):
