@@ -1,5 +1,6 @@
 """Timing primitives, FLOP counting, GEMM peak and system info."""
 
+import mmap
 import time
 
 import numpy as np
@@ -39,9 +40,12 @@ def test_memory_watch_sees_an_allocation():
     with MemoryWatch() as before:
         pass
     with MemoryWatch() as during:
-        block = np.ones(64 << 20, np.uint8)  # 64 MiB, touched
+        # 64 MiB of fresh anonymous pages, touched: a NumPy block could reuse heap pages that
+        # are still resident (after return_freed_memory's mallopt in an earlier test).
+        block = mmap.mmap(-1, 64 << 20)
+        np.frombuffer(block, np.uint8)[::4096] = 1
         time.sleep(0.02)
-    del block
+    block.close()
     assert during.peak_rss_mb > before.peak_rss_mb + 32
     assert during.gpu_peak_mb is None  # CPU-only torch here
 
