@@ -36,12 +36,11 @@ class _Payload:
 
 
 def _write_ncnn(model, stem: Path) -> Path:
-    """tests/models/test_ncnn.py's writer of an ncnn pair (fp32 weights)."""
-    path = Path(__file__).parents[1] / "models" / "test_ncnn.py"
-    spec = importlib.util.spec_from_file_location("_ncnn_writer", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write_compact_ncnn(model, stem, 0)
+    """An ncnn pair of ``model`` written by edgesr's own exporter (fp32 weights)."""
+    from edgesr.export.ncnn_export import export_ncnn
+
+    descriptor = model_from_state_dict(model.state_dict())
+    return export_ncnn(descriptor, stem.with_suffix(".param")).param_path
 
 
 def _valid_files(folder: Path) -> dict[str, list[Path]]:
