@@ -3,7 +3,8 @@
 The .param must fit the layouts the PyTorch importer accepts (``edgesr.models.ncnn``:
 RRDBNet, SRVGGNetCompact with PReLU, an optional final bicubic resize); each ncnn layer then
 becomes the ONNX node the PyTorch export of the imported model gives (Conv + LeakyRelu, PRelu,
-Concat, Mul/Add for Eltwise, Resize, DepthToSpace), with the same names, dynamic axes, opset
+Concat, Mul/Add for Eltwise, Resize, DepthToSpace; RRDBNet x2/x1's pixel-unshuffle ``Reorg`` as
+SpaceToDepth + a channel Gather), with the same names, dynamic axes, opset
 and edgesr metadata, so the ONNX Runtime backend cannot tell the two apart (their outputs
 agree within 1e-5 on the five bundled models: tests/export/test_ncnn_onnx.py).
 ``onnx_for_ncnn`` converts once, cached by the sha256 of the .param and .bin bytes.
@@ -24,7 +25,7 @@ from edgesr.models.ncnn import BICUBIC, NEAREST, Op, matched_layout
 from edgesr.models.ncnn_param import BinReader, parse_param, read_weights
 
 #: Part of the cache key: bump when the graph this module writes changes.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 #: ONNX IR version of opset 17 (what the PyTorch export writes), so older runtimes load it.
 IR_VERSION = 8
 
@@ -52,7 +53,7 @@ def ncnn_to_onnx(param_path: str | Path) -> onnx.ModelProto:
         raise CheckpointError(f"{bin_path}: ncnn .bin not found (the weights of {param_path.name})")
     arch, graph, _, resize = matched_layout(layers, param_path)
     weights = read_weights(layers, BinReader(bin_path), param_path)
-    builder = _GraphBuilder(weights, param_path)
+    builder = _GraphBuilder(weights, param_path, next(op for op in graph if op.kind == "conv"))
     for index, op in enumerate(graph):
         builder.add(index, op)
     hp, base_scale = _hyperparameters(arch, builder, graph)
@@ -98,10 +99,12 @@ def _hyperparameters(arch: str, builder: "_GraphBuilder",
     """The hyperparameters the PyTorch importer detects, and the network's own scale."""
     convs = builder.conv_shapes
     channels = builder.in_channels
-    if arch == "RRDBNet":
-        hp = dict(num_in_ch=channels, num_out_ch=convs[-1][0], scale=4, num_feat=convs[0][0],
-                  num_block=(len(convs) - 6) // 15, num_grow_ch=convs[1][0])
-        return hp, 4
+    if arch == "RRDBNet":  # x2 / x1 nets unshuffle by 2 / 4 first: 4 / 16 times the channels
+        stride = next((op.attrs[0] for op in graph if op.kind == "reorg"), 1)
+        hp = dict(num_in_ch=channels, num_out_ch=convs[-1][0], scale=4 // stride,
+                  num_feat=convs[0][0], num_block=(len(convs) - 6) // 15,
+                  num_grow_ch=convs[1][0])
+        return hp, 4 // stride
     upscale = next(op.attrs[0] for op in graph if op.kind == "pixelshuffle")
     hp = dict(num_in_ch=channels, num_out_ch=channels, num_feat=convs[0][0],
               num_conv=len(convs) - 2, upscale=upscale, act_type="prelu")
@@ -112,13 +115,16 @@ class _GraphBuilder:
     """ONNX nodes and initializers for the ops of a matched ncnn graph, op i's output named
     ``str(i)`` (the input op's ``input``, the last op's ``output``)."""
 
-    def __init__(self, weights: dict[str, list[np.ndarray]], path: Path):
+    def __init__(self, weights: dict[str, list[np.ndarray]], path: Path, first_conv: Op):
         self.weights = weights
         self.path = path
+        weight, bias = weights[first_conv.layer.name]
+        self.first_conv_inputs = weight.size // max(1, bias.size * 9)
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.conv_shapes: list[tuple[int, ...]] = []
         self.in_channels = 0
+        self.unshuffle = 1  # the Reorg stride in front of the first convolution
 
     def name(self, index: int) -> str:
         return INPUT_NAME if index == 0 else str(index)
@@ -152,6 +158,8 @@ class _GraphBuilder:
             self._resize(index, op, args[0], out)
         elif op.kind == "pixelshuffle":
             self.node("DepthToSpace", args, out, blocksize=op.attrs[0], mode="CRD")
+        elif op.kind == "reorg":
+            self._unshuffle(index, op.attrs[0], args[0], out)
         else:  # matched_layout admits no other kind
             raise CheckpointError(f"{self.path}: no ONNX conversion for {op.kind!r}")
 
@@ -163,7 +171,7 @@ class _GraphBuilder:
                 f"multiple of {bias.size} outputs x 3x3")
         weight = weight.reshape(bias.size, -1, 3, 3)
         if not self.conv_shapes:
-            self.in_channels = weight.shape[1]
+            self.in_channels = weight.shape[1] // self.unshuffle ** 2
         self.conv_shapes.append(weight.shape)
         act_type, act_params = op.attrs
         conv_out = f"{out}_conv" if act_type else out
@@ -172,6 +180,16 @@ class _GraphBuilder:
                   dilations=[1, 1], group=1)
         if act_type:  # matched_layout admits leaky ReLU (type 2) only
             self.node("LeakyRelu", [conv_out], out, alpha=float(act_params[0]))
+
+    def _unshuffle(self, index: int, stride: int, x: str, out: str) -> None:
+        """ncnn Reorg (mode 0) is basicsr's pixel_unshuffle: output channel ``c * s*s + j`` is
+        input channel c at offset j. SpaceToDepth puts it at ``j * C + c``; a Gather reorders."""
+        self.unshuffle = stride
+        channels = self.first_conv_inputs // stride ** 2
+        order = [j * channels + c for c in range(channels) for j in range(stride ** 2)]
+        self.node("SpaceToDepth", [x], f"{out}_s2d", blocksize=stride)
+        self.node("Gather", [f"{out}_s2d", self.const(f"g{index}", np.array(order, np.int64))],
+                  out, axis=1)
 
     def _weighted_sum(self, index: int, args: list[str], coeffs: tuple, out: str) -> None:
         terms = []

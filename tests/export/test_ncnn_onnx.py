@@ -79,3 +79,28 @@ def test_missing_bin_and_foreign_layers_are_refused(tmp_path):
     param.write_text(text)
     with pytest.raises(UnsupportedArchitectureError, match="ReLU"):
         ncnn_to_onnx(param)
+
+
+@pytest.mark.parametrize("name", ["rrdb_x2", "rrdb_x1", "compact_x2"])
+def test_our_ncnn_exports_convert_like_the_torch_export(tmp_path, name):
+    """RRDBNet x2/x1 start with a pixel-unshuffle (ncnn Reorg): converted without PyTorch, the
+    graph gives the PyTorch model's output and the metadata its ONNX export records."""
+    import torch
+    from tiny_models import make_tiny
+
+    from edgesr.export.ncnn_export import export_ncnn
+    from edgesr.models import model_from_state_dict
+
+    descriptor = model_from_state_dict(make_tiny(name).state_dict())
+    param = export_ncnn(descriptor, tmp_path / "m.param").param_path
+    reference = tmp_path / "torch.onnx"
+    export_onnx(descriptor, reference, check=False)
+    converted = ncnn_to_onnx(param)
+    x = np.random.default_rng(1).random((1, 3, 12, 20), dtype=np.float32)
+    with torch.no_grad():
+        expected = descriptor.model.eval()(torch.from_numpy(x)).numpy()
+    assert np.abs(_run(converted.SerializeToString(), x) - expected).max() <= ATOL
+    meta = decode_metadata({p.key: p.value for p in converted.metadata_props})
+    ref = read_onnx_metadata(reference)
+    for key in ("arch", "scale", "in_channels", "out_channels", "hyperparameters"):
+        assert meta[key] == ref[key], key
