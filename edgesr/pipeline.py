@@ -7,6 +7,7 @@ whose sr3 backend samples the export), and runs single files or whole folders.
 """
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +16,22 @@ import numpy as np
 
 from edgesr import model_kinds
 from edgesr.errors import EdgesrError
-from edgesr.exif import carry_exif
+from edgesr.exif import carry_exif, read_exif
 from edgesr.fsutil import clean_stale_temps
-from edgesr.imageio import IMAGE_EXTENSIONS, list_images, read_image, read_size, write_image
-from edgesr.limits import DEFAULT_LIMITS, PixelLimits
+from edgesr.imageio import (
+    IMAGE_EXTENSIONS,
+    Image,
+    list_images,
+    read_image,
+    read_size,
+    write_image,
+)
+from edgesr.limits import DEFAULT_LIMITS, PixelLimits, memory_needed
 from edgesr.model_memory import ModelMemory
 from edgesr.models.zoo import BUNDLED_MODELS, DEFAULT_MODEL, bundled_model_path
 from edgesr.runtimes import Runtime, create_runtime
 from edgesr.runtimes.registry import device_options, parse_variant
-from edgesr.streaming import LARGEST_TILE, auto_tile, upscale_to_png
+from edgesr.streaming import LARGEST_TILE, auto_tile, upscale_to_png, upscale_to_tiff
 from edgesr.upscaler import Upscaler
 
 
@@ -74,9 +82,16 @@ def open_runtime(model: str | None = None, backend: str | None = None, *,
 
 @dataclass(frozen=True)
 class FileResult:
+    """One file of a run: where it went (or the error), its sizes (width, height), whether it
+    was streamed and how long it took."""
+
     source: Path
     target: Path | None
     error: str | None = None
+    size_in: tuple[int, int] | None = None
+    size_out: tuple[int, int] | None = None
+    streamed: bool = False
+    seconds: float | None = None
 
 
 def parse_size(text: str) -> float:
@@ -93,42 +108,105 @@ def parse_size(text: str) -> float:
     return value
 
 
+#: Output formats written row band by row band (``streaming``), by extension.
+STREAMED_FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
+
+#: Called with (source, why it is not streamed, about the bytes it needs) for each file upscaled
+#: in memory when streaming was left to the pipeline.
+WholeImageNote = Callable[[Path, str, float], None]
+
+
+def stream_blocker(upscaler: Upscaler, target: Path, height: int, width: int,
+                   outscale: float | None = None) -> str | None:
+    """Why the upscale of a ``height`` x ``width`` image into ``target`` cannot be streamed
+    (written row band by row band), or None if it can."""
+    fmt = STREAMED_FORMATS.get(target.suffix.lower())
+    if fmt is None:
+        name = target.suffix.lstrip(".").upper() or "this"
+        return f"{name} output is encoded from the whole image (PNG and TIFF stream)"
+    if upscaler.output_size(height, width, outscale) != upscaler.output_size(height, width):
+        return "--outscale resizes the whole image"
+    return None
+
+
 def upscale_file(upscaler: Upscaler, source: Path, target: Path, *, outscale: float | None = None,
-                 bit_depth: int | None = None, stream: bool = False,
-                 max_memory: float | None = None, model_memory: ModelMemory | None = None,
-                 limits: PixelLimits = DEFAULT_LIMITS) -> Path:
+                 bit_depth: int | None = None, stream: bool | None = None,
+                 quality: int | None = None, max_memory: float | None = None,
+                 model_memory: ModelMemory | None = None, limits: PixelLimits = DEFAULT_LIMITS,
+                 on_whole_image: WholeImageNote | None = None) -> Path:
     """Read, upscale and atomically write one image; return the written path.
 
+    ``stream``: None (the default) streams whenever the output can be written row band by row
+    band (PNG or TIFF at the model's scale, ``stream_blocker``), so memory stays flat in image
+    size, and otherwise upscales in memory, telling ``on_whole_image`` why and how much memory
+    it takes; True streams or raises an EdgesrError saying why it cannot; False never streams.
+    Both ways give the same pixels.
+
     ``limits``: the most input and output pixels, checked from the file's header before it is
-    decoded (PixelLimitError).
+    decoded (PixelLimitError). ``quality``: JPEG, WebP, AVIF and HEIC quality (1-100).
 
     ``max_memory`` (bytes) picks the tile size for this image so that the process's peak memory
     stays within it, from ``model_memory`` (``model_memory.measure_model_memory``; needed unless
     the runtime has a fixed input shape, which leaves no tile to choose) and the process's RSS
-    now; ``stream`` writes a PNG row band by row band, so memory stays flat in image size.
-    The source's EXIF (orientation reset, since pixels are upright) goes into JPEG, PNG and WebP
-    outputs (``edgesr.exif``).
+    now. The source's EXIF (orientation reset, since pixels are upright) goes into JPEG, PNG and
+    WebP outputs (``edgesr.exif``).
     """
+    return _upscale_file(upscaler, source, target, outscale=outscale, bit_depth=bit_depth,
+                         stream=stream, quality=quality, max_memory=max_memory,
+                         model_memory=model_memory, limits=limits,
+                         on_whole_image=on_whole_image).target
+
+
+def _upscale_file(upscaler: Upscaler, source: Path, target: Path, *, outscale: float | None,
+                  bit_depth: int | None, stream: bool | None, quality: int | None,
+                  max_memory: float | None, model_memory: ModelMemory | None,
+                  limits: PixelLimits, on_whole_image: WholeImageNote | None) -> FileResult:
+    """``upscale_file``, returning its ``FileResult``."""
+    started = time.perf_counter()
     height, width, channels = read_size(source)
-    limits.check(source, height, width, upscaler.output_size(height, width, outscale),
-                 channels=channels, scale=upscaler.runtime.info.scale, stream=stream)
+    scale = upscaler.runtime.info.scale
+    out_size = upscaler.output_size(height, width, outscale)
+    blocker = stream_blocker(upscaler, target, height, width, outscale)
+    if stream and blocker:
+        raise EdgesrError(f"{source}: --stream writes PNG or TIFF at the model's scale, and "
+                          f"{blocker}; drop --stream for this one")
+    streamed = blocker is None and stream is not False
+    limits.check(source, height, width, out_size, channels=channels, scale=scale,
+                 stream=streamed)
+    if blocker and stream is None and on_whole_image is not None:
+        on_whole_image(source, blocker, memory_needed(height, width, out_size,
+                                                      channels=channels, scale=scale,
+                                                      stream=False))
     image = read_image(source)
     bit_depth = bit_depth or image.bit_depth
-    if stream and (target.suffix.lower() != ".png" or image.has_alpha or outscale):
-        raise EdgesrError(f"{source}: --stream writes PNG at the native scale from images "
-                          "without alpha; drop --stream for this one")
     if max_memory and upscaler.runtime.info.dynamic:
         if model_memory is None:
             raise EdgesrError("a memory budget needs the model's measured memory (model_memory)")
         upscaler = upscaler.with_tile(_budget_tile(upscaler, image.pixels, max_memory,
-                                                   model_memory, stream, outscale, bit_depth))
-    if stream:
-        upscale_to_png(upscaler, image.pixels, target, bit_depth=bit_depth)
+                                                   model_memory, streamed, outscale, bit_depth))
+    if streamed:
+        _stream_to(upscaler, image, source, target, bit_depth)
     else:
         pixels = upscaler.upscale(image.pixels, outscale=outscale)
-        write_image(target, pixels, bit_depth=bit_depth, like=image)
-    carry_exif(source, target)
-    return target
+        write_image(target, pixels, bit_depth=bit_depth, like=image,
+                    **({} if quality is None else {"quality": quality}))
+        carry_exif(source, target)
+    return FileResult(source, target, size_in=(width, height), size_out=out_size[::-1],
+                      streamed=streamed, seconds=time.perf_counter() - started)
+
+
+def _stream_to(upscaler: Upscaler, image: Image, source: Path, target: Path,
+               bit_depth: int) -> None:
+    """Stream ``image``'s upscale into ``target`` (PNG or TIFF) with ``write_image``'s
+    metadata: the ICC profile, the DPI scaled with the pixels and (PNG) the source's EXIF."""
+    scale = upscaler.runtime.info.scale
+    dpi = image.dpi and (image.dpi[0] * scale, image.dpi[1] * scale)
+    if STREAMED_FORMATS[target.suffix.lower()] == "PNG":
+        upscale_to_png(upscaler, image.pixels, target, bit_depth=bit_depth,
+                       icc_profile=image.icc_profile, dpi=dpi, exif=read_exif(source))
+    else:
+        upscale_to_tiff(upscaler, image.pixels, target, bit_depth=bit_depth,
+                        icc_profile=image.icc_profile, dpi=dpi)
 
 
 def _budget_tile(upscaler: Upscaler, pixels: np.ndarray, max_memory: float, memory: ModelMemory,
@@ -209,6 +287,10 @@ def _pair_paths(source: Path, output: Path | None, scale_label: str,
     return [(source, output)]
 
 
+_DEFAULTS = dict(outscale=None, bit_depth=None, stream=None, quality=None, max_memory=None,
+                 model_memory=None, limits=DEFAULT_LIMITS, on_whole_image=None)
+
+
 def upscale_many(upscaler: Upscaler, pairs: list[tuple[Path, Path]],
                  on_result: Callable[[FileResult], None], **kwargs) -> list[FileResult]:
     """Upscale every pair; a failing file is reported and the run carries on. Temporary files
@@ -218,12 +300,12 @@ def upscale_many(upscaler: Upscaler, pairs: list[tuple[Path, Path]],
     results = []
     for source, target in pairs:
         try:
-            result = FileResult(source, upscale_file(upscaler, source, target, **kwargs))
+            result = _upscale_file(upscaler, source, target, **{**_DEFAULTS, **kwargs})
         except EdgesrError as exc:
             result = FileResult(source, None, str(exc))
         except MemoryError:
             result = FileResult(source, None, f"{source}: out of memory; lower --max-output-"
-                                "pixels, use --stream or --max-memory")
+                                "pixels, write PNG or TIFF (streamed) or use --max-memory")
         on_result(result)
         results.append(result)
     return results
