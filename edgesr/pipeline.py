@@ -228,8 +228,13 @@ def _budget_tile(upscaler: Upscaler, pixels: np.ndarray, max_memory: float, memo
 
 
 def plan_outputs(source: Path, output: Path | None, scale_label: str,
-                 ext: str | None) -> list[tuple[Path, Path]]:
+                 ext: str | None, suffix: str | None = None) -> list[tuple[Path, Path]]:
     """Pairs of (input, output) paths for a file or a folder of images.
+
+    Outputs edgesr names are ``{stem}_{scale_label}{ext}`` beside a single input and
+    ``{stem}{ext}`` in an output folder (``{folder}_{scale_label}`` by default); ``suffix``
+    (Real-ESRGAN's ``--suffix``) makes every name it picks ``{stem}_{suffix}{ext}``
+    (``{stem}{ext}`` if empty). ``ext`` defaults to the input's.
 
     Checked here, before any image is upscaled: every output extension; ``ext`` is an
     extension only (no folder in it); no output is an input (an original is never replaced);
@@ -239,7 +244,9 @@ def plan_outputs(source: Path, output: Path | None, scale_label: str,
         ext = ext if ext.startswith(".") else f".{ext}"
         if not re.fullmatch(r"\.[A-Za-z0-9]+", ext):
             raise EdgesrError(f"--ext {ext!r}: an extension such as .png, not a path")
-    pairs = _pair_paths(source, output, scale_label, ext)
+    if suffix is not None and not re.fullmatch(r"[^/\\\0]*", suffix):
+        raise EdgesrError(f"--suffix {suffix!r}: a name suffix such as 'out', not a path")
+    pairs = _pair_paths(source, output, scale_label, ext, suffix)
     inputs = {_identity(s): s for s, _ in pairs}
     targets: dict = {}
     for source_path, target in pairs:
@@ -268,7 +275,8 @@ def _identity(path: Path) -> tuple:
 
 
 def _pair_paths(source: Path, output: Path | None, scale_label: str,
-                ext: str | None) -> list[tuple[Path, Path]]:
+                ext: str | None, suffix: str | None) -> list[tuple[Path, Path]]:
+    tail = "" if suffix is None else f"_{suffix}" if suffix else ""
     if source.is_dir():
         if output is None:
             output = source.with_name(f"{source.name}_{scale_label}")
@@ -277,13 +285,17 @@ def _pair_paths(source: Path, output: Path | None, scale_label: str,
         images = list_images(source)
         if not images:
             raise EdgesrError(f"{source}: no images found in folder")
-        return [(p, output / f"{p.stem}{ext or p.suffix}") for p in images]
+        return [(p, output / f"{p.stem}{tail}{ext or p.suffix}") for p in images]
     if not source.exists():
         raise EdgesrError(f"{source}: input not found")
     if output is None:
-        output = source.with_name(f"{source.stem}_{scale_label}{ext or source.suffix}")
+        tail = f"_{scale_label}" if suffix is None else tail
+        output = source.with_name(f"{source.stem}{tail}{ext or source.suffix}")
     elif output.is_dir():
-        output = output / f"{source.stem}{ext or source.suffix}"
+        output = output / f"{source.stem}{tail}{ext or source.suffix}"
+    elif suffix is not None:
+        raise EdgesrError(f"--suffix names the outputs edgesr names; -o {output} names the "
+                          "file itself (drop one)")
     return [(source, output)]
 
 

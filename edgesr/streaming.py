@@ -177,7 +177,8 @@ def auto_tile(max_memory: float, *, height: int, width: int, scale: int, channel
                 f"max memory {max_memory / 1e6:.0f} MB is too small to hold the whole "
                 f"{height * scale}x{width * scale} output: it needs {whole / 1e6:.0f} MB on top "
                 f"of the {reserved / 1e6:.0f} MB in use and {tiles(smallest) / 1e6:.0f} MB for "
-                f"{smallest}-pixel tiles; --stream writes PNG rows as they finish and fits")
+                f"{smallest}-pixel tiles; streamed (PNG or TIFF at the model's scale, without "
+                f"--no-stream) it fits")
         raise TilingError(f"max memory {max_memory / 1e6:.0f} MB is too small: {smallest}-pixel "
                           f"tiles at width {width} need {need(smallest) / 1e6:.0f} MB "
                           f"({reserved / 1e6:.0f} MB of it in use before the first tile)")

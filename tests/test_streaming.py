@@ -141,8 +141,8 @@ def test_auto_tile_without_stream_counts_the_whole_image():
                   reserved=300e6)
     streamed = auto_tile(1.5e9, stream=True, **common)
     assert 32 <= auto_tile(1.5e9, stream=False, **common) < streamed
-    with pytest.raises(EdgesrError, match=r"whole 4096x4096 output: it needs \d+ MB.*--stream"):
+    with pytest.raises(EdgesrError, match=r"whole 4096x4096 output: it needs \d+ MB.*streamed"):
         auto_tile(0.5e9, stream=False, **common)
     assert auto_tile(0.5e9, stream=True, **common) >= 32
     with pytest.raises(EdgesrError, match="too small: 32-pixel tiles"):
-        auto_tile(0.31e9, stream=False, **common)  # not even streaming fits: no --stream hint
+        auto_tile(0.31e9, stream=False, **common)  # not even streaming fits: no streaming hint
