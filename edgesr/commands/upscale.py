@@ -66,8 +66,8 @@ def register(sub) -> None:
                     "(as realesrgan-ncnn-vulkan's -x): each tile runs flipped and rotated 8 ways "
                     "and the results are averaged; 8 times slower")
     up.add_argument("--json", action="store_true", help="print one JSON document on stdout "
-                    "(per file: source, target, sizes, model, backend, device, precision, "
-                    "seconds, error); other lines go to stderr")
+                    "(per file: source, target, sizes, seconds, error and what ran: model, "
+                    "backend, device, precision); other lines go to stderr")
     up.add_argument("--max-input-pixels", metavar="N", help="refuse (from the header, before "
                     "decoding) images with more pixels, e.g. 64M or 8000x8000; 0: no limit "
                     f"(default: {DEFAULT_INPUT_PIXELS // 10**6}M)")
@@ -130,6 +130,7 @@ def _run(args: argparse.Namespace, report: dict | None = None) -> int:
     from edgesr.errors import EdgesrError
     from edgesr.model_kinds import DENOISER, SD_X4, backends_for
     from edgesr.model_memory import measure_model_memory, return_freed_memory
+    from edgesr.models.zoo import DEFAULT_MODEL
     from edgesr.pipeline import (
         open_runtime,
         parse_size,
@@ -173,7 +174,8 @@ def _run(args: argparse.Namespace, report: dict | None = None) -> int:
         info = runtime.info
         label = f"x{args.outscale or info.scale:g}"
         pairs = _plan(args, label)
-        ran = {"model": str(model_path), "backend": runtime.name, "device": info.device or None,
+        ran = {"model": args.model or DEFAULT_MODEL, "model_file": str(model_path),
+               "backend": runtime.name, "device": info.device or None,
                "precision": info.precision}
         if report is not None:
             report.update(ran)
@@ -194,8 +196,9 @@ def _run(args: argparse.Namespace, report: dict | None = None) -> int:
         def whole_image(source: Path, why: str, need: float) -> None:
             if not args.quiet and why not in noted:
                 noted.add(why)
+                amount = f"{need / 1e9:.1f} GB" if need >= 1e9 else f"{need / 1e6:.0f} MB"
                 files.write(f"edgesr: {source.name}: not streamed: {why}; upscaling it in memory "
-                            f"takes about {need / 1e9:.1f} GB", file=sys.stderr)
+                            f"takes about {amount}", file=sys.stderr)
 
         def done(result) -> None:
             files.update()
@@ -240,7 +243,7 @@ def _plan(args: argparse.Namespace, label: str) -> list[tuple[Path, Path]]:
                          args.suffix)
     if args.format:
         for _, target in pairs:
-            if image_format(target) != image_format(ext):
+            if image_format(target) != image_format(f"x{ext}"):
                 raise EdgesrError(f"-o {target} is not {args.format.upper()}, as --format "
                                   f"{args.format} asks; name a .{args.format} file or a folder")
     if args.quality is not None and not any(image_format(t) in QUALITY_FORMATS
