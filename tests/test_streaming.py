@@ -13,7 +13,6 @@ from edgesr.imageio import read_image
 from edgesr.kernels.blend import to_uint
 from edgesr.png import PngRowWriter
 from edgesr.streaming import auto_tile, stream_rows, upscale_to_png, upscale_to_tiff
-from edgesr.tiff import TiffStripWriter
 from edgesr.upscaler import Upscaler
 
 
@@ -113,18 +112,6 @@ def test_stream_to_tiff_reads_back_as_the_whole_image_upscale(tmp_path, channels
     assert got.bit_depth == bit_depth and got.dpi == pytest.approx((144, 72))
     np.testing.assert_array_equal(to_uint(got.pixels, bit_depth), want)
     assert [p.name for p in tmp_path.iterdir()] == ["o.tif"]
-
-
-def test_tiff_writer_rejects_wrong_rows_and_leaves_no_partial_file(tmp_path):
-    with pytest.raises(EdgesrError, match="do not fit"), \
-            TiffStripWriter(tmp_path / "x.tif", 4, 2, 3) as writer:
-        writer.write(np.zeros((1, 4, 3), np.uint8))
-        writer.write(np.zeros((1, 5, 3), np.uint8))
-    writer = TiffStripWriter(tmp_path / "x.tif", 4, 2, 3)
-    writer.write(np.zeros((1, 4, 3), np.uint8))
-    with pytest.raises(EdgesrError, match="1 of 2 rows"):
-        writer.close()
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_auto_tile_fits_budget_and_grows_with_it():
