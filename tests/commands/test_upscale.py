@@ -118,6 +118,13 @@ def test_suffix_format_and_quality(tmp_path, checkpoint, rng, capsys):
     (["--suffix", "s", "-o", "{tmp}/o.png"], "--suffix names the outputs edgesr names"),
     (["--suffix", ""], "would overwrite the input"),
 ])
+def test_format_choices_are_the_extensions_edgesr_writes():
+    from edgesr.commands.upscale import FORMATS
+    from edgesr.imageio import IMAGE_EXTENSIONS
+
+    assert FORMATS == tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
+
+
 def test_bad_values_are_one_line(tmp_path, checkpoint, rng, capsys, args, message):
     src = _png(tmp_path / "in.png", rng)
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
