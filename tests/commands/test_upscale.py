@@ -109,6 +109,13 @@ def test_suffix_format_and_quality(tmp_path, checkpoint, rng, capsys):
     capsys.readouterr()
 
 
+def test_format_choices_are_the_extensions_edgesr_writes():
+    from edgesr.commands.upscale import FORMATS
+    from edgesr.imageio import IMAGE_EXTENSIONS
+
+    assert FORMATS == tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--quality", "0", "-f", "jpg"], "--quality 0: a number from 1 to 100"),
     (["--quality", "80"], "--quality is for JPEG, WebP, AVIF and HEIC output"),
@@ -118,13 +125,6 @@ def test_suffix_format_and_quality(tmp_path, checkpoint, rng, capsys):
     (["--suffix", "s", "-o", "{tmp}/o.png"], "--suffix names the outputs edgesr names"),
     (["--suffix", ""], "would overwrite the input"),
 ])
-def test_format_choices_are_the_extensions_edgesr_writes():
-    from edgesr.commands.upscale import FORMATS
-    from edgesr.imageio import IMAGE_EXTENSIONS
-
-    assert FORMATS == tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
-
-
 def test_bad_values_are_one_line(tmp_path, checkpoint, rng, capsys, args, message):
     src = _png(tmp_path / "in.png", rng)
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
