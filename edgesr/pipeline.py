@@ -157,10 +157,12 @@ def upscale_file(upscaler: Upscaler, source: Path, target: Path, *, outscale: fl
                          on_whole_image=on_whole_image).target
 
 
-def _upscale_file(upscaler: Upscaler, source: Path, target: Path, *, outscale: float | None,
-                  bit_depth: int | None, stream: bool | None, quality: int | None,
-                  max_memory: float | None, model_memory: ModelMemory | None,
-                  limits: PixelLimits, on_whole_image: WholeImageNote | None) -> FileResult:
+def _upscale_file(upscaler: Upscaler, source: Path, target: Path, *,
+                  outscale: float | None = None, bit_depth: int | None = None,
+                  stream: bool | None = None, quality: int | None = None,
+                  max_memory: float | None = None, model_memory: ModelMemory | None = None,
+                  limits: PixelLimits = DEFAULT_LIMITS,
+                  on_whole_image: WholeImageNote | None = None) -> FileResult:
     """``upscale_file``, returning its ``FileResult``."""
     started = time.perf_counter()
     height, width, channels = read_size(source)
@@ -299,20 +301,17 @@ def _pair_paths(source: Path, output: Path | None, scale_label: str,
     return [(source, output)]
 
 
-_DEFAULTS = dict(outscale=None, bit_depth=None, stream=None, quality=None, max_memory=None,
-                 model_memory=None, limits=DEFAULT_LIMITS, on_whole_image=None)
-
-
 def upscale_many(upscaler: Upscaler, pairs: list[tuple[Path, Path]],
                  on_result: Callable[[FileResult], None], **kwargs) -> list[FileResult]:
-    """Upscale every pair; a failing file is reported and the run carries on. Temporary files
-    that killed runs left in the output folders are removed first (``clean_stale_temps``)."""
+    """Upscale every pair with ``upscale_file``'s options (``kwargs``); ``on_result`` gets each
+    ``FileResult``. A failing file is reported and the run carries on. Temporary files that
+    killed runs left in the output folders are removed first (``clean_stale_temps``)."""
     for folder in dict.fromkeys(target.parent for _, target in pairs):
         clean_stale_temps(folder)
     results = []
     for source, target in pairs:
         try:
-            result = _upscale_file(upscaler, source, target, **{**_DEFAULTS, **kwargs})
+            result = _upscale_file(upscaler, source, target, **kwargs)
         except EdgesrError as exc:
             result = FileResult(source, None, str(exc))
         except MemoryError:
