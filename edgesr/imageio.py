@@ -33,6 +33,14 @@ _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".t
             ".tiff": "TIFF", **heif.FORMATS}
 IMAGE_EXTENSIONS = tuple(_FORMATS)
 """File extensions (lower case) that ``list_images`` finds and ``write_image`` writes."""
+QUALITY_FORMATS = ("JPEG", "WEBP", *dict.fromkeys(heif.FORMATS.values()))
+"""Formats ``write_image``'s ``quality`` applies to."""
+
+
+def image_format(path: str | os.PathLike) -> str | None:
+    """The format ``write_image`` writes ``path`` in, from its extension (PNG, JPEG, WEBP,
+    TIFF, HEIF, AVIF), or None for an unknown one."""
+    return _FORMATS.get(Path(path).suffix.lower())
 
 # Pillow modes that are read as other modes (alpha added where the file has a transparent colour).
 _READ_AS = {"1": "L", "L": "L", "LA": "LA", "La": "LA", "PA": "RGBA", "RGBA": "RGBA",
@@ -115,13 +123,14 @@ def _regular_file(path: str | os.PathLike) -> Path:
 
 
 def write_image(path: str | os.PathLike, pixels: np.ndarray, *, bit_depth: int | None = None,
-                like: Image | None = None, quality: int = 95) -> None:
+                like: Image | None = None, quality: int | None = None) -> None:
     """Encode HWC pixels (float in [0, 1], uint8 or uint16; 2-D is gray) to ``path``, atomically.
 
     The format follows the extension; missing folders are created. ``bit_depth`` (8 or 16)
     defaults to ``like``'s, else 16 for uint16 pixels, else 8; JPEG and WebP are always 8-bit.
     JPEG has no alpha: the image is composited over white. WebP stores gray as RGB. ``quality``
-    applies to JPEG (written with 4:4:4 chroma) and WebP, where 100 means lossless. From ``like``
+    (1-100) applies to JPEG (written with 4:4:4 chroma; default 95), WebP (default 95; 100
+    means lossless), AVIF and HEIC (default: the encoder's). From ``like``
     come the ICC profile (when it fits gray or colour output) and the DPI, scaled with the pixel
     size so the print size stays the same. Raises ImageWriteError, leaving no file behind, if
     writing fails.
@@ -288,7 +297,7 @@ def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def _encode(f: BinaryIO, fmt: str, data: np.ndarray, icc: bytes | None,
-            dpi: tuple[float, float] | None, quality: int) -> None:
+            dpi: tuple[float, float] | None, quality: int | None) -> None:
     """Write uint8/uint16 HWC ``data`` to ``f`` as ``fmt``."""
     if data.dtype == np.uint16 and data.shape[2] > 1:
         if fmt == "PNG":
@@ -303,9 +312,12 @@ def _encode(f: BinaryIO, fmt: str, data: np.ndarray, icc: bytes | None,
     if dpi and fmt != "WEBP":
         options["dpi"] = dpi
     if fmt == "JPEG":
-        options.update(quality=quality, subsampling=0)
+        options.update(quality=quality or 95, subsampling=0)
     elif fmt == "WEBP":
+        quality = quality or 95
         options.update(quality=quality, lossless=quality == 100, exact=quality == 100)
+    elif fmt in heif.FORMATS.values() and quality is not None:
+        options["quality"] = quality
     elif fmt == "TIFF":
         options["compression"] = "tiff_adobe_deflate"
     PILImage.fromarray(data[..., 0] if data.shape[2] == 1 else data).save(f, fmt, **options)

@@ -2,7 +2,9 @@
 byte of it is decoded, with the memory it would need in the message.
 
 A x4 model's output has 16 times the input's pixels, and an in-memory upscale holds it several
-times over in float32 (``streaming.whole_image_bytes``): a 47 KB PNG can ask for gigabytes.
+times over in float32 (``streaming.whole_image_bytes``): a 47 KB PNG can ask for gigabytes. A
+streamed upscale (PNG or TIFF rows written as they finish) holds a band of rows instead, so its
+default output limit is higher: what it guards there is time and disk, not memory.
 """
 
 import re
@@ -11,10 +13,12 @@ from pathlib import Path
 
 from edgesr.errors import EdgesrError
 
-#: Defaults: 100 Mpx in (Pillow's decompression-bomb error is at 179 Mpx), 256 Mpx out
-#: (a 16384 x 16384 image; a 12 Mpx photo x4 is 192 Mpx).
+#: Defaults: 100 Mpx in (Pillow's decompression-bomb error is at 179 Mpx); out, 256 Mpx held in
+#: memory (a 16384 x 16384 image; a 12 Mpx photo x4 is 192 Mpx) and 1 Gpx streamed (a 62 Mpx
+#: photo x4; a few GB of PNG).
 DEFAULT_INPUT_PIXELS = 100_000_000
 DEFAULT_OUTPUT_PIXELS = 256_000_000
+DEFAULT_STREAMED_OUTPUT_PIXELS = 1_000_000_000
 
 
 class PixelLimitError(EdgesrError):
@@ -34,29 +38,42 @@ def parse_pixels(text: str) -> int:
 @dataclass(frozen=True, kw_only=True)
 class PixelLimits:
     """Most ``input`` pixels an image may have and most ``output`` pixels its upscale may have
-    (the larger of the native-scale and the resized result); 0 turns a limit off."""
+    (the larger of the native-scale and the resized result); 0 turns a limit off; ``output``
+    None: ``DEFAULT_OUTPUT_PIXELS`` in memory, ``DEFAULT_STREAMED_OUTPUT_PIXELS`` streamed."""
 
     input: int = DEFAULT_INPUT_PIXELS
-    output: int = DEFAULT_OUTPUT_PIXELS
+    output: int | None = None
 
     def check(self, source: Path, height: int, width: int, out_size: tuple[int, int], *,
               channels: int, scale: int, stream: bool) -> None:
         """Raise PixelLimitError naming ``source``, its size and the memory it would need."""
-        from edgesr.streaming import whole_image_bytes  # lazily: the CLI reads the defaults
-
         p_in, p_out = height * width, out_size[0] * out_size[1]
-        decoded = p_in * channels * 5  # Pillow's 8-bit decoding and the float32 pixels
-        if stream:  # the input's copies and a band of 256-pixel tiles
-            need = decoded + p_in * 8 * channels + 256 * scale * width * scale * 4 * (channels + 1)
-        else:
-            need = decoded + whole_image_bytes(height, width, scale=scale, channels=channels,
-                                               lanes=channels, out_size=out_size)
-        for kind, pixels, limit in (("input", p_in, self.input), ("output", p_out, self.output)):
+        output = self.output
+        if output is None:
+            output = DEFAULT_STREAMED_OUTPUT_PIXELS if stream else DEFAULT_OUTPUT_PIXELS
+        for kind, pixels, limit in (("input", p_in, self.input), ("output", p_out, output)):
             if limit and pixels > limit:
+                need = memory_needed(height, width, out_size, channels=channels, scale=scale,
+                                     stream=stream)
                 raise PixelLimitError(
                     f"{source}: {width}x{height} gives {pixels} {kind} pixels, over the limit "
                     f"{limit} (--max-{kind}-pixels); upscaling it would need about "
                     f"{need / 1e9:.1f} GB of memory")
+
+
+def memory_needed(height: int, width: int, out_size: tuple[int, int], *, channels: int,
+                  scale: int, stream: bool) -> float:
+    """About the bytes an upscale of a ``height`` x ``width`` image file takes, decoding
+    included: streamed (the input's copies and a band of 256-pixel tiles) or in memory
+    (``streaming.whole_image_bytes``)."""
+    from edgesr.streaming import whole_image_bytes  # lazily: the CLI reads the defaults
+
+    p_in = height * width
+    decoded = p_in * channels * 5  # Pillow's 8-bit decoding and the float32 pixels
+    if stream:
+        return decoded + p_in * 8 * channels + 256 * scale * width * scale * 4 * (channels + 1)
+    return decoded + whole_image_bytes(height, width, scale=scale, channels=channels,
+                                       lanes=channels, out_size=out_size)
 
 
 DEFAULT_LIMITS = PixelLimits()

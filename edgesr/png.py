@@ -26,8 +26,9 @@ class PngRowWriter:
     ``target`` is a path or an open binary file. A path's file appears (renamed from a temporary
     name of its own, ``fsutil.temp_path``: concurrent writers of one target never share it) only
     when ``close`` has seen all ``height`` rows; a writer left early (an exception in a ``with``
-    block) or failing to write (a full disk: ImageWriteError) leaves nothing. ``icc_profile``
-    and ``dpi`` (x, y) become iCCP and pHYs chunks.
+    block) or failing to write (a full disk: ImageWriteError) leaves nothing. ``icc_profile``,
+    ``dpi`` (x, y) and ``exif`` (TIFF-format bytes, ``exif.read_exif``) become iCCP, pHYs and
+    eXIf chunks.
     With ``adaptive_filter`` each row gets the PNG filter that minimises its sum of absolute
     signed bytes (libpng's heuristic): about 10% smaller files of photos, and slower to write.
     """
@@ -35,7 +36,7 @@ class PngRowWriter:
     def __init__(self, target: str | os.PathLike | BinaryIO, width: int, height: int,
                  channels: int, bit_depth: int = 8, compress_level: int = 6, *,
                  icc_profile: bytes | None = None, dpi: tuple[float, float] | None = None,
-                 adaptive_filter: bool = False):
+                 exif: bytes | None = None, adaptive_filter: bool = False):
         is_file = hasattr(target, "write")
         self.name = getattr(target, "name", "PNG file") if is_file else target
         if channels not in _COLOUR_TYPE or bit_depth not in (8, 16) or width < 1 or height < 1:
@@ -61,6 +62,8 @@ class PngRowWriter:
             self._chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile))
         if dpi:
             self._chunk(b"pHYs", struct.pack(">IIB", *(round(d / 0.0254) for d in dpi), 1))
+        if exif:
+            self._chunk(b"eXIf", exif)
 
     def _chunk(self, kind: bytes, data: bytes, before: bytes = b"") -> None:
         """Write one chunk (after ``before``); a failed write drops the file (ImageWriteError)."""

@@ -2,17 +2,19 @@
 
 The image is upscaled one row of tiles at a time into a band canvas as tall as one upscaled tile.
 When the next tile row starts at output row ``r``, every row above ``r`` is final (tiles come in
-plan order): those rows are normalised, converted to integers and written to a ``PngRowWriter``,
-and the rest of the band moves up. Peak memory is one band (``tile * scale`` rows of the output
-width, float32 per channel plus the weight sum) plus one batch of tiles plus two copies of the
-input (CHW, and the model's planes) in its own dtype (e.g. uint8), converted to float32 a tile at
-a time. Results equal ``Upscaler.upscale`` followed
-by ``kernels.blend.to_uint``, bit for bit. ``auto_tile`` picks the tile size from a memory budget,
-streamed or not (``whole_image_bytes``).
+plan order): those rows are normalised, turned back into the image's channels (alpha divided
+out, as ``Upscaler.upscale`` does), converted to integers and handed to a row writer (PNG:
+``PngRowWriter``; TIFF: ``tiff.TiffStripWriter``), and the rest of the band moves up. Peak
+memory is one band (``tile * scale`` rows of the output width, float32 per channel plus the
+weight sum) plus one batch of tiles plus two copies of the input (CHW, and the model's planes)
+in its own dtype (e.g. uint8; float32 with premultiplied alpha), converted to float32 a tile at
+a time. Results equal ``Upscaler.upscale`` followed by ``kernels.blend.to_uint``, bit for bit.
+``auto_tile`` picks the tile size from a memory budget, streamed or not (``whole_image_bytes``).
 """
 
 import itertools
 import os
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -24,20 +26,58 @@ from edgesr.kernels.native import (
     to_uint,
 )
 from edgesr.png import PngRowWriter
-from edgesr.upscaler import Upscaler
+from edgesr.progress import Progress
+from edgesr.tiff import TiffStripWriter
+from edgesr.upscaler import ALPHA_EPS, Upscaler
 
 _FLUSH_ROWS = 32  # output rows normalised, converted and written at a time
 
 
 def upscale_to_png(upscaler: Upscaler, image: np.ndarray, path: str | os.PathLike, *,
-                   bit_depth: int = 8, compress_level: int = 6) -> None:
-    """Upscale an HW or HWC (1 or 3 channels) uint8/uint16/float image into a PNG, row band by
-    row band, at the runtime's native scale."""
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
-        raise TilingError(f"streaming takes HW or HWC images with 1 or 3 channels, got shape "
-                          f"{image.shape} (alpha: use Upscaler.upscale)")
-    chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
-    planes = upscaler.split_planes(np.ascontiguousarray(chw), has_alpha=False)
+                   bit_depth: int = 8, compress_level: int = 6, icc_profile: bytes | None = None,
+                   dpi: tuple[float, float] | None = None, exif: bytes | None = None) -> None:
+    """Upscale an HW or HWC (1-4 channels) uint8/uint16/float image into a PNG, row band by
+    row band, at the runtime's native scale; ``icc_profile``, ``dpi`` (of the output) and
+    ``exif`` go into the file."""
+    height, width, channels = _shape(image)
+    s = upscaler.runtime.info.scale
+    with PngRowWriter(path, width * s, height * s, channels, bit_depth, compress_level,
+                      icc_profile=icc_profile, dpi=dpi, exif=exif) as writer:
+        for rows in stream_rows(upscaler, image, bit_depth):
+            writer.write(rows)
+
+
+def upscale_to_tiff(upscaler: Upscaler, image: np.ndarray, path: str | os.PathLike, *,
+                    bit_depth: int = 8, compress_level: int = 6,
+                    icc_profile: bytes | None = None,
+                    dpi: tuple[float, float] | None = None) -> None:
+    """``upscale_to_png`` into a TIFF (deflate strips, ``tiff.TiffStripWriter``)."""
+    height, width, channels = _shape(image)
+    s = upscaler.runtime.info.scale
+    with TiffStripWriter(path, width * s, height * s, channels, bit_depth, compress_level,
+                         icc_profile=icc_profile, dpi=dpi) as writer:
+        for rows in stream_rows(upscaler, image, bit_depth):
+            writer.write(rows)
+
+
+def stream_rows(upscaler: Upscaler, image: np.ndarray, bit_depth: int = 8
+                ) -> Iterator[np.ndarray]:
+    """The upscaled ``image`` (HW or HWC, 1-4 channels, uint8/uint16/float) at the runtime's
+    native scale, as (rows, width, channels) uint8/uint16 blocks from top to bottom."""
+    _shape(image)
+    chw = np.ascontiguousarray(image[None] if image.ndim == 2 else image.transpose(2, 0, 1))
+    channels = chw.shape[0]
+    top_value = np.iinfo(chw.dtype).max if chw.dtype.kind in "ui" else 1
+    opaque = channels in (2, 4) and bool((chw[-1] >= top_value).all())
+    if opaque:  # as Upscaler.upscale: an alpha of 1 everywhere is skipped and stays 1
+        chw = chw[:-1]
+    has_alpha = chw.shape[0] in (2, 4)
+    premultiplied = has_alpha and upscaler.premultiply_alpha
+    if premultiplied:
+        chw = (chw.astype(np.float32) / np.float32(top_value) if top_value != 1 else
+               np.clip(chw, 0, 1).astype(np.float32))
+        chw[:-1] *= chw[-1]
+    planes = upscaler.split_planes(chw, has_alpha)
     n_planes, c_model, height, width = planes.shape
     s = upscaler.runtime.info.scale
     tiles = upscaler.plan(height, width)
@@ -45,28 +85,51 @@ def upscale_to_png(upscaler: Upscaler, image: np.ndarray, path: str | os.PathLik
     weight_sum = np.zeros(band.shape[1:], np.float32)
     top = 0  # output row of band[:, 0]
 
-    def flush(n: int) -> None:
-        """Write the band's first n rows, move the rest up (copies of <= n rows: no overlap)."""
-        for r in range(0, n, _FLUSH_ROWS):  # in slices: temporaries stay small
+    def finish(n: int) -> Iterator[np.ndarray]:
+        """The band's first n rows as integers, in slices (temporaries stay small)."""
+        for r in range(0, n, _FLUSH_ROWS):
             k = min(_FLUSH_ROWS, n - r)
             out = normalize(band[:, r:r + k], weight_sum[r:r + k])
-            out = upscaler.merge_planes(out.reshape(n_planes, c_model, k, -1), chw.shape[0], False)
-            writer.write(to_uint(np.clip(out, 0, 1).transpose(1, 2, 0), bit_depth))
+            out = upscaler.merge_planes(out.reshape(n_planes, c_model, k, -1), chw.shape[0],
+                                        has_alpha)
+            out = np.clip(out, 0, 1)
+            if premultiplied:
+                alpha = out[-1:]
+                colour = np.divide(out[:-1], alpha, out=np.zeros_like(out[:-1]),
+                                   where=alpha > ALPHA_EPS)
+                out = np.concatenate([np.minimum(colour, 1), alpha])
+            if opaque:
+                out = np.concatenate([out, np.ones((1, *out.shape[1:]), np.float32)])
+            yield to_uint(out.transpose(1, 2, 0), bit_depth)
+
+    def move_up(n: int) -> None:
+        """Drop the band's first n rows (copies of <= n rows: no overlap)."""
         for i in range(0, len(weight_sum) - n, n):
             src = slice(i + n, min(i + 2 * n, len(weight_sum)))
             dst = slice(i, src.stop - n)
             band[:, dst], weight_sum[dst] = band[:, src], weight_sum[src]
         band[:, -n:], weight_sum[-n:] = 0, 0
 
-    with PngRowWriter(path, width * s, height * s, chw.shape[0], bit_depth,
-                      compress_level) as writer:
+    with Progress(len(tiles) * n_planes, unit="tile", enabled=upscaler.progress,
+                  leave=False) as bar:
         for y, row in itertools.groupby(tiles, key=lambda t: t.y):
             if y * s > top:
-                flush(y * s - top)
+                yield from finish(y * s - top)
+                move_up(y * s - top)
                 top = y * s
             for tile, out, weight in upscaler.infer_tiles(planes, list(row)):
                 accumulate(band, weight_sum, out, weight, tile.y * s - top, tile.x * s)
-        flush(height * s - top)
+                bar.update(n_planes)
+    yield from finish(height * s - top)
+
+
+def _shape(image: np.ndarray) -> tuple[int, int, int]:
+    """(height, width, channels) of an HW or HWC image with 1-4 channels, else a TilingError."""
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)) \
+            or 0 in image.shape:
+        raise TilingError(f"streaming takes HW or HWC images with 1-4 channels, got shape "
+                          f"{image.shape}")
+    return (*image.shape[:2], 1 if image.ndim == 2 else image.shape[2])
 
 
 LARGEST_TILE = 1024  # auto_tile's default upper bound, in input pixels
@@ -114,7 +177,8 @@ def auto_tile(max_memory: float, *, height: int, width: int, scale: int, channel
                 f"max memory {max_memory / 1e6:.0f} MB is too small to hold the whole "
                 f"{height * scale}x{width * scale} output: it needs {whole / 1e6:.0f} MB on top "
                 f"of the {reserved / 1e6:.0f} MB in use and {tiles(smallest) / 1e6:.0f} MB for "
-                f"{smallest}-pixel tiles; --stream writes PNG rows as they finish and fits")
+                f"{smallest}-pixel tiles; streamed (PNG or TIFF at the model's scale, without "
+                f"--no-stream) it fits")
         raise TilingError(f"max memory {max_memory / 1e6:.0f} MB is too small: {smallest}-pixel "
                           f"tiles at width {width} need {need(smallest) / 1e6:.0f} MB "
                           f"({reserved / 1e6:.0f} MB of it in use before the first tile)")

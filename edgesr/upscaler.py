@@ -33,7 +33,6 @@ from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from edgesr.errors import InferenceError, TilingError
 from edgesr.finite import check_tile
@@ -46,6 +45,7 @@ from edgesr.kernels.native import (
     normalize,
     tile_weight,
 )
+from edgesr.progress import Progress
 from edgesr.runtimes.base import Runtime
 from edgesr.tiling import Tile, plan_tiles, round_up
 
@@ -61,11 +61,15 @@ class Upscaler:
     ``overlap``: the least overlap between neighbouring tiles, in input pixels.
     ``batch``: tiles per ``infer`` call (default: the runtime's preferred batch, capped by its
     max batch). ``blend``: a window from ``kernels.blend.BLEND_KINDS`` (None: the default).
+    ``tta``: 8-fold self-ensemble (Real-ESRGAN's and realesrgan-ncnn-vulkan's ``-x``): every
+    tile is run 8 times, flipped and rotated, and the outputs, turned back, are averaged. It is
+    done per tile, so tiling, blending and streaming are unchanged (8 times the inference).
+    ``progress``: a tile progress bar on stderr (``edgesr.progress``).
     """
 
     def __init__(self, runtime: Runtime, *, tile: int | None = 256, overlap: int = 32,
                  batch: int | None = None, blend: str | None = None, pad_mode: str = "reflect",
-                 premultiply_alpha: bool = True, progress: bool = False):
+                 premultiply_alpha: bool = True, progress: bool = False, tta: bool = False):
         info = runtime.info
         self.runtime = runtime
         self.tile = tile or 0
@@ -77,6 +81,10 @@ class Upscaler:
         self.pad_mode = pad_mode
         self.premultiply_alpha = premultiply_alpha
         self.progress = progress
+        self.tta = tta
+        if tta and info.fixed_hw is not None and info.fixed_hw[0] != info.fixed_hw[1]:
+            raise TilingError(f"{runtime.name}: TTA rotates tiles, and this model takes only "
+                              f"{info.fixed_hw[0]}x{info.fixed_hw[1]} ones (not square)")
         if self.tile < 0 or overlap < 0 or self.batch < 1:
             raise TilingError(f"need tile >= 0, overlap >= 0 and batch >= 1; got tile {tile}, "
                               f"overlap {overlap}, batch {batch}")
@@ -94,7 +102,8 @@ class Upscaler:
         """A copy of this upscaler with another tile size."""
         return Upscaler(self.runtime, tile=tile, overlap=self.overlap, batch=self.batch,
                         blend=self.blend, pad_mode=self.pad_mode,
-                        premultiply_alpha=self.premultiply_alpha, progress=self.progress)
+                        premultiply_alpha=self.premultiply_alpha, progress=self.progress,
+                        tta=self.tta)
 
     def plan(self, height: int, width: int) -> list[Tile]:
         """The tiles an image of this size is cut into (input pixels)."""
@@ -168,7 +177,21 @@ class Upscaler:
 
     def infer_batch(self, batch: np.ndarray) -> np.ndarray:
         """Run one (N, C, h, w) float32 batch through the runtime; the output as float32,
-        checked to be (N, out channels, h * scale, w * scale) (else an InferenceError)."""
+        checked to be (N, out channels, h * scale, w * scale) (else an InferenceError).
+        With ``tta``, the mean of the 8 flipped and rotated runs, each turned back; summed
+        pairwise, so a model that commutes with flips and rotations gives its plain output
+        exactly."""
+        if not self.tta:
+            return self._infer(batch)
+        outs = [np.rot90(self._infer(np.ascontiguousarray(np.rot90(flip, k, (2, 3)))), -k,
+                         (2, 3))
+                for flip in (batch, batch[..., ::-1]) for k in range(4)]
+        outs[4:] = [out[..., ::-1] for out in outs[4:]]
+        while len(outs) > 1:
+            outs = [a + b for a, b in zip(outs[::2], outs[1::2], strict=True)]
+        return np.ascontiguousarray(outs[0] / np.float32(8))
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
         info = self.runtime.info
         n, _, h, w = batch.shape
         out = np.asarray(self.runtime.infer(batch), dtype=np.float32)
@@ -226,8 +249,8 @@ class Upscaler:
         tiles = self.plan(height, width)
         canvas = np.zeros((n_planes * c_out, height * s, width * s), np.float32)
         weight_sum = np.zeros((height * s, width * s), np.float32)
-        with tqdm(total=len(tiles) * n_planes, unit="tile", disable=not self.progress,
-                  leave=False) as bar:
+        with Progress(len(tiles) * n_planes, unit="tile", enabled=self.progress,
+                      leave=False) as bar:
             for tile, out, weight in self.infer_tiles(planes, tiles):
                 accumulate(canvas, weight_sum, out, weight, tile.y * s, tile.x * s)
                 bar.update(n_planes)

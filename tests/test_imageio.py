@@ -369,3 +369,20 @@ def test_float_colour_tiff_is_named_for_what_it_is(tmp_path, rng):
     with pytest.raises(ImageReadError, match="float.tif: a TIFF with 3 32-bit floating-point "
                                              "samples a pixel"):
         read_image(path)
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".webp", ".avif", ".heic"])
+def test_quality_reaches_every_lossy_encoder(tmp_path, ext):
+    from edgesr import heif
+    from edgesr.errors import ImageWriteError
+
+    try:
+        heif.prepare(tmp_path / f"x{ext}", ImageWriteError)
+    except ImageWriteError as exc:
+        pytest.skip(f"no {ext} encoder here: {exc}")
+    pixels = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    sizes = []
+    for quality in (10, 90):
+        write_image(tmp_path / f"q{quality}{ext}", pixels, quality=quality)
+        sizes.append((tmp_path / f"q{quality}{ext}").stat().st_size)
+    assert sizes[0] < sizes[1] / 2

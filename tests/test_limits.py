@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from stub_runtimes import NearestRuntime
 
-from edgesr.errors import EdgesrError
+from edgesr.errors import EdgesrError, ImageReadError
 from edgesr.limits import PixelLimitError, PixelLimits, parse_pixels
 from edgesr.pipeline import FileResult, upscale_file, upscale_many
 from edgesr.upscaler import Upscaler
@@ -26,15 +26,30 @@ def png_header_only(path, width: int, height: int):
     return path
 
 
-@pytest.mark.parametrize("size, which", [((12000, 12000), "input"), ((9000, 9000), "output"),
-                                         ((80_000_000, 1), "output"), ((5000, 5000), "output")])
-def test_too_many_pixels_are_refused_from_the_header(tmp_path, size, which):
+@pytest.mark.parametrize("size, which, out", [
+    ((12000, 12000), "input", "o.png"), ((9000, 9000), "output", "o.png"),
+    ((80_000_000, 1), "output", "o.png"), ((5000, 5000), "output", "o.jpg")])
+def test_too_many_pixels_are_refused_from_the_header(tmp_path, size, which, out):
     src = png_header_only(tmp_path / "big.png", *size)
     with NearestRuntime(scale=4) as runtime:
         with pytest.raises(PixelLimitError, match=rf"big.png: .*{which}.* GB") as info:
-            upscale_file(Upscaler(runtime), src, tmp_path / "o.png")
+            upscale_file(Upscaler(runtime), src, tmp_path / out)
     assert "--max-" in str(info.value)
-    assert not (tmp_path / "o.png").exists()
+    assert not (tmp_path / out).exists()
+
+
+def test_a_streamed_output_may_be_larger_by_default(tmp_path):
+    """5000x5000 x4 is 400 Mpx: over the in-memory default (256M), under the streamed one (1G),
+    so the PNG output gets as far as decoding the (pixel-less) file."""
+    src = png_header_only(tmp_path / "big.png", 5000, 5000)
+    with NearestRuntime(scale=4) as runtime:
+        with pytest.raises(ImageReadError, match="cannot read image"):
+            upscale_file(Upscaler(runtime), src, tmp_path / "o.png")
+        with pytest.raises(PixelLimitError, match="over the limit 256000000"):
+            upscale_file(Upscaler(runtime), src, tmp_path / "o.png", stream=False)
+        with pytest.raises(PixelLimitError, match="over the limit 300000000"):
+            upscale_file(Upscaler(runtime), src, tmp_path / "o.png",
+                         limits=PixelLimits(output=300_000_000))
 
 
 def test_limits_are_configurable(tmp_path, rng):
@@ -57,10 +72,10 @@ def test_a_folder_run_carries_on_past_a_too_big_file(tmp_path, rng):
     Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(small)
     seen: list[FileResult] = []
     with NearestRuntime(scale=2) as runtime:
-        results = upscale_many(Upscaler(runtime), [(big, tmp_path / "A.png"),
+        results = upscale_many(Upscaler(runtime), [(big, tmp_path / "A.jpg"),
                                                    (small, tmp_path / "B.png")], seen.append)
     assert "output pixels" in results[0].error and results[1].error is None
-    assert (tmp_path / "B.png").is_file() and not (tmp_path / "A.png").exists()
+    assert (tmp_path / "B.png").is_file() and not (tmp_path / "A.jpg").exists()
 
 
 def test_out_of_memory_is_a_failed_file_not_a_traceback(tmp_path, rng, monkeypatch):
@@ -72,8 +87,8 @@ def test_out_of_memory_is_a_failed_file_not_a_traceback(tmp_path, rng, monkeypat
 
     monkeypatch.setattr(Upscaler, "upscale", no_memory)
     with NearestRuntime(scale=2) as runtime:
-        (result,) = upscale_many(Upscaler(runtime), [(src, tmp_path / "o.png")], lambda r: None)
-    assert "out of memory" in result.error and not (tmp_path / "o.png").exists()
+        (result,) = upscale_many(Upscaler(runtime), [(src, tmp_path / "o.jpg")], lambda r: None)
+    assert "out of memory" in result.error and not (tmp_path / "o.jpg").exists()
 
 
 @pytest.mark.parametrize("text, pixels", [("64M", 64_000_000), ("1.5G", 1_500_000_000),

@@ -10,7 +10,7 @@ from stub_runtimes import NearestRuntime
 
 from edgesr.errors import EdgesrError
 from edgesr.model_memory import ModelMemory
-from edgesr.pipeline import plan_outputs, upscale_file, upscale_many
+from edgesr.pipeline import plan_outputs, stream_blocker, upscale_file, upscale_many
 from edgesr.runtimes.base import RuntimeInfo
 from edgesr.upscaler import Upscaler
 
@@ -110,3 +110,44 @@ def test_a_link_to_the_input_is_the_input(tmp_path, src, link):
     out.symlink_to(src) if link == "symlink" else out.hardlink_to(src)
     with pytest.raises(EdgesrError, match="would overwrite the input"):
         plan_outputs(src, out, "x2", None)
+
+
+@pytest.mark.parametrize("target, outscale, why", [
+    ("o.png", None, None), ("o.TIF", None, None), ("o.tiff", 2.0, None),
+    ("o.jpg", None, "JPG output is encoded from the whole image"),
+    ("o.webp", None, "WEBP output"), ("o.png", 3.0, "--outscale resizes the whole image")])
+def test_stream_blocker(target, outscale, why):
+    with NearestRuntime(scale=2) as runtime:
+        blocker = stream_blocker(Upscaler(runtime), Path(target), 10, 12, outscale)
+    assert blocker == why if why is None else why in blocker
+
+
+def test_upscale_file_streams_only_when_asked_and_it_can(tmp_path, src):
+    notes = []
+    with NearestRuntime(scale=2) as runtime:
+        upscaler = Upscaler(runtime, tile=16, overlap=4)
+        upscale_file(upscaler, src, tmp_path / "a.jpg", on_whole_image=lambda *a: notes.append(a))
+        upscale_file(upscaler, src, tmp_path / "b.jpg", stream=False,
+                     on_whole_image=lambda *a: notes.append(a))
+        with pytest.raises(EdgesrError, match="--stream writes PNG or TIFF"):
+            upscale_file(upscaler, src, tmp_path / "c.jpg", stream=True)
+        (results,) = upscale_many(upscaler, [(src, tmp_path / "d.png")], lambda r: None)
+    (source, why, need), = notes  # said once: stream=False asked for no note
+    assert source == src and "JPG" in why and need > 52 * 40 * 2 * 2 * 3 * 4
+    assert results.streamed and results.size_in == (52, 40) and results.size_out == (104, 80)
+
+
+@pytest.mark.parametrize("suffix, single, in_folder", [
+    (None, "in_x2.png", "in.png"), ("out", "in_out.png", "in_out.png"), ("", None, "in.png")])
+def test_suffix_names_the_outputs_edgesr_names(tmp_path, src, suffix, single, in_folder):
+    if single is None:
+        with pytest.raises(EdgesrError, match="would overwrite the input"):
+            plan_outputs(src, None, "x2", None, suffix)
+    else:
+        assert plan_outputs(src, None, "x2", None, suffix) == [(src, tmp_path / single)]
+    out = tmp_path / "out"
+    out.mkdir()
+    assert plan_outputs(src, out, "x2", ".webp", suffix) == \
+        [(src, out / in_folder.replace(".png", ".webp"))]
+    assert plan_outputs(tmp_path, None, "x2", None, suffix)[0][1] == \
+        tmp_path.with_name(f"{tmp_path.name}_x2") / in_folder

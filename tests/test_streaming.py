@@ -9,9 +9,10 @@ from PIL import Image
 from stub_runtimes import NearestRuntime
 
 from edgesr.errors import EdgesrError
+from edgesr.imageio import read_image
 from edgesr.kernels.blend import to_uint
 from edgesr.png import PngRowWriter
-from edgesr.streaming import auto_tile, upscale_to_png
+from edgesr.streaming import auto_tile, stream_rows, upscale_to_png, upscale_to_tiff
 from edgesr.upscaler import Upscaler
 
 
@@ -64,10 +65,53 @@ def test_png_writer_rejects_wrong_rows_and_leaves_no_partial_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_stream_rejects_alpha(tmp_path):
-    with NearestRuntime(2) as runtime, pytest.raises(EdgesrError, match="alpha"):
+def _alpha_image(shape, opaque: bool, dtype=np.uint8) -> np.ndarray:
+    """A pattern whose last channel is alpha: transparent holes and soft edges, or all opaque."""
+    image = _pattern(shape).astype(dtype) * (257 if dtype == np.uint16 else 1)
+    top = np.iinfo(dtype).max
+    alpha = np.full(shape[:2], top, dtype)
+    if not opaque:
+        alpha[::3] = 0
+        alpha[1::5] = top // 3
+    image[..., -1] = alpha
+    return image
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+@pytest.mark.parametrize("opaque", [False, True])
+@pytest.mark.parametrize("premultiply", [True, False])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_stream_with_alpha_equals_whole_image_upscale(tmp_path, channels, opaque, premultiply,
+                                                      dtype):
+    ints = _alpha_image((37, 41, channels), opaque, np.uint16 if dtype == np.uint16 else np.uint8)
+    top = np.iinfo(ints.dtype).max
+    image = ints.astype(np.float32) / top if dtype == np.float32 else ints
+    bit_depth = 16 if dtype == np.uint16 else 8
+    with NearestRuntime(2, pattern=(1, 6, 2, 7)) as runtime:
+        upscaler = Upscaler(runtime, tile=16, overlap=4, batch=2, premultiply_alpha=premultiply)
+        got = np.concatenate(list(stream_rows(upscaler, image, bit_depth)))
+        want = to_uint(upscaler.upscale(ints.astype(np.float32) / np.float32(top)), bit_depth)
+    np.testing.assert_array_equal(got, want)
+    if not opaque:
+        assert (want[..., -1] == 0).any()  # holes: the premultiplied path is exercised
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_stream_to_tiff_reads_back_as_the_whole_image_upscale(tmp_path, channels, bit_depth):
+    image = _alpha_image((45, 38, channels), False) if channels in (2, 4) else \
+        _pattern((45, 38, channels))
+    with NearestRuntime(2, pattern=(1, 6, 2, 7)) as runtime:
         upscaler = Upscaler(runtime, tile=16, overlap=4)
-        upscale_to_png(upscaler, _pattern((8, 8, 4)), tmp_path / "a.png")
+        upscale_to_tiff(upscaler, image, tmp_path / "o.tif", bit_depth=bit_depth,
+                        icc_profile=None, dpi=(144, 72))
+        want = to_uint(upscaler.upscale(image.astype(np.float32) / 255), bit_depth)
+    if channels == 2 and bit_depth == 16:  # stored as RGBA, as write_image stores it
+        want = want[..., [0, 0, 0, 1]]
+    got = read_image(tmp_path / "o.tif")
+    assert got.bit_depth == bit_depth and got.dpi == pytest.approx((144, 72))
+    np.testing.assert_array_equal(to_uint(got.pixels, bit_depth), want)
+    assert [p.name for p in tmp_path.iterdir()] == ["o.tif"]
 
 
 def test_auto_tile_fits_budget_and_grows_with_it():
@@ -84,8 +128,8 @@ def test_auto_tile_without_stream_counts_the_whole_image():
                   reserved=300e6)
     streamed = auto_tile(1.5e9, stream=True, **common)
     assert 32 <= auto_tile(1.5e9, stream=False, **common) < streamed
-    with pytest.raises(EdgesrError, match=r"whole 4096x4096 output: it needs \d+ MB.*--stream"):
+    with pytest.raises(EdgesrError, match=r"whole 4096x4096 output: it needs \d+ MB.*streamed"):
         auto_tile(0.5e9, stream=False, **common)
     assert auto_tile(0.5e9, stream=True, **common) >= 32
     with pytest.raises(EdgesrError, match="too small: 32-pixel tiles"):
-        auto_tile(0.31e9, stream=False, **common)  # not even streaming fits: no --stream hint
+        auto_tile(0.31e9, stream=False, **common)  # not even streaming fits: no streaming hint

@@ -413,3 +413,37 @@ def test_resize_matches_torch_antialiased_bicubic(rng, shape, size):
     out = resize(chw, size)
     assert out.shape == ref.shape and out.dtype == np.float32
     assert np.abs(out - ref).max() <= RESIZE_ATOL
+
+
+@pytest.mark.parametrize("stub, exact", [(NearestStub, True), (BlurStub, False)])
+def test_tta_on_a_flip_and_rotation_equivariant_model_is_its_plain_output(rng, stub, exact):
+    image = smooth_image(rng, 37, 50)  # edge tiles are not square: rotated, they swap h and w
+    with stub(scale=2, preferred_batch=3) as rt:
+        plain = Upscaler(rt, tile=16, overlap=4).upscale(image)
+        tta = Upscaler(rt, tile=16, overlap=4, tta=True).upscale(image)
+    if exact:  # pairwise sums of 8 equal values: exact
+        np.testing.assert_array_equal(tta, plain)
+    else:  # the blur sums neighbours in another order once rotated
+        np.testing.assert_allclose(tta, plain, atol=1e-6)
+
+
+def test_tta_on_a_random_model_averages_8_transformed_runs(rng):
+    image = smooth_image(rng, 24, 20)
+    with tiny_runtime("compact_x2") as rt:
+        plain = Upscaler(rt, tile=0).upscale(image)
+        tta = Upscaler(rt, tile=0, tta=True).upscale(image)
+        chw = image.transpose(2, 0, 1)[None]
+        runs = []
+        for flip in (False, True):
+            x = chw[..., ::-1] if flip else chw
+            for k in range(4):
+                out = np.rot90(rt.infer(np.ascontiguousarray(np.rot90(x, k, (2, 3)))), -k, (2, 3))
+                runs.append(out[..., ::-1] if flip else out)
+    want = np.clip(np.mean(runs, axis=0)[0].transpose(1, 2, 0), 0, 1)
+    assert np.abs(tta - plain).max() > 1e-3  # a random network is not equivariant
+    np.testing.assert_allclose(tta, want, atol=1e-6)
+
+
+def test_tta_needs_square_tiles_on_a_fixed_shape_model():
+    with NearestStub(fixed_hw=(16, 32)) as rt, pytest.raises(EdgesrError, match="not square"):
+        Upscaler(rt, tta=True)

@@ -1,13 +1,20 @@
 """``edgesr upscale``: an image or a folder of images through a model, tile by tile."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
-from edgesr.limits import DEFAULT_INPUT_PIXELS, DEFAULT_OUTPUT_PIXELS
+from edgesr.limits import (
+    DEFAULT_INPUT_PIXELS,
+    DEFAULT_OUTPUT_PIXELS,
+    DEFAULT_STREAMED_OUTPUT_PIXELS,
+)
 from edgesr.runtimes.registry import BACKENDS
+
+#: ``-f/--format`` choices: ``imageio.IMAGE_EXTENSIONS`` without the dot (spelled out: imageio
+#: imports NumPy and Pillow, which the parser must not; a test keeps the two equal).
+FORMATS = ("png", "jpg", "jpeg", "webp", "tif", "tiff", "heic", "heif", "avif")
 
 
 def register(sub) -> None:
@@ -41,17 +48,35 @@ def register(sub) -> None:
     up.add_argument("--max-memory", metavar="SIZE", help="keep the process's peak memory "
                     "within SIZE, e.g. 2G, by picking the tile size per image from the model's "
                     "memory, measured once per model and backend (overrides --tile)")
-    up.add_argument("--stream", action="store_true", help="write PNG output row band by row "
-                    "band: memory stays flat in image size (for very large images)")
-    up.add_argument("--ext", help="output extension for folder runs, e.g. .png")
+    up.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                    help="write the output row band by row band, so memory stays flat in image "
+                    "size: the default wherever it can (PNG and TIFF at the model's scale; "
+                    "JPEG/WebP/HEIC/AVIF and --outscale hold the whole image, and say how much "
+                    "memory). --stream: an error where it cannot; --no-stream: never")
+    up.add_argument("-f", "--format", choices=FORMATS, help="output format of the files edgesr "
+                    "names (default: the input's; as realesrgan-ncnn-vulkan's -f)")
+    up.add_argument("--ext", help="output extension for folder runs, e.g. .png (--format is "
+                    "the same for every run)")
+    up.add_argument("--suffix", help="output name suffix: IMAGE_SUFFIX.EXT (as Real-ESRGAN's "
+                    "--suffix; default: the scale, e.g. x4, beside a single input, none in an "
+                    "output folder; '' for none)")
+    up.add_argument("--quality", type=int, metavar="1-100", help="JPEG, WebP, AVIF and HEIC "
+                    "quality (default: 95 for JPEG and WebP, where 100 is lossless WebP)")
+    up.add_argument("-x", "--tta", action="store_true", help="8-fold test-time augmentation "
+                    "(as realesrgan-ncnn-vulkan's -x): each tile runs flipped and rotated 8 ways "
+                    "and the results are averaged; 8 times slower")
+    up.add_argument("--json", action="store_true", help="print one JSON document on stdout "
+                    "(per file: source, target, sizes, seconds, error and what ran: model, "
+                    "backend, device, precision); other lines go to stderr")
     up.add_argument("--max-input-pixels", metavar="N", help="refuse (from the header, before "
                     "decoding) images with more pixels, e.g. 64M or 8000x8000; 0: no limit "
                     f"(default: {DEFAULT_INPUT_PIXELS // 10**6}M)")
     up.add_argument("--max-output-pixels", metavar="N", help="refuse images whose upscale has "
-                    f"more pixels (default: {DEFAULT_OUTPUT_PIXELS // 10**6}M; raise it with "
-                    "--stream)")
+                    f"more pixels (default: {DEFAULT_OUTPUT_PIXELS // 10**6}M held in memory, "
+                    f"{DEFAULT_STREAMED_OUTPUT_PIXELS // 10**6}M streamed)")
     up.add_argument("--threads", type=int, default=0, help="CPU threads for the backend")
-    up.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    up.add_argument("-q", "--quiet", action="store_true", help="no progress and no notes "
+                    "(progress is a bar on a terminal, plain lines otherwise)")
     up.add_argument("--consistency-map", metavar="PATH", help="also write a heat map of where "
                     "the downscaled output departs from the input (one input image only)")
     up.add_argument("--consistency-downsample", choices=("bicubic", "area"), default="bicubic",
@@ -86,21 +111,41 @@ SD_OPTIONS = ("scale", "steps", "guidance_scale", "noise_level", "seed", "prompt
 
 def run(args: argparse.Namespace) -> int:
     from edgesr.errors import EdgesrError
+
+    if not args.json:
+        return _run(args)
+    report: dict = {"files": []}
+    try:
+        code = _run(args, report)
+    except EdgesrError as exc:  # still one JSON document; main prints the line and exits 1
+        report["error"] = str(exc)
+        raise
+    finally:
+        print(json.dumps(report, indent=2))
+    return code
+
+
+def _run(args: argparse.Namespace, report: dict | None = None) -> int:
+    """``edgesr upscale``; with ``report`` (``--json``), what ran and every file go into it."""
+    from edgesr.errors import EdgesrError
     from edgesr.model_kinds import DENOISER, SD_X4, backends_for
     from edgesr.model_memory import measure_model_memory, return_freed_memory
+    from edgesr.models.zoo import DEFAULT_MODEL
     from edgesr.pipeline import (
         open_runtime,
         parse_size,
-        plan_outputs,
         resolve_runtime,
         upscale_many,
     )
+    from edgesr.progress import Progress
     from edgesr.runtimes.registry import parse_variant
     from edgesr.upscaler import Upscaler
 
     if args.consistency_map and (args.max_memory or args.stream):
         raise EdgesrError("--consistency-map holds the whole output and its map in memory; "
                           "it takes no --stream or --max-memory")
+    if args.quality is not None and not 1 <= args.quality <= 100:
+        raise EdgesrError(f"--quality {args.quality}: a number from 1 to 100")
     from edgesr.limits import PixelLimits, parse_pixels
 
     limits = PixelLimits(**{kind: parse_pixels(value) for kind, value in (
@@ -119,12 +164,21 @@ def run(args: argparse.Namespace) -> int:
     if (args.latent_tile, args.latent_overlap) != (None, None) and backend not in sd:
         raise EdgesrError(f"--latent-tile and --latent-overlap are for Stable Diffusion x4 "
                           f"folders (backend {' or '.join(sd)}), not backend {backend!r}")
+    if args.tta and backend in (*sr3, *sd):
+        raise EdgesrError(f"--tta averages 8 runs of a feed-forward model; backend {backend!r} "
+                          "samples a diffusion model (use --seed for another sample)")
+    human = sys.stderr if report is not None else sys.stdout
     variant = f"{backend}:{named}" if named else backend  # open_runtime checks it vs --precision
     with open_runtime(str(model_path), variant, precision=args.precision, device=args.device,
                       **options) as runtime:
         info = runtime.info
         label = f"x{args.outscale or info.scale:g}"
-        pairs = plan_outputs(Path(args.input), args.output and Path(args.output), label, args.ext)
+        pairs = _plan(args, label)
+        ran = {"model": args.model or DEFAULT_MODEL, "model_file": str(model_path),
+               "backend": runtime.name, "device": info.device or None,
+               "precision": info.precision}
+        if report is not None:
+            report.update(ran)
         if not args.quiet:  # what runs: model, backend, device, precision (and why)
             print(f"edgesr: {runtime.describe()}; model {model_path.name}", file=sys.stderr)
         memory = None  # measured once for the whole run; a fixed input shape has no tile to pick
@@ -132,41 +186,104 @@ def run(args: argparse.Namespace) -> int:
             memory = measure_model_memory(model_path, backend, options,
                                           multiple=info.size_multiple)
         upscaler = Upscaler(runtime, tile=args.tile, overlap=args.overlap, batch=args.batch,
-                            blend=args.blend, progress=not args.quiet)
+                            blend=args.blend, progress=not args.quiet, tta=args.tta)
         if args.consistency_map:
-            return _with_map(upscaler, pairs, args)
-        files = tqdm(total=len(pairs), unit="img", disable=args.quiet or len(pairs) < 2)
+            return _with_map(upscaler, pairs, args, report, human)
+        files = Progress(len(pairs), unit="img", desc="images",
+                         enabled=not args.quiet and len(pairs) > 1)
+        noted: set[str] = set()
 
-        def report(result) -> None:
+        def whole_image(source: Path, why: str, need: float) -> None:
+            if not args.quiet and why not in noted:
+                noted.add(why)
+                amount = f"{need / 1e9:.1f} GB" if need >= 1e9 else f"{need / 1e6:.0f} MB"
+                files.write(f"edgesr: {source.name}: not streamed: {why}; upscaling it in memory "
+                            f"takes about {amount}", file=sys.stderr)
+
+        def done(result) -> None:
             files.update()
+            if report is not None:
+                report["files"].append(_file_entry(result, ran))
             if result.error:
                 error = result.error if str(result.source) in result.error else \
                     f"{result.source}: {result.error}"
-                tqdm.write(f"edgesr: {'error' if len(pairs) == 1 else 'failed'}: {error}",
-                           file=sys.stderr)
+                files.write(f"edgesr: {'error' if len(pairs) == 1 else 'failed'}: {error}",
+                            file=sys.stderr)
             elif not args.quiet:
-                tqdm.write(f"{result.source} -> {result.target}")
+                files.write(f"{result.source} -> {result.target}", file=human)
 
-        results = upscale_many(upscaler, pairs, report, outscale=args.outscale,
-                               bit_depth=args.bit_depth, stream=args.stream,
-                               max_memory=max_memory, model_memory=memory, limits=limits)
-        files.close()
+        with files:
+            results = upscale_many(upscaler, pairs, done, outscale=args.outscale,
+                                   bit_depth=args.bit_depth, stream=args.stream,
+                                   quality=args.quality, max_memory=max_memory,
+                                   model_memory=memory, limits=limits,
+                                   on_whole_image=whole_image)
     failed = [r for r in results if r.error]
+    if report is not None:
+        report["failed"] = len(failed)
     if failed and len(results) > 1:
         print(f"edgesr: {len(failed)} of {len(results)} images failed", file=sys.stderr)
     return 1 if failed else 0
 
 
-def _with_map(upscaler, pairs: list, args: argparse.Namespace) -> int:
-    """Upscale one file and write its consistency map (``--consistency-map``)."""
+def _plan(args: argparse.Namespace, label: str) -> list[tuple[Path, Path]]:
+    """(input, output) pairs from the naming flags: -o, --ext, -f/--format, --suffix; checked
+    against --format and --quality."""
+    from edgesr.errors import EdgesrError
+    from edgesr.imageio import QUALITY_FORMATS, image_format
+    from edgesr.pipeline import plan_outputs
+
+    ext = args.ext
+    if args.format:
+        wanted = f".{args.format}"
+        if ext is not None and image_format(f"x.{ext.lstrip('.')}") != image_format(wanted):
+            raise EdgesrError(f"--ext {ext} and --format {args.format} disagree; give one")
+        ext = wanted
+    pairs = plan_outputs(Path(args.input), args.output and Path(args.output), label, ext,
+                         args.suffix)
+    if args.format:
+        for _, target in pairs:
+            if image_format(target) != image_format(f"x{ext}"):
+                raise EdgesrError(f"-o {target} is not {args.format.upper()}, as --format "
+                                  f"{args.format} asks; name a .{args.format} file or a folder")
+    if args.quality is not None and not any(image_format(t) in QUALITY_FORMATS
+                                            for _, t in pairs):
+        raise EdgesrError(f"--quality is for JPEG, WebP, AVIF and HEIC output, and "
+                          f"{pairs[0][1].name} is {image_format(pairs[0][1])}")
+    return pairs
+
+
+def _file_entry(result, ran: dict) -> dict:
+    """One file of the ``--json`` document."""
+    size = lambda wh: None if wh is None else {"width": wh[0], "height": wh[1]}  # noqa: E731
+    return {"source": str(result.source),
+            "target": None if result.target is None else str(result.target),
+            "size_in": size(result.size_in), "size_out": size(result.size_out), **ran,
+            "streamed": result.streamed, "seconds": result.seconds, "error": result.error}
+
+
+def _with_map(upscaler, pairs: list, args: argparse.Namespace, report: dict | None,
+              human) -> int:
+    """Upscale one file and write its consistency map (``--consistency-map``), in memory."""
+    import time
+
     from edgesr.errors import EdgesrError
     from edgesr.fidelity import upscale_with_map
 
     if len(pairs) != 1:
         raise EdgesrError("--consistency-map takes one input image, not a folder")
     (source, target), map_path = pairs[0], Path(args.consistency_map)
+    if not args.quiet:
+        print(f"edgesr: {source.name}: not streamed: --consistency-map compares the whole "
+              "output with the input", file=sys.stderr)
+    started = time.perf_counter()
     score = upscale_with_map(upscaler, source, target, map_path,
                              method=args.consistency_downsample, outscale=args.outscale,
                              bit_depth=args.bit_depth)
-    print(f"{source} -> {target}; consistency {score:.2f} dB PSNR; map: {map_path}")
+    if report is not None:
+        report["files"].append({"source": str(source), "target": str(target),
+                                "seconds": time.perf_counter() - started, "error": None,
+                                "consistency_psnr": score, "map": str(map_path)})
+        report["failed"] = 0
+    print(f"{source} -> {target}; consistency {score:.2f} dB PSNR; map: {map_path}", file=human)
     return 0
