@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     with stdout_to_stderr():  # library logs (NNCF, OpenVINO, tqdm) never reach stdout
         result = _build(args, options, spec)
     verb = f"built in {result['seconds']:.1f} s" if result["built"] else "cached"
-    human = f"{args.backend} {args.precision} {result['profile']} on {result['device']} ({verb})"
+    device = "any device" if result["device"] == "any" else result["device"]
+    human = f"{args.backend} {args.precision} {result['profile']} for {device} ({verb})"
     emit(args, result, human=human, plain=result["path"])
     return 0
 

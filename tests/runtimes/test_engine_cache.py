@@ -172,11 +172,12 @@ def test_build_command_prints_where_the_engine_went(tmp_path, capsys):
     args = ["build", str(onnx_path), "-b", "openvino", "-p", "fp32", "--cache",
             str(tmp_path / "c")]
     assert main(args) == 0
-    first = capsys.readouterr().out
-    assert "built in" in first and first.strip().endswith("model.xml")
+    first = capsys.readouterr()  # stdout: the path only; what happened: stderr
+    assert "built in" in first.err and first.out.endswith("model.xml\n")
+    assert len(first.out.splitlines()) == 1
     assert main(args) == 0
-    second = capsys.readouterr().out
-    assert "(cached)" in second and second.split()[-1] == first.split()[-1]
+    second = capsys.readouterr()
+    assert "(cached)" in second.err and second.out == first.out
 
 
 def test_model_sha256_covers_weights_files_and_folders(tmp_path):
