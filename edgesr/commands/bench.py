@@ -3,10 +3,9 @@
 import argparse
 import contextlib
 import json
-import sys
 from pathlib import Path
 
-from edgesr.commands.jsonout import add_json_option, stdout_to_stderr
+from edgesr.commands.jsonout import add_json_option, stdout_to_stderr, write_stdout
 from edgesr.errors import EdgesrError
 
 
@@ -164,5 +163,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"\nwrote {write_report(report, out / 'report.json')}")
             print(f"wrote {plot_latency(report, out / 'latency.png')}")
     if args.json:
-        sys.stdout.write(json.dumps(validate_report(report), indent=2, allow_nan=False) + "\n")
+        write_stdout(json.dumps(validate_report(report), indent=2, allow_nan=False))
     return 0

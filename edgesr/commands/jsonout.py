@@ -25,13 +25,24 @@ def emit(args: argparse.Namespace, document: Any, *, human: str = "",
     if getattr(args, "json", False):
         if human:
             print(human, file=sys.stderr)
-        print(json.dumps(document, indent=1, default=str))
+        write_stdout(json.dumps(document, indent=1, default=str))
     elif plain is not None:
         if human:
             print(human, file=sys.stderr)
-        print(plain)
+        write_stdout(plain)
     elif human:
-        print(human)
+        write_stdout(human)
+
+
+def write_stdout(text: str) -> None:
+    """Print ``text`` (a line) on stdout; a reader that stops early (``| head``) ends it
+    quietly, not with a traceback."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):  # what is left goes nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @contextlib.contextmanager
