@@ -402,7 +402,7 @@ class OpenVINORuntime(Runtime):
                              [1, channels, *shape], self._props)
         if compiled is not None:
             self.compiled_by = "imported"
-        elif why:
+        elif why and why not in self._info.precision_note:
             note = "; ".join(n for n in (self._info.precision_note, why) if n)
             self._info = replace(self._info, precision_note=note)
         return compiled
