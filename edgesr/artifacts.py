@@ -50,6 +50,8 @@ def describe_ncnn(path: Path) -> Description:
         doc["architecture"] = describe_checkpoint(path)
     except ModuleNotFoundError as exc:
         doc["architecture"] = f"not detected (needs {exc.name}: pip install 'edgesr[export]')"
+    except EdgesrError as exc:  # an ncnn model of an architecture edgesr does not know
+        doc["architecture"] = f"not detected ({first_line(exc)})"
     return doc
 
 

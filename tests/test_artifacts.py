@@ -129,3 +129,13 @@ def test_checkpoint_description_is_json_able(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["model"].startswith("SRVGGNetCompact x2") and doc["scale"] == 2
     assert doc["size_multiple"] == 1
+
+
+def test_ncnn_model_of_an_unknown_architecture_is_still_described(tmp_path):
+    param = tmp_path / "other.param"
+    param.write_text("7767517\n2 2\nInput in 0 1 data 0=8 1=8 2=3\nReLU relu 1 1 data out\n")
+    param.with_suffix(".bin").write_bytes(b"")
+    doc = describe(param)
+    assert doc["layers"] == 2 and doc["inputs"] == ["in"]
+    assert doc["layer_types"] == {"Input": 1, "ReLU": 1}
+    assert doc["architecture"].startswith("not detected (")

@@ -6,7 +6,12 @@ import json
 import pytest
 
 from edgesr.cli import main
-from edgesr.runtimes.engine_cache import BuildOptions, ShapeProfile, check_options
+from edgesr.runtimes.engine_cache import (
+    BuildOptions,
+    EngineCacheError,
+    ShapeProfile,
+    check_options,
+)
 from edgesr.runtimes.registry import BUILD_OPTIONS, entries
 
 ENGINE_BACKENDS = [name for name, e in entries().items() if e.engine is not None]
@@ -22,7 +27,8 @@ def test_every_engine_backend_takes_or_refuses_each_option(backend, option):
     if option in spec.takes:
         assert check_options(backend, ASKED[option]) == ""
     else:
-        with pytest.raises(Exception, match=f"{backend} builds take no {BUILD_OPTIONS[option]}"):
+        message = f"{backend} builds take no {BUILD_OPTIONS[option]}"
+        with pytest.raises(EngineCacheError, match=message):
             check_options(backend, ASKED[option])
 
 
