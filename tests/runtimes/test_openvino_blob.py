@@ -97,3 +97,20 @@ def test_a_rebuilt_ir_does_not_import_the_old_blob(built, tmp_path, rng):
     shutil.copy(rebuilt.with_suffix(".bin"), xml.with_suffix(".bin"))
     how, info, _ = _run(xml, rng.random((1, 3, 32, 32), dtype=np.float32))
     assert how == "compiled" and "compiled from another IR" in info.precision_note
+
+
+def test_start_benchmark_takes_each_path_it_names(built, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_openvino_start.py"
+    out = tmp_path / "start.json"
+    done = subprocess.run([sys.executable, str(script), "--model", str(built[1]), "--tile", "16",
+                           "--precision", "fp32", "--runs", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert results["imported"]["compiled_by"] == "imported"  # the script checks it took it
+    assert results["compiled"]["compiled_by"] == "compiled"
+    assert len(results["imported"]["samples"]) == 1 and "imported" in done.stdout
