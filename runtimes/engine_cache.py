@@ -16,6 +16,7 @@ next build in that backend's folder (``fsutil.clean_stale_temps``: by owner pid 
 import hashlib
 import json
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,12 +27,14 @@ from edgesr.fsutil import (
     cache_dir,
     clean_stale_temps,
     file_lock,
+    move_files,
     remove,
     replace_dir,
     sha256_file,
+    staging_dir,
     temp_path,
 )
-from edgesr.runtimes.registry import EngineSpec, engine_backends, entry, load
+from edgesr.runtimes.registry import BUILD_OPTIONS, EngineSpec, engine_backends, entry, load
 
 MANIFEST = "manifest.json"
 
@@ -197,6 +200,38 @@ def _artifact_files(folder: Path) -> set[str]:
             if not p.is_dir() and p.relative_to(folder).as_posix() != MANIFEST}
 
 
+def artifact_files(artifact: Path) -> list[Path]:
+    """The files of an engine: those beside ``artifact`` named ``<stem>.*`` (an IR's ``.bin``,
+    its compiled model and sidecar), then the artifact itself (a file or folder), last."""
+    beside = sorted(p for p in artifact.parent.glob(f"{artifact.stem}.*")
+                    if p != artifact and p.is_file())
+    return [*beside, artifact]
+
+
+def copy_artifact(artifact: Path, output: Path) -> list[Path]:
+    """Copy an engine (``artifact_files``) to ``output``, renaming ``<stem>.*`` to the output's
+    stem; each file lands whole, the artifact last, so a present artifact means a whole
+    engine. Returns the written paths, the artifact last."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    moves = []
+    with staging_dir(output) as staging:
+        for src in artifact_files(artifact):
+            dst = output.with_name(output.stem + src.name[len(artifact.stem):])
+            staged = staging / dst.name
+            if src.is_dir():
+                shutil.copytree(src, staged)
+            else:
+                shutil.copy2(src, staged)
+            moves.append((staged, dst))
+        for staged, dst in moves:
+            if staged.is_dir():
+                replace_dir(staged, dst)
+            else:
+                move_files([(staged, dst)])
+    return [dst for _, dst in moves]
+
+
 def model_sha256(path: Path) -> str:
     """sha256 of a model: a file's bytes, followed by those of the file its weights are in (an
     ncnn .param's .bin, an ONNX file's ``<file>.data``); for a folder (an exported diffusion
@@ -240,14 +275,29 @@ def _spec(backend: str) -> EngineSpec:
     return spec
 
 
-def check_options(backend: str, options: BuildOptions) -> str:
-    """Check the calibration options of a build; return the key's ``inputs``.
+def asked_options(options: BuildOptions) -> tuple[str, ...]:
+    """The ``registry.BUILD_OPTIONS`` a build asks for: a fixed tile, a batch above 1, a
+    device."""
+    asked = {"tile": options.profile.is_fixed, "batch": options.profile.batch[2] > 1,
+             "device": options.device is not None}
+    return tuple(name for name in BUILD_OPTIONS if asked[name])
 
-    A precision the backend's ``EngineSpec.calibrated`` lists needs ``options.calib``, a
-    calibration set; ``inputs`` is then the JSON of its sha256, ``keep`` and ``conv_only``. Any
-    other precision takes none of the three and has empty ``inputs``.
+
+def check_options(backend: str, options: BuildOptions) -> str:
+    """Check a build's options; return the key's ``inputs``.
+
+    A fixed tile, a batch above 1 or a device (``asked_options``) that the backend's
+    ``EngineSpec.takes`` does not list is refused, with its ``refuses`` reason. A precision
+    the backend's ``EngineSpec.calibrated`` lists needs ``options.calib``, a calibration set;
+    ``inputs`` is then the JSON of its sha256, ``keep`` and ``conv_only``. Any other precision
+    takes none of the three and has empty ``inputs``.
     """
     spec = _spec(backend)
+    refused = [BUILD_OPTIONS[name] for name in asked_options(options) if name not in spec.takes]
+    if refused:
+        takes = ", ".join(BUILD_OPTIONS[name] for name in spec.takes) or "none of them"
+        raise EngineCacheError(f"{backend} builds take no {' or '.join(refused)} (it takes "
+                               f"{takes}){': ' + spec.refuses if spec.refuses else ''}")
     calibrated = spec.calibrated
     if options.precision not in calibrated:
         if options.calib is not None or options.keep or options.conv_only:

@@ -191,21 +191,69 @@ def probe_metadata(model_path: Path, model: ov.Model) -> dict[str, str]:
 
 # This module is the openvino entry's ``engine_cache.Builder`` (identity and build).
 def identity(options) -> tuple[str, str, str]:
-    """(version, device, profile) of an IR build: IRs are device- and shape-independent."""
-    return version(), "any", "dynamic"
+    """(version, device, profile) of an IR build. A dynamic IR is device-independent; one with
+    a fixed tile (``--tile``) is reshaped to it and compiled for ``options.device`` (default
+    CPU), whose compiled model is kept beside it (``openvino_blob``)."""
+    if not options.profile.is_fixed:
+        if options.device is not None:
+            raise OpenVINOError("openvino: --device is the device the compiled model is made "
+                                "for, which needs a fixed --tile (a dynamic IR runs anywhere)")
+        return version(), "any", "dynamic"
+    from edgesr.runtimes.openvino_blob import device_name
+
+    device = _device(ov.Core(), options.device or "CPU")
+    return version(), f"{device}-{device_name(ov.Core(), device)}", options.profile.label
+
+
+def _device(core: ov.Core, device: str) -> str:
+    """``device`` when OpenVINO finds it here, else BackendUnavailableError naming those it
+    finds."""
+    if device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
+        raise BackendUnavailableError(f"openvino: device {device!r} not found; available: "
+                                      f"{', '.join(core.available_devices)}")
+    return device
 
 
 def build(source: Path, target: Path, options) -> None:
     """Engine-cache builder: ``build_ir`` at ``options.precision``; int8 quantizes with NNCF on
-    the calibration set ``options.calib`` (``edgesr.export.quantize_openvino``)."""
+    the calibration set ``options.calib`` (``edgesr.export.quantize_openvino``). A fixed tile
+    reshapes the IR to it and keeps the model compiled for ``options.device`` beside it."""
     if options.precision != "int8":
         build_ir(source, target, precision=options.precision)
-        return
-    from edgesr.calibration import CalibrationSet
-    from edgesr.export.quantize_openvino import quantize_openvino
+    else:
+        from edgesr.calibration import CalibrationSet
+        from edgesr.export.quantize_openvino import quantize_openvino
 
-    quantize_openvino(source, target, CalibrationSet.load(options.calib), keep=options.keep,
-                      conv_only=options.conv_only)
+        quantize_openvino(source, target, CalibrationSet.load(options.calib),
+                          keep=options.keep, conv_only=options.conv_only)
+    if options.profile.is_fixed:
+        _fix_shape(target, options.profile.opt_hw)
+        from edgesr.runtimes.openvino_blob import export
+
+        core = ov.Core()
+        config = OpenVINOConfig(device=_device(core, options.device or "CPU"))
+        hint = plan_precision(config, core.read_model(str(target)))[0]
+        export(core, target, config.device, hint, config.compile_properties(hint))
+
+
+def _fix_shape(xml: Path, tile: tuple[int, int]) -> None:
+    """Reshape IR ``xml`` (in a build folder) to a static batch-1 ``tile`` input, in place."""
+    model = ov.Core().read_model(str(xml))
+    multiple = int(read_metadata(xml, model).get("size_multiple", 1))
+    if tile[0] % multiple or tile[1] % multiple:
+        raise OpenVINOError(f"openvino: --tile {tile[0]} must be a multiple of {multiple}, the "
+                            "model's size multiple")
+    channels = model.input(0).get_partial_shape()[1]
+    model.reshape({model.input(0): ov.PartialShape([1, channels, *tile])})
+    tmp = xml.with_name(f".{xml.stem}.{uuid.uuid4().hex[:8]}.tmp.xml")
+    try:  # not over the files ``model`` may still map
+        ov.save_model(model, str(tmp), compress_to_fp16=False)  # the weights stay as built
+        del model
+        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+        os.replace(tmp, xml)
+    finally:
+        for leftover in (tmp, tmp.with_suffix(".bin")):
+            leftover.unlink(missing_ok=True)
 
 
 def build_ir(onnx_path: str | Path, xml_path: str | Path, *, precision: str = "fp32") -> Path:
@@ -255,6 +303,10 @@ class OpenVINORuntime(Runtime):
         self._props: dict[str, object] = {}
         self._shapes: OrderedDict[tuple[int, int], tuple] = OrderedDict()
         self._scale = 1
+        self._ir: Path | None = None
+        #: How the current compiled model was made: "imported" (the compiled model kept beside
+        #: the IR by ``edgesr build --tile``, see ``openvino_blob``) or "compiled" (here).
+        self.compiled_by: str | None = None
 
     def ir_path(self) -> Path:
         """The IR to compile: the model itself, or an ONNX model's IR from the engine cache."""
@@ -282,7 +334,10 @@ class OpenVINORuntime(Runtime):
         meta = read_metadata(path, model)
         in_channels = int(meta["in_channels"])
         hint, precision, note = plan_precision(cfg, model)
-        self._model, self._props = model, cfg.compile_properties(hint)
+        self._model, self._props, self._ir = model, cfg.compile_properties(hint), path
+        hw = model.input(0).get_partial_shape()[2:]
+        if cfg.tile is None and hw.is_static:  # an IR built for one tile (build --tile)
+            cfg = self.config = replace(cfg, tile=(hw[0].get_length(), hw[1].get_length()))
         self.effective_precision = hint  # until a compile says otherwise
         self._scale = int(meta["scale"])
         info = RuntimeInfo(scale=self._scale, in_channels=in_channels,
@@ -311,11 +366,14 @@ class OpenVINORuntime(Runtime):
             channels = model.input(0).get_partial_shape()[1]
             channels = channels.get_length() if channels.is_static else -1
             model.reshape({model.input(0): ov.PartialShape([1, channels, *shape])})
-        try:
-            compiled = self._core.compile_model(model, cfg.device, self._props)
-        except RuntimeError as exc:
-            raise OpenVINOError(f"openvino: compiling for {cfg.device} failed: "
-                                f"{first_line(exc)}") from None
+        compiled = self._import(shape)
+        if compiled is None:
+            try:
+                compiled = self._core.compile_model(model, cfg.device, self._props)
+            except RuntimeError as exc:
+                raise OpenVINOError(f"openvino: compiling for {cfg.device} failed: "
+                                    f"{first_line(exc)}") from None
+            self.compiled_by = "compiled"
         self.effective_precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         ran = PRECISION_NAMES.get(self.effective_precision)
         asked = PRECISION_NAMES.get(str(self._props["INFERENCE_PRECISION_HINT"]))
@@ -329,6 +387,25 @@ class OpenVINORuntime(Runtime):
             for request in self._shapes.popitem(last=False)[1][1]:
                 request.wait()
         self.compiled, self.requests = compiled, requests
+
+    def _import(self, shape: tuple[int, int] | None) -> "ov.CompiledModel | None":
+        """The compiled model kept beside the IR for ``shape``, when it matches this run (else
+        None, and the reason joins the precision note: another device or OpenVINO version)."""
+        from edgesr.runtimes.openvino_blob import load
+
+        if shape is None or self._ir is None or self._ir.suffix != ".xml":
+            return None
+        assert self._core is not None and self._model is not None and self._info is not None
+        channels = int(self._info.in_channels)
+        compiled, why = load(self._core, self._ir, self.config.device,
+                             str(self._props["INFERENCE_PRECISION_HINT"]),
+                             [1, channels, *shape], self._props)
+        if compiled is not None:
+            self.compiled_by = "imported"
+        elif why and why not in self._info.precision_note:
+            note = "; ".join(n for n in (self._info.precision_note, why) if n)
+            self._info = replace(self._info, precision_note=note)
+        return compiled
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         # One caller at a time deals tiles to the request pool: two threads sharing a request

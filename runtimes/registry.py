@@ -35,13 +35,22 @@ class EngineSpec:
     """How a backend builds engines: ``builder`` ("module" or "module:attribute", an object
     following ``engine_cache.Builder``), the engine's file name in its cache entry
     (``artifact``), the model files it builds from (``sources``), the precisions built from a
-    calibration set (``calibrated``) and, for the others, why they take none (``no_calib``)."""
+    calibration set (``calibrated``) and, for the others, why they take none (``no_calib``).
+    ``takes``: the build options of ``BUILD_OPTIONS`` its builder honours; a build asking for
+    another is refused (``engine_cache.check_options``), saying why (``refuses``)."""
 
     builder: str
     artifact: str
     sources: tuple[str, ...]
     calibrated: tuple[str, ...] = ()
     no_calib: str = ""
+    takes: tuple[str, ...] = ()
+    refuses: str = ""
+
+
+#: Build options an ``EngineSpec`` may take (``edgesr build`` flags): one fixed tile (a static
+#: shape), a batch above 1, a target device.
+BUILD_OPTIONS = {"tile": "--tile", "batch": "--batch", "device": "--device"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,9 +112,10 @@ class BackendEntry:
 
 _RT = "edgesr.runtimes."
 _DIFFUSION_IR = EngineSpec(builder="edgesr.diffusion.openvino_sessions", artifact="model.xml",
-                           sources=(".onnx",))
+                           sources=(".onnx",), refuses="a sampler's IR is shape- and "
+                           "device-independent; the device is chosen when it runs (--device)")
 _DIFFUSION_PLAN = EngineSpec(builder="edgesr.diffusion.tensorrt_sessions", artifact="model.plan",
-                             sources=(".onnx",))
+                             sources=(".onnx",), takes=("tile", "batch", "device"))
 BUILTIN: tuple[BackendEntry, ...] = (
     BackendEntry(name="torch", runtime=_RT + "torch_runtime:TorchRuntime",
                  config=_RT + "torch_runtime:TorchConfig", requires=("torch",),
@@ -120,7 +130,10 @@ BUILTIN: tuple[BackendEntry, ...] = (
                  precisions=("fp32", "fp16", "bf16"), quantizes=("int8", "bf16"),
                  native=_RT + "openvino_runtime:native_precisions",
                  engine=EngineSpec(builder=_RT + "openvino_runtime", artifact="model.xml",
-                                   sources=(".onnx",), calibrated=("int8",))),
+                                   sources=(".onnx",), calibrated=("int8",),
+                                   takes=("tile", "device"),
+                                   refuses="OpenVINO runs one tile per infer request (more "
+                                   "requests: -O openvino:num_requests=N)")),
     BackendEntry(name="tensorrt", runtime=_RT + "tensorrt_runtime:TensorRTRuntime",
                  config=_RT + "tensorrt_runtime:TensorRTConfig",
                  requires=("tensorrt", "cuda-python"), modules=("tensorrt", "cuda"),
@@ -128,6 +141,7 @@ BUILTIN: tuple[BackendEntry, ...] = (
                  precisions=("fp16", "fp32", "int8"),
                  engine=EngineSpec(
                      builder=_RT + "tensorrt_build", artifact="model.plan", sources=(".onnx",),
+                     takes=("tile", "batch", "device"),
                      no_calib="TensorRT INT8 is built from a Q/DQ .onnx (edgesr quantize "
                      "--precision int8 --calib ...), which carries its own calibration")),
     BackendEntry(name="coreml", runtime=_RT + "coreml_runtime:CoreMLRuntime",
@@ -135,8 +149,11 @@ BUILTIN: tuple[BackendEntry, ...] = (
                  suffixes=(*CHECKPOINT_SUFFIXES, ".mlpackage"), artifacts=(".mlpackage",),
                  precisions=("fp16", "fp32", "int8"),
                  engine=EngineSpec(builder=_RT + "coreml_convert", artifact="model.mlpackage",
-                                   sources=CHECKPOINT_SUFFIXES,
-                                   no_calib="CoreML int8 quantizes the weights only")),
+                                   sources=CHECKPOINT_SUFFIXES, takes=("tile",),
+                                   no_calib="CoreML int8 quantizes the weights only",
+                                   refuses="a CoreML package runs batch 1 on any Apple device; "
+                                   "the compute unit is picked when it runs "
+                                   "(-O coreml:compute_units=...)")),
     BackendEntry(name="ncnn", runtime=_RT + "ncnn_runtime:NcnnRuntime",
                  config=_RT + "ncnn_runtime:NcnnConfig", requires=("ncnn",),
                  suffixes=(".param",), precisions=("fp32", "fp16")),

@@ -80,12 +80,23 @@ def device_label(device_id: int = 0) -> str:
 def identity(options) -> tuple[str, str, str]:
     """(version, device, profile) of a build; needs TensorRT and a GPU."""
     require_tensorrt()
-    device_id = int(options.device or 0)
-    return trt.__version__, device_label(device_id), options.profile.label
+    return trt.__version__, device_label(use_device(options.device)), options.profile.label
+
+
+def use_device(device: str | None) -> int:
+    """Make CUDA device ``device`` (an index; None: 0) the one TensorRT builds on; its index."""
+    try:
+        device_id = int(device or 0)
+    except ValueError:
+        raise TensorRTError(f"tensorrt: --device is a CUDA device index, not {device!r}") from None
+    cuda_call(cudart().cudaSetDevice(device_id))
+    return device_id
 
 
 def build(source: Path, target: Path, options) -> None:
-    """Engine-cache builder: ``build_plan`` with the cache's shared timing cache."""
+    """Engine-cache builder: ``build_plan`` on ``options.device`` with the cache's shared
+    timing cache."""
+    use_device(options.device)
     timing = target.parent.parent / f"timing-{identity(options)[1]}.cache"
     build_plan(source, target, precision=options.precision, profile=options.profile,
                workspace_mb=options.workspace_mb, timing_cache=timing)

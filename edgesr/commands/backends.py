@@ -4,12 +4,15 @@ this machine, and why not."""
 import argparse
 from importlib import metadata
 
+from edgesr.commands.jsonout import add_json_option, emit
 from edgesr.errors import EdgesrError
 
 
 def register(sub) -> None:
     b = sub.add_parser("backends", help="list runtime backends (built in and plugins) and why "
                        "any is unavailable")
+    add_json_option(b, "print one JSON list (name, available, detail, plugin, precisions, "
+                    "suffixes, engine it builds)")
     b.set_defaults(func=run)
 
 
@@ -50,11 +53,17 @@ def run(args: argparse.Namespace) -> int:
 
     backends = entries()
     broken = {n: why for n, why in plugin_errors().items() if n not in backends}
-    width = max(map(len, [*backends, *broken]))
+    rows = []
     for name, backend in backends.items():
         ok, detail = probe(name)
-        origin = f"  [plugin: {backend.plugin}]" if backend.plugin else ""
-        print(f"{name:<{width}}  {'yes' if ok else 'no ':<3}  {detail}{origin}")
-    for name, why in broken.items():
-        print(f"{name:<{width}}  no   {why}")
+        rows.append({"name": name, "available": ok, "detail": detail, "plugin": backend.plugin,
+                     "precisions": list(backend.precisions), "suffixes": list(backend.suffixes),
+                     "engine": None if backend.engine is None else {
+                         "artifact": backend.engine.artifact, "takes": list(backend.engine.takes)}})
+    rows += [{"name": name, "available": False, "detail": why, "plugin": None}
+             for name, why in broken.items()]
+    width = max(map(len, [*backends, *broken]))
+    lines = [f"{r['name']:<{width}}  {'yes' if r['available'] else 'no ':<3}  {r['detail']}"
+             + (f"  [plugin: {r['plugin']}]" if r["plugin"] else "") for r in rows]
+    emit(args, rows, human="" if args.json else "\n".join(lines))
     return 0

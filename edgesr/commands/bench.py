@@ -1,8 +1,11 @@
 """``edgesr bench``: latency, throughput, FLOPs and fidelity per backend × precision × tile."""
 
 import argparse
+import contextlib
+import json
 from pathlib import Path
 
+from edgesr.commands.jsonout import add_json_option, stdout_to_stderr, write_stdout
 from edgesr.errors import EdgesrError
 
 
@@ -69,6 +72,7 @@ def register(sub) -> None:
     bench.add_argument("-o", "--out", help="folder for report.json and latency.png")
     bench.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                        help="show the change between two reports and exit")
+    add_json_option(bench, "print the report (as report.json holds it) as one JSON document")
     bench.set_defaults(func=run)
 
 
@@ -116,11 +120,18 @@ def _value(text: str):
 
 def run(args: argparse.Namespace) -> int:
     from edgesr.profiling.render import format_table, plot_latency
-    from edgesr.profiling.report import compare_reports, load_report, write_report
+    from edgesr.profiling.report import (
+        compare_reports,
+        load_report,
+        validate_report,
+        write_report,
+    )
     from edgesr.profiling.runner import BenchSettings, run_bench, synthetic_image
     from edgesr.runtimes.registry import entries
 
     if args.compare:
+        if args.json:
+            raise EdgesrError("--compare prints a comparison table, not a report: drop --json")
         print(compare_reports(*(load_report(p) for p in args.compare)))
         return 0
     if args.warmup < 0 or args.runs < 1 or args.overlap < 0:
@@ -143,10 +154,14 @@ def run(args: argparse.Namespace) -> int:
         batches=args.batches, warmup=args.warmup, runs=args.runs, image=image,
         overlap=args.overlap, downsample=args.consistency_downsample, threads=args.threads,
         options=options, duration=args.duration)
-    report = run_bench(args.model, settings, isolate=args.isolate)
-    print(format_table(report))
-    if args.out:
-        out = Path(args.out)
-        print(f"\nwrote {write_report(report, out / 'report.json')}")
-        print(f"wrote {plot_latency(report, out / 'latency.png')}")
+    # with --json, stdout holds the report only: the table and any library output go to stderr
+    with stdout_to_stderr() if args.json else contextlib.nullcontext():
+        report = run_bench(args.model, settings, isolate=args.isolate)
+        print(format_table(report))
+        if args.out:
+            out = Path(args.out)
+            print(f"\nwrote {write_report(report, out / 'report.json')}")
+            print(f"wrote {plot_latency(report, out / 'latency.png')}")
+    if args.json:
+        write_stdout(json.dumps(validate_report(report), indent=2, allow_nan=False))
     return 0

@@ -149,10 +149,10 @@ def identity(options) -> tuple[str, str, str]:
     """(version, device, profile) of a build; needs TensorRT and a GPU."""
     import tensorrt as trt
 
-    from edgesr.runtimes.tensorrt_build import device_label, require_tensorrt
+    from edgesr.runtimes.tensorrt_build import device_label, require_tensorrt, use_device
 
     require_tensorrt()
-    return trt.__version__, device_label(int(options.device or 0)), options.profile.label
+    return trt.__version__, device_label(use_device(options.device)), options.profile.label
 
 
 def input_ranges(shape: tuple[int, ...], profile) -> list[tuple[int, ...]]:
@@ -176,9 +176,10 @@ def build(source: Path, target: Path, options) -> None:
     """Build graph ``source`` into a serialized engine at ``target`` for ``options.profile``."""
     import tensorrt as trt
 
-    from edgesr.runtimes.tensorrt_build import onnx_precision, require_tensorrt
+    from edgesr.runtimes.tensorrt_build import onnx_precision, require_tensorrt, use_device
 
     require_tensorrt()
+    use_device(options.device)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     strongly_typed = onnx_precision(source) != "fp32"

@@ -6,7 +6,7 @@ import hashlib
 import json
 import shutil
 import sys
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from io import StringIO
 from pathlib import Path
 
@@ -38,14 +38,14 @@ def setup(tmp_path_factory):
 
 
 def _build(setup, *extra, calib=None) -> tuple[str, str]:
-    """(what ``edgesr build ... -p int8`` printed, the artifact path it printed last)."""
+    """(what ``edgesr build ... -p int8`` said on stderr, the artifact path, its stdout)."""
     _, onnx_path, default_calib, _, cache = setup
-    buffer = StringIO()  # not capsys: the module-scoped fixture below builds too
-    with redirect_stdout(buffer):
+    out, err = StringIO(), StringIO()  # not capsys: the module-scoped fixture below builds too
+    with redirect_stdout(out), redirect_stderr(err):
         assert main(["build", str(onnx_path), "-b", "openvino", "-p", "int8", "--calib",
                      str(calib or default_calib), "--cache", str(cache), *extra]) == 0
-    out = buffer.getvalue()
-    return out, out.split()[-1]
+    assert len(out.getvalue().splitlines()) == 1  # the path only
+    return err.getvalue(), out.getvalue().strip()
 
 
 @pytest.fixture(scope="module")

@@ -172,11 +172,12 @@ def test_build_command_prints_where_the_engine_went(tmp_path, capsys):
     args = ["build", str(onnx_path), "-b", "openvino", "-p", "fp32", "--cache",
             str(tmp_path / "c")]
     assert main(args) == 0
-    first = capsys.readouterr().out
-    assert "built in" in first and first.strip().endswith("model.xml")
+    first = capsys.readouterr()  # stdout: the path only; what happened: stderr
+    assert "built in" in first.err and first.out.endswith("model.xml\n")
+    assert len(first.out.splitlines()) == 1
     assert main(args) == 0
-    second = capsys.readouterr().out
-    assert "(cached)" in second and second.split()[-1] == first.split()[-1]
+    second = capsys.readouterr()
+    assert "(cached)" in second.err and second.out == first.out
 
 
 def test_model_sha256_covers_weights_files_and_folders(tmp_path):
@@ -249,3 +250,24 @@ def test_stale_build_folders_and_old_entries_are_cleaned_on_the_next_run(tmp_pat
     cache.get_or_build(KEY, "model.plan", Builder())
     names = sorted(p.name for p in folder.parent.iterdir())
     assert names == sorted([folder.name, folder.name + ".lock", live.name])
+
+
+def test_copy_artifact_renames_companions_and_replaces_folders(tmp_path):
+    from edgesr.runtimes.engine_cache import copy_artifact
+
+    entry = tmp_path / "entry"
+    (entry / "model.mlpackage" / "Data").mkdir(parents=True)
+    (entry / "model.mlpackage" / "Data" / "weights").write_bytes(b"new")
+    (entry / "model.plan").write_bytes(b"plan")
+    (entry / "model.json").write_text("{}")
+    (entry / "manifest.json").write_text("{}")
+    written = copy_artifact(entry / "model.plan", tmp_path / "out" / "x4.plan")
+    assert [p.name for p in written] == ["x4.json", "x4.plan"]  # files beside it, itself last
+    assert (tmp_path / "out" / "x4.plan").read_bytes() == b"plan"
+    old = tmp_path / "out" / "x2.mlpackage"
+    (old / "stale").mkdir(parents=True)
+    written = copy_artifact(entry / "model.mlpackage", old)
+    assert written[-1] == old and (old / "Data" / "weights").read_bytes() == b"new"
+    assert not (old / "stale").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "x2.json", "x2.mlpackage", "x2.plan", "x4.json", "x4.plan"]  # no temporary left
