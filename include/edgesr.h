@@ -93,6 +93,9 @@ EDGESR_API int edgesr_session_create(const char *model_path, const char *options
 EDGESR_API void edgesr_session_destroy(edgesr_session *session);
 /* The model's integer scale, e.g. 4; -1 when session is NULL. */
 EDGESR_API int edgesr_session_scale(const edgesr_session *session);
+/* The model's input channels: 3 (RGB) or 1 (each channel upscaled alone); -1 when session is
+ * NULL. */
+EDGESR_API int edgesr_session_channels(const edgesr_session *session);
 /* Set (or clear, with callback NULL) the progress callback of calls that start after this. */
 EDGESR_API int edgesr_session_set_progress(edgesr_session *session, edgesr_progress_fn callback,
                                            void *user_data);
@@ -108,6 +111,15 @@ EDGESR_API int edgesr_upscale_u8(edgesr_session *session, const uint8_t *in, int
 EDGESR_API int edgesr_upscale_u16(edgesr_session *session, const uint16_t *in, int width,
                                   int height, int channels, size_t in_stride_bytes,
                                   uint16_t *out, size_t out_stride_bytes);
+
+/* The engine alone, for hosts that cut their own tiles and for benchmarks: count NCHW float32
+ * tiles of (edgesr_session_channels(), height, width) from in, run through the session's
+ * compiled model, requests and batch exactly as edgesr_upscale_* runs its tiles; out receives
+ * count tiles of (channels, scale * height, scale * width). Values are passed as they are (the
+ * upscale calls clip inputs to [0, 1]); no padding, blending or progress callback. height and
+ * width must be multiples of the model's size multiple (and its fixed shape, if it has one). */
+EDGESR_API int edgesr_infer_f32(edgesr_session *session, const float *in, int count, int height,
+                                int width, float *out);
 
 /* The message of the last call on this thread that returned a non-zero status ("" when the
  * last call succeeded). Per thread: valid until the next libedgesr call on the same thread.
