@@ -1,7 +1,7 @@
 // OpenVINO engine: runs an edgesr ONNX model or an IR (.xml + .bin) as
 // runtimes/openvino_runtime.py does: same compile properties, metadata and probe for models
 // without metadata, a compile per static tile shape on first use (static shapes take less
-// memory and time on CPU than dynamic ones), the same number of infer requests, and the images
+// memory on CPU than dynamic ones), the same number of infer requests, and the images
 // of a batch dealt round-robin to them.
 #include <openvino/frontend/manager.hpp>
 #include <openvino/openvino.hpp>
