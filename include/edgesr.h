@@ -14,6 +14,13 @@
  * calls never share mutable state. edgesr_session_set_progress() may be called at any time; a
  * call uses the callback set when it started. edgesr_session_destroy() must not race with any
  * call on the same session. Messages are per thread (see edgesr_last_error).
+ *
+ * Compilation: the model is compiled for each tile shape on first use (static shapes take less
+ * memory than dynamic ones; the last 4 shapes stay compiled), so the first call with
+ * a new shape (an image smaller than the tile, or tile=0) also compiles. The model as read is
+ * then dropped (its weights live on in the compiled model): a later new shape reads the model
+ * file again (a file removed or changed since is an EDGESR_ERROR_MODEL), so keep it in place,
+ * or pass keep_model=1.
  */
 #ifndef EDGESR_H
 #define EDGESR_H
@@ -85,6 +92,8 @@ EDGESR_API const char *edgesr_status_message(int status);
  *   precision=                fp32, fp16 or bf16 (default: the precision an IR records, else fp32)
  *   performance=latency       latency or throughput (OpenVINO performance hint)
  *   requests=0                concurrent inference requests per call (0 = the device's optimum)
+ *   keep_model=0              1: keep the model as read, for compiling new tile shapes without
+ *                             the file (costs memory: about the size of the weights)
  * On success *out is a new session (free it with edgesr_session_destroy); on failure *out is
  * set to NULL when out is not NULL. */
 EDGESR_API int edgesr_session_create(const char *model_path, const char *options,
@@ -93,6 +102,9 @@ EDGESR_API int edgesr_session_create(const char *model_path, const char *options
 EDGESR_API void edgesr_session_destroy(edgesr_session *session);
 /* The model's integer scale, e.g. 4; -1 when session is NULL. */
 EDGESR_API int edgesr_session_scale(const edgesr_session *session);
+/* The model's input channels: 3 (RGB) or 1 (each channel upscaled alone); -1 when session is
+ * NULL. */
+EDGESR_API int edgesr_session_channels(const edgesr_session *session);
 /* Set (or clear, with callback NULL) the progress callback of calls that start after this. */
 EDGESR_API int edgesr_session_set_progress(edgesr_session *session, edgesr_progress_fn callback,
                                            void *user_data);
@@ -108,6 +120,15 @@ EDGESR_API int edgesr_upscale_u8(edgesr_session *session, const uint8_t *in, int
 EDGESR_API int edgesr_upscale_u16(edgesr_session *session, const uint16_t *in, int width,
                                   int height, int channels, size_t in_stride_bytes,
                                   uint16_t *out, size_t out_stride_bytes);
+
+/* The engine alone, for hosts that cut their own tiles and for benchmarks: count NCHW float32
+ * tiles of (edgesr_session_channels(), height, width) from in, run through the session's
+ * compiled model, requests and batch exactly as edgesr_upscale_* runs its tiles; out receives
+ * count tiles of (channels, scale * height, scale * width). Values go in as they are (no
+ * clipping); no padding, blending or progress callback. height and width must be multiples of
+ * the model's size multiple (and its fixed shape, if it has one). */
+EDGESR_API int edgesr_infer_f32(edgesr_session *session, const float *in, int count, int height,
+                                int width, float *out);
 
 /* The message of the last call on this thread that returned a non-zero status ("" when the
  * last call succeeded). Per thread: valid until the next libedgesr call on the same thread.

@@ -132,6 +132,10 @@ int edgesr_session_scale(const edgesr_session *session) {
     return session ? session->upscaler->scale() : -1;
 }
 
+int edgesr_session_channels(const edgesr_session *session) {
+    return session ? session->upscaler->channels() : -1;
+}
+
 int edgesr_session_set_progress(edgesr_session *session, edgesr_progress_fn callback,
                                 void *user_data) {
     return guarded([&] {
@@ -151,6 +155,11 @@ int edgesr_upscale_u16(edgesr_session *session, const uint16_t *in, int width, i
                        int channels, size_t in_stride_bytes, uint16_t *out,
                        size_t out_stride_bytes) {
     return upscale(session, in, width, height, channels, in_stride_bytes, out, out_stride_bytes);
+}
+
+int edgesr_infer_f32(edgesr_session *session, const float *in, int count, int height, int width,
+                     float *out) {
+    return guarded([&] { require(session)->upscaler->infer(in, count, height, width, out); });
 }
 
 const char *edgesr_last_error(const edgesr_session *) { return last_error.c_str(); }

@@ -23,19 +23,12 @@ struct EngineInfo {
 
 class Engine {
 public:
-    // Per-call inference state (e.g. OpenVINO infer requests); used by one thread at a time.
-    class Context {
-    public:
-        virtual ~Context() = default;
-        // Run n NCHW float32 images of (in_channels, h, w) from ``in``; write n outputs of
-        // (out_channels, h * scale, w * scale) to ``out``. Throws Error on failure.
-        virtual void infer(const float *in, int n, int h, int w, float *out) = 0;
-    };
-
     virtual ~Engine() = default;
     const EngineInfo &info() const { return info_; }
-    // A new context; thread-safe.
-    virtual std::unique_ptr<Context> context() = 0;
+    // Run n NCHW float32 images of (in_channels, h, w) from ``in``; write n outputs of
+    // (out_channels, h * scale, w * scale) to ``out``. Thread-safe: concurrent calls run on
+    // inference state of their own. Throws Error on failure.
+    virtual void infer(const float *in, int n, int h, int w, float *out) = 0;
 
 protected:
     EngineInfo info_;

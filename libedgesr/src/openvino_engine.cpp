@@ -1,12 +1,16 @@
-// OpenVINO engine: compiles an edgesr ONNX model or an IR (.xml + .bin) as
-// runtimes/openvino_runtime.py does (same compile properties, same metadata, same probe for
-// models without metadata) and deals the images of a batch round-robin to async infer requests.
+// OpenVINO engine: runs an edgesr ONNX model or an IR (.xml + .bin) as
+// runtimes/openvino_runtime.py does: same compile properties, metadata and probe for models
+// without metadata, a compile per static tile shape on first use (static shapes take less
+// memory on CPU than dynamic ones), the same number of infer requests, and the images
+// of a batch dealt round-robin to them.
 #include <openvino/frontend/manager.hpp>
 #include <openvino/openvino.hpp>
 
-#include <cstring>
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
-#include <set>
+#include <list>
+#include <mutex>
 #include <vector>
 
 #include "engine.hpp"
@@ -93,108 +97,216 @@ int meta_int(const std::map<std::string, std::string> &meta, const std::string &
                                  "positive integer");
 }
 
+// Compiled static shapes kept per engine (tiles of one image have one shape; a few sizes of
+// image stay compiled), as runtimes/openvino_runtime.py keeps SHAPES_KEPT.
+constexpr size_t kShapesKept = 4;
+
 class OpenVINOEngine final : public Engine {
 public:
-    OpenVINOEngine(const std::string &path, const Options &options) : options_(options) {
+    OpenVINOEngine(const std::string &path, const Options &options)
+        : options_(options), path_(path) {
         check_device();
-        std::shared_ptr<ov::Model> model = read(path);
-        auto meta = read_metadata(model);
+        files_ = stamp();
+        model_ = read(path);
+        auto meta = read_metadata(model_);
         if (!meta.count("scale") || !meta.count("in_channels") || !meta.count("out_channels"))
-            meta = probe_metadata(path, model);
+            meta = probe_metadata(path, model_);
         info_.scale = meta_int(meta, "scale", path, 1);
         info_.in_channels = meta_int(meta, "in_channels", path, 3);
         info_.out_channels = meta_int(meta, "out_channels", path, 3);
         info_.size_multiple = meta_int(meta, "size_multiple", path, 1);
-        const auto shape = model->input(0).get_partial_shape();
-        if (shape.rank().is_static() && shape.rank().get_length() == 4 && shape[2].is_static() &&
-            shape[3].is_static()) {
+        properties_ = properties(*model_);
+        const auto shape = model_->input(0).get_partial_shape();
+        if (shape.is_static() && shape.size() == 4) {  // one shape: compile it now
             info_.fixed_h = static_cast<int>(shape[2].get_length());
             info_.fixed_w = static_cast<int>(shape[3].get_length());
+            const auto compiled = compiled_for(info_.fixed_h, info_.fixed_w);
+            info_.preferred_batch = compiled->jobs;
+            model_.reset();  // nothing else is compiled from it
+        } else {
+            info_.preferred_batch = options.requests > 0 ? options.requests : optimal_requests();
         }
-        try {
-            compiled_ = core_.compile_model(model, options.device, properties(*model));
-            info_.preferred_batch = options.requests > 0
-                ? options.requests
-                : static_cast<int>(compiled_.get_property(ov::optimal_number_of_infer_requests));
-        } catch (const std::exception &exc) {
-            fail(EDGESR_ERROR_BACKEND, "openvino: compiling for " + options.device +
-                                           " failed: " + first_line(exc));
-        }
-        if (info_.preferred_batch < 1) info_.preferred_batch = 1;
     }
 
-    std::unique_ptr<Context> context() override {
-        try {
-            return std::make_unique<RequestContext>(compiled_, info_, info_.preferred_batch);
-        } catch (const Error &) {
-            throw;
-        } catch (const std::exception &exc) {
-            fail(EDGESR_ERROR_INFERENCE, "openvino: cannot create infer requests: " +
-                                             first_line(exc));
-        }
+    void infer(const float *in, int n, int h, int w, float *out) override {
+        if (info_.fixed_h > 0 && (h != info_.fixed_h || w != info_.fixed_w))
+            fail(EDGESR_ERROR_ARGUMENT, "openvino: the model takes " +
+                                            std::to_string(info_.fixed_h) + "x" +
+                                            std::to_string(info_.fixed_w) + " inputs only, got " +
+                                            std::to_string(h) + "x" + std::to_string(w));
+        const std::shared_ptr<Compiled> compiled = compiled_for(h, w);
+        std::vector<ov::InferRequest> requests = compiled->borrow();
+        run(requests, in, n, h, w, out);  // throws: the requests are dropped, not reused
+        compiled->give_back(std::move(requests));
     }
 
 private:
-    class RequestContext final : public Context {
-    public:
-        RequestContext(ov::CompiledModel &compiled, const EngineInfo &info, int jobs)
-            : info_(info) {
-            for (int i = 0; i < jobs; ++i) requests_.push_back(compiled.create_infer_request());
-        }
+    // The model compiled for one static input shape, with its idle sets of infer requests
+    // (one set per concurrent call).
+    struct Compiled {
+        ov::CompiledModel model;
+        int jobs = 1;
+        std::mutex mutex;
+        std::vector<std::vector<ov::InferRequest>> idle;
 
-        void infer(const float *in, int n, int h, int w, float *out) override {
-            const size_t in_size = size_t(info_.in_channels) * h * w;
-            const size_t out_size = size_t(info_.out_channels) * h * w * info_.scale * info_.scale;
-            const int jobs = static_cast<int>(requests_.size());
-            const ov::Shape shape{1, size_t(info_.in_channels), size_t(h), size_t(w)};
+        std::vector<ov::InferRequest> borrow() {
+            {
+                std::lock_guard<std::mutex> lock(mutex);
+                if (!idle.empty()) {
+                    auto requests = std::move(idle.back());
+                    idle.pop_back();
+                    return requests;
+                }
+            }
             try {
-                // request i % jobs takes image i once it has handed back image i - jobs
-                for (int i = 0; i < n; ++i) {
-                    ov::InferRequest &request = requests_[i % jobs];
-                    if (i >= jobs) collect(request, out + (i - jobs) * out_size, h, w, out_size);
-                    request.set_input_tensor(ov::Tensor(ov::element::f32, shape,
-                                                        const_cast<float *>(in + i * in_size)));
-                    request.start_async();
-                }
-                for (int i = n > jobs ? n - jobs : 0; i < n; ++i)
-                    collect(requests_[i % jobs], out + i * out_size, h, w, out_size);
-            } catch (...) {
-                for (auto &request : requests_) {  // none may still read ``in`` once we return
-                    try {
-                        request.wait();
-                    } catch (...) {
-                    }
-                }
-                try {
-                    throw;
-                } catch (const Error &) {
-                    throw;
-                } catch (const std::exception &exc) {
-                    fail(EDGESR_ERROR_INFERENCE, "openvino: inference failed: " +
-                                                     first_line(exc));
-                }
+                std::vector<ov::InferRequest> requests;
+                for (int i = 0; i < jobs; ++i) requests.push_back(model.create_infer_request());
+                return requests;
+            } catch (const std::exception &exc) {
+                fail(EDGESR_ERROR_INFERENCE, "openvino: cannot create infer requests: " +
+                                                 first_line(exc));
             }
         }
 
-    private:
-        void collect(ov::InferRequest &request, float *dst, int h, int w, size_t size) {
-            request.wait();
-            const ov::Tensor result = request.get_output_tensor(0);
-            const ov::Shape expected{1, size_t(info_.out_channels), size_t(h) * info_.scale,
-                                     size_t(w) * info_.scale};
-            if (result.get_shape() != expected || result.get_element_type() != ov::element::f32)
-                fail(EDGESR_ERROR_INFERENCE, "openvino: a 1x" +
-                                                 std::to_string(info_.in_channels) + "x" +
-                                                 std::to_string(h) + "x" + std::to_string(w) +
-                                                 " input gave output " +
-                                                 result.get_shape().to_string() + ", expected " +
-                                                 expected.to_string());
-            std::memcpy(dst, result.data<const float>(), size * sizeof(float));
+        void give_back(std::vector<ov::InferRequest> requests) {
+            std::lock_guard<std::mutex> lock(mutex);
+            idle.push_back(std::move(requests));
         }
-
-        EngineInfo info_;
-        std::vector<ov::InferRequest> requests_;
     };
+
+    // The model compiled for (h, w) inputs: once per shape, the last kShapesKept kept (an
+    // evicted one lives on until the calls using it return).
+    std::shared_ptr<Compiled> compiled_for(int h, int w) {
+        const std::pair<int, int> key{h, w};
+        auto find = [&]() -> std::shared_ptr<Compiled> {
+            std::lock_guard<std::mutex> lock(shapes_mutex_);
+            for (auto it = shapes_.begin(); it != shapes_.end(); ++it)
+                if (it->first == key) {
+                    shapes_.splice(shapes_.begin(), shapes_, it);  // most recent first
+                    return it->second;
+                }
+            return nullptr;
+        };
+        if (auto found = find()) return found;
+        std::lock_guard<std::mutex> compiling(compile_mutex_);  // one compile of a shape
+        if (auto found = find()) return found;
+        auto compiled = compile(h, w);
+        std::lock_guard<std::mutex> lock(shapes_mutex_);
+        shapes_.emplace_front(key, compiled);
+        if (shapes_.size() > kShapesKept) shapes_.pop_back();
+        return compiled;
+    }
+
+    std::shared_ptr<Compiled> compile(int h, int w) {
+        auto compiled = std::make_shared<Compiled>();
+        const std::string shape = "1x" + std::to_string(info_.in_channels) + "x" +
+                                  std::to_string(h) + "x" + std::to_string(w);
+        if (!model_) {  // dropped after the last compile: read it again, if it is the same
+            if (stamp() != files_)
+                fail(EDGESR_ERROR_MODEL, path_ + ": removed or changed since the session was "
+                                                 "created, and a new tile shape (" + shape +
+                                                 ") needs it (keep it in place, or create the "
+                                                 "session with keep_model=1)");
+            model_ = read(path_);
+        }
+        std::shared_ptr<ov::Model> model = model_;
+        if (info_.fixed_h == 0) {
+            try {
+                model = model_->clone();
+                model->reshape({{model->input(0),
+                                 ov::PartialShape{1, info_.in_channels, h, w}}});
+            } catch (const std::exception &exc) {
+                fail(EDGESR_ERROR_INFERENCE, "openvino: the model does not take a " + shape +
+                                                 " input: " + first_line(exc));
+            }
+        }
+        try {
+            compiled->model = core_.compile_model(model, options_.device, properties_);
+            compiled->jobs = options_.requests > 0
+                ? options_.requests
+                : static_cast<int>(
+                      compiled->model.get_property(ov::optimal_number_of_infer_requests));
+        } catch (const std::exception &exc) {
+            fail(EDGESR_ERROR_BACKEND, "openvino: compiling for " + options_.device +
+                                           " failed: " + first_line(exc));
+        }
+        compiled->jobs = std::max(compiled->jobs, 1);
+        model.reset();
+        if (!options_.keep_model) model_.reset();  // its weights live on in the compiled model
+        const ov::PartialShape expected{1, info_.out_channels, int64_t{h} * info_.scale,
+                                        int64_t{w} * info_.scale};
+        const auto &output = compiled->model.output(0);
+        if (output.get_partial_shape() != expected || output.get_element_type() != ov::element::f32)
+            fail(EDGESR_ERROR_INFERENCE, "openvino: a " + shape + " input gives a " +
+                                             output.get_element_type().get_type_name() + " " +
+                                             output.get_partial_shape().to_string() +
+                                             " output, expected f32 " + expected.to_string());
+        return compiled;
+    }
+
+    // The device's optimal number of infer requests under the compile properties: 1 under a
+    // latency hint (as openvino_runtime._optimal_requests).
+    int optimal_requests() {
+        if (options_.performance != "throughput") return 1;
+        try {
+            return std::max(1, static_cast<int>(core_.get_property(
+                                   options_.device, ov::optimal_number_of_infer_requests,
+                                   {ov::hint::performance_mode(
+                                       ov::hint::PerformanceMode::THROUGHPUT)})));
+        } catch (const std::exception &exc) {
+            fail(EDGESR_ERROR_BACKEND, "openvino: cannot query " + options_.device + ": " +
+                                           first_line(exc));
+        }
+    }
+
+    // Deal the n images round-robin to the requests: request i % jobs takes image i once it
+    // has handed back image i - jobs. Outputs are written straight into ``out``.
+    void run(std::vector<ov::InferRequest> &requests, const float *in, int n, int h, int w,
+             float *out) {
+        const size_t in_size = size_t(info_.in_channels) * h * w;
+        const size_t out_size = size_t(info_.out_channels) * h * w * info_.scale * info_.scale;
+        const ov::Shape in_shape{1, size_t(info_.in_channels), size_t(h), size_t(w)};
+        const ov::Shape out_shape{1, size_t(info_.out_channels), size_t(h) * info_.scale,
+                                  size_t(w) * info_.scale};
+        const int jobs = static_cast<int>(requests.size());
+        try {
+            for (int i = 0; i < n; ++i) {
+                ov::InferRequest &request = requests[i % jobs];
+                if (i >= jobs) request.wait();
+                request.set_input_tensor(ov::Tensor(ov::element::f32, in_shape,
+                                                    const_cast<float *>(in + i * in_size)));
+                request.set_output_tensor(ov::Tensor(ov::element::f32, out_shape,
+                                                     out + i * out_size));
+                request.start_async();
+            }
+            for (int i = n > jobs ? n - jobs : 0; i < n; ++i) requests[i % jobs].wait();
+        } catch (const std::exception &exc) {
+            for (auto &request : requests) {  // none may still touch in or out once we return
+                try {
+                    request.wait();
+                } catch (...) {
+                }
+            }
+            fail(EDGESR_ERROR_INFERENCE, "openvino: inference failed: " + first_line(exc));
+        }
+    }
+
+    // Size and modification time of the model's files (an IR's .xml and .bin), to tell
+    // whether a re-read would read the model the session was created from.
+    std::vector<std::pair<uintmax_t, std::filesystem::file_time_type>> stamp() const {
+        std::vector<std::filesystem::path> files{path_};
+        if (files[0].extension() == ".xml")
+            files.push_back(std::filesystem::path(path_).replace_extension(".bin"));
+        std::vector<std::pair<uintmax_t, std::filesystem::file_time_type>> out;
+        for (const auto &file : files) {
+            std::error_code size_error, time_error;
+            const auto size = std::filesystem::file_size(file, size_error);
+            const auto time = std::filesystem::last_write_time(file, time_error);
+            out.emplace_back(size_error ? uintmax_t(-1) : size,
+                             time_error ? std::filesystem::file_time_type::min() : time);
+        }
+        return out;
+    }
 
     void check_device() {
         const std::string base = options_.device.substr(0, options_.device.find_first_of(".:"));
@@ -253,9 +365,15 @@ private:
     }
 
     Options options_;
+    std::string path_;
+    std::vector<std::pair<uintmax_t, std::filesystem::file_time_type>> files_;  // stamp()
     ov::frontend::FrontEndManager frontends_;  // outlives the models its frontends made
     ov::Core core_;
-    ov::CompiledModel compiled_;
+    // What the next shape is compiled from: kept with keep_model=1, else read when needed.
+    std::shared_ptr<ov::Model> model_;
+    ov::AnyMap properties_;
+    std::mutex shapes_mutex_, compile_mutex_;
+    std::list<std::pair<std::pair<int, int>, std::shared_ptr<Compiled>>> shapes_;
 };
 
 }  // namespace

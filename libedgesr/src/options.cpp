@@ -74,6 +74,7 @@ const std::map<std::string, Setter> &setters() {
              o.performance = choice(k, v, {"latency", "throughput"});
          }},
         {"requests", [](Options &o, auto &k, auto &v) { o.requests = to_int(k, v, 0, 1024); }},
+        {"keep_model", [](Options &o, auto &k, auto &v) { o.keep_model = to_bool(k, v); }},
     };
     return table;
 }

@@ -18,6 +18,7 @@ struct Options {
     std::string precision;  // "": the IR's recorded hint, else fp32
     std::string performance = "latency";
     int requests = 0;  // 0: the device's optimal number
+    bool keep_model = false;  // keep the read model for later compiles (else read it again)
 };
 
 // Parse ``text`` (NULL or "" gives the defaults); throws Error(EDGESR_ERROR_OPTIONS) naming the

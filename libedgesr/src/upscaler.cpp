@@ -6,7 +6,6 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
-#include <deque>
 #include <map>
 #include <tuple>
 #include <type_traits>
@@ -59,23 +58,6 @@ Upscaler::Upscaler(std::unique_ptr<Engine> engine, const Options &options)
                                        std::to_string(smallest));
 }
 
-std::unique_ptr<Engine::Context> Upscaler::acquire() {
-    {
-        std::lock_guard<std::mutex> lock(pool_mutex_);
-        if (!pool_.empty()) {
-            auto context = std::move(pool_.back());
-            pool_.pop_back();
-            return context;
-        }
-    }
-    return engine_->context();
-}
-
-void Upscaler::release(std::unique_ptr<Engine::Context> context) {
-    std::lock_guard<std::mutex> lock(pool_mutex_);
-    pool_.push_back(std::move(context));
-}
-
 std::vector<float> Upscaler::run(const std::vector<float> &planes, int n_planes, int height,
                                  int width, const Progress &progress) {
     const EngineInfo &info = engine_->info();
@@ -97,70 +79,90 @@ std::vector<float> Upscaler::run(const std::vector<float> &planes, int n_planes,
     const int64_t canvas_c = int64_t{n_planes} * c_out;
     std::vector<float> canvas(size_t(canvas_c) * out_h * out_w, 0.0f);
     std::vector<float> weight_sum(size_t(out_h) * out_w, 0.0f);
-    std::vector<float> batch_in(size_t(batch_) * in_size), batch_out(size_t(batch_) * out_size);
+    std::vector<float> batch_in(size_t(batch_) * in_size);
+    // Engine outputs: the planes of a tile the last batch left unfinished, then a batch.
+    std::vector<float> outputs(size_t(batch_ + n_planes - 1) * out_size);
+    size_t held = 0;  // outputs of unfinished tiles at the front of ``outputs``
     std::map<std::tuple<int, int, int, int, int, int>, std::vector<float>> weights;
-    std::deque<std::vector<float>> pending;
     std::vector<float> crop;
     const int pad = options_.pad == "replicate" ? EDGESR_PAD_REPLICATE : EDGESR_PAD_REFLECT;
     const int jobs = static_cast<int>(tiles.size()) * n_planes;
     size_t finished = 0;
 
-    auto context = acquire();
-    try {
-        for (int start = 0; start < jobs; start += batch_) {
-            const int n = std::min(batch_, jobs - start);
-            for (int k = 0; k < n; ++k) {
-                const Tile &t = tiles[(start + k) / n_planes];
-                const int p = (start + k) % n_planes;
-                kernel(edgesr_extract_tile_f32(planes.data() + p * c_in * plane, c_in, height,
-                                               width, t.y, t.x, t.h, t.w, pad,
-                                               batch_in.data() + k * in_size),
-                       "extract_tile");
-            }
-            context->infer(batch_in.data(), n, th, tw, batch_out.data());
-            for (int k = 0; k < n; ++k)
-                pending.emplace_back(batch_out.begin() + k * out_size,
-                                     batch_out.begin() + (k + 1) * out_size);
-            while (pending.size() >= size_t(n_planes)) {  // every plane of the next tile is back
-                const Tile &t = tiles[finished++];
-                const int vh = t.valid_h * s, vw = t.valid_w * s;
-                const auto key = std::make_tuple(vh, vw, t.overlap[0], t.overlap[1],
-                                                 t.overlap[2], t.overlap[3]);
-                auto found = weights.find(key);
-                if (found == weights.end()) {
-                    const std::array<int, 4> scaled{t.overlap[0] * s, t.overlap[1] * s,
-                                                    t.overlap[2] * s, t.overlap[3] * s};
-                    found = weights.emplace(key, tile_weight(vh, vw, scaled, options_.blend))
-                                .first;
-                }
-                crop.resize(size_t(canvas_c) * vh * vw);
-                for (int p = 0; p < n_planes; ++p)
-                    for (int c = 0; c < c_out; ++c)
-                        for (int y = 0; y < vh; ++y)
-                            std::memcpy(crop.data() + ((size_t(p) * c_out + c) * vh + y) * vw,
-                                        pending[p].data() + (size_t(c) * th * s + y) * tw * s,
-                                        size_t(vw) * sizeof(float));
-                pending.erase(pending.begin(), pending.begin() + n_planes);
-                kernel(edgesr_accumulate_f32(canvas.data(), weight_sum.data(), canvas_c, out_h,
-                                             out_w, crop.data(), found->second.data(), vh, vw,
-                                             int64_t{t.y} * s, int64_t{t.x} * s),
-                       "accumulate");
-            }
-            if (progress.callback &&
-                progress.callback(progress.user_data, start + n, jobs) != 0)
-                fail(EDGESR_ERROR_CANCELLED, "cancelled by the progress callback after " +
-                                                 std::to_string(start + n) + " of " +
-                                                 std::to_string(jobs) + " tiles");
+    for (int start = 0; start < jobs; start += batch_) {
+        const int n = std::min(batch_, jobs - start);
+        for (int k = 0; k < n; ++k) {
+            const Tile &t = tiles[(start + k) / n_planes];
+            const int p = (start + k) % n_planes;
+            kernel(edgesr_extract_tile_f32(planes.data() + p * c_in * plane, c_in, height, width,
+                                           t.y, t.x, t.h, t.w, pad,
+                                           batch_in.data() + k * in_size),
+                   "extract_tile");
         }
-    } catch (const Error &err) {
-        if (err.status == EDGESR_ERROR_CANCELLED) release(std::move(context));
-        throw;  // after an engine failure the context is dropped, not reused
+        engine_->infer(batch_in.data(), n, th, tw, outputs.data() + held * out_size);
+        held += n;
+        size_t used = 0;
+        for (; held - used >= size_t(n_planes); used += n_planes) {  // a tile's planes are back
+            const Tile &t = tiles[finished++];
+            const int vh = t.valid_h * s, vw = t.valid_w * s;
+            const auto key = std::make_tuple(vh, vw, t.overlap[0], t.overlap[1], t.overlap[2],
+                                             t.overlap[3]);
+            auto found = weights.find(key);
+            if (found == weights.end()) {
+                const std::array<int, 4> scaled{t.overlap[0] * s, t.overlap[1] * s,
+                                                t.overlap[2] * s, t.overlap[3] * s};
+                found = weights.emplace(key, tile_weight(vh, vw, scaled, options_.blend)).first;
+            }
+            // (planes * C, vh, vw): the outputs themselves when the whole tile is inside
+            const float *part = outputs.data() + used * out_size;
+            if (vh != th * s || vw != tw * s) {
+                crop.resize(size_t(canvas_c) * vh * vw);
+                for (int c = 0; c < canvas_c; ++c)  // plane p's channel k is output c = p*C + k
+                    for (int y = 0; y < vh; ++y)
+                        std::memcpy(crop.data() + (size_t(c) * vh + y) * vw,
+                                    part + (size_t(c) * th * s + y) * tw * s,
+                                    size_t(vw) * sizeof(float));
+                part = crop.data();
+            }
+            kernel(edgesr_accumulate_f32(canvas.data(), weight_sum.data(), canvas_c, out_h, out_w,
+                                         part, found->second.data(), vh, vw, int64_t{t.y} * s,
+                                         int64_t{t.x} * s),
+                   "accumulate");
+        }
+        held -= used;  // an unfinished tile's planes move to the front
+        std::memmove(outputs.data(), outputs.data() + used * out_size,
+                     held * out_size * sizeof(float));
+        if (progress.callback && progress.callback(progress.user_data, start + n, jobs) != 0)
+            fail(EDGESR_ERROR_CANCELLED, "cancelled by the progress callback after " +
+                                             std::to_string(start + n) + " of " +
+                                             std::to_string(jobs) + " tiles");
     }
-    release(std::move(context));
     kernel(edgesr_normalize_f32(canvas.data(), weight_sum.data(), canvas_c, out_h, out_w,
                                 canvas.data()),
            "normalize");
     return canvas;
+}
+
+void Upscaler::infer(const float *in, int n, int h, int w, float *out) {
+    const EngineInfo &info = engine_->info();
+    if (!in || !out) fail(EDGESR_ERROR_ARGUMENT, "infer: in or out is NULL");
+    if (n < 1 || h < 1 || w < 1)
+        fail(EDGESR_ERROR_ARGUMENT, "infer: count, height and width must be positive, got " +
+                                        std::to_string(n) + ", " + std::to_string(h) + ", " +
+                                        std::to_string(w));
+    if (h % info.size_multiple || w % info.size_multiple)
+        fail(EDGESR_ERROR_ARGUMENT, "infer: height and width must be multiples of " +
+                                        std::to_string(info.size_multiple) + ", got " +
+                                        std::to_string(h) + "x" + std::to_string(w));
+    if (int64_t{w} * info.scale > INT_MAX / 4 || int64_t{h} * info.scale > INT_MAX / 4)
+        fail(EDGESR_ERROR_MEMORY, "infer: tiles too large: " + std::to_string(w) + "x" +
+                                      std::to_string(h) + " at scale " +
+                                      std::to_string(info.scale));
+    const size_t in_size = size_t(info.in_channels) * h * w;
+    const size_t out_size = size_t(info.out_channels) * h * w * info.scale * info.scale;
+    for (int start = 0; start < n; start += batch_)
+        engine_->infer(in + start * in_size, std::min(batch_, n - start), h, w,
+                       out + start * out_size);
 }
 
 template <typename T>

@@ -1,10 +1,9 @@
 // The upscale itself: edgesr/upscaler.py's Upscaler over an Engine, on interleaved integer
-// buffers with row strides. Thread-safe: every call borrows its own engine context.
+// buffers with row strides. Thread-safe as its engine is: calls share nothing else.
 #pragma once
 
 #include <cstddef>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "edgesr.h"
@@ -24,6 +23,11 @@ public:
     Upscaler(std::unique_ptr<Engine> engine, const Options &options);
 
     int scale() const { return engine_->info().scale; }
+    int channels() const { return engine_->info().in_channels; }
+
+    // The engine alone on n NCHW float32 tiles of (channels, h, w), in rounds of the batch
+    // ``upscale`` uses; out gets n tiles of (channels, h * scale, w * scale).
+    void infer(const float *in, int n, int h, int w, float *out);
 
     // ``in``/``out``: interleaved samples of type T (uint8_t or uint16_t), rows ``*_stride``
     // bytes apart; out is (scale * height) x (scale * width) x channels.
@@ -32,8 +36,6 @@ public:
                  size_t out_stride, const Progress &progress);
 
 private:
-    std::unique_ptr<Engine::Context> acquire();
-    void release(std::unique_ptr<Engine::Context> context);
     // Upscale (planes, C, H, W) float planes into the normalised (planes * C, sH, sW) canvas.
     std::vector<float> run(const std::vector<float> &planes, int n_planes, int height, int width,
                            const Progress &progress);
@@ -41,8 +43,6 @@ private:
     std::unique_ptr<Engine> engine_;
     Options options_;
     int batch_;
-    std::mutex pool_mutex_;
-    std::vector<std::unique_ptr<Engine::Context>> pool_;
 };
 
 }  // namespace edgesr

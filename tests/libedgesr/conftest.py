@@ -70,6 +70,10 @@ class CApi:
                  [ctypes.c_char_p, ctypes.c_char_p, session_p]),
                 ("edgesr_session_destroy", None, [ctypes.c_void_p]),
                 ("edgesr_session_scale", ctypes.c_int, [ctypes.c_void_p]),
+                ("edgesr_session_channels", ctypes.c_int, [ctypes.c_void_p]),
+                ("edgesr_infer_f32", ctypes.c_int,
+                 [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                  ctypes.c_void_p]),
                 ("edgesr_session_set_progress", ctypes.c_int,
                  [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p])):
             getattr(lib, name).restype = res

@@ -129,3 +129,38 @@ def test_model_that_is_not_an_upscaler(capi, tmp_path):
     status, handle = capi.create(path)
     assert (status, handle.value) == (MODEL, None)
     assert "models with 3 input and 1 output channels are not supported" in capi.last_error()
+
+
+def test_infer_f32_bad_arguments(capi, onnx_models):
+    buf = np.zeros(3 * 16 * 16 * 4 * 4, np.float32)
+    p = buf.ctypes.data
+    session = capi.session(onnx_models["rrdb_x2"], "")  # size multiple 2
+    try:
+        for args, message in (((None, 1, 8, 8, p), "infer: in or out is NULL"),
+                              ((p, 0, 8, 8, p), "count, height and width must be positive"),
+                              ((p, 1, 8, 7, p), "multiples of 2, got 8x7")):
+            assert capi.lib.edgesr_infer_f32(session, *args) == ARGUMENT
+            assert message in capi.last_error()
+    finally:
+        capi.lib.edgesr_session_destroy(session)
+    assert capi.lib.edgesr_infer_f32(None, p, 1, 8, 8, p) == ARGUMENT
+    assert capi.lib.edgesr_session_channels(None) == -1
+
+
+def test_infer_f32_on_a_fixed_shape_model_takes_its_shape_only(capi, tmp_path):
+    from conftest import tiny_descriptor
+
+    from edgesr.export.onnx_export import export_onnx
+
+    model = export_onnx(tiny_descriptor("compact_x2"), tmp_path / "fixed.onnx", check=False,
+                        fixed_shape=(1, 16, 16)).path
+    tile, out = np.zeros((3, 16, 16), np.float32), np.zeros((3, 32, 32), np.float32)
+    session = capi.session(model, "overlap=4")
+    try:
+        assert capi.lib.edgesr_infer_f32(session, tile.ctypes.data, 1, 16, 16,
+                                         out.ctypes.data) == 0
+        assert capi.lib.edgesr_infer_f32(session, tile.ctypes.data, 1, 8, 8,
+                                         out.ctypes.data) == ARGUMENT
+        assert "the model takes 16x16 inputs only, got 8x8" in capi.last_error()
+    finally:
+        capi.lib.edgesr_session_destroy(session)

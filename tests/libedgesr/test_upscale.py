@@ -4,6 +4,7 @@ backend, model, tile and overlap, rounded as ``imageio`` writes): within 1/255 f
 session used from 4 threads at once."""
 
 import ctypes
+import shutil
 import threading
 from pathlib import Path
 
@@ -106,11 +107,12 @@ def test_openvino_ir_matches_python_path(capi, onnx_models, rng, tmp_path):
     assert_close(out, python_upscale(xml, image, tile=16, overlap=4), 8)
 
 
-def test_one_session_from_four_threads(capi, onnx_models, rng):
+@pytest.mark.parametrize("tile", [16, 0])  # 0: each image is one tile, of a shape of its own
+def test_one_session_from_four_threads(capi, onnx_models, rng, tile):
     model = onnx_models["compact_x4"]
     images = [make_image(rng, 30 + 7 * i, 41 - 5 * i, 3 + (i % 2), 8) for i in range(4)]
-    refs = [python_upscale(model, im, tile=16, overlap=4) for im in images]
-    session = capi.session(model, "tile=16;overlap=4;threads=1")
+    refs = [python_upscale(model, im, tile=tile, overlap=4) for im in images]
+    session = capi.session(model, f"tile={tile};overlap=4;threads=1")
     results: list = [None] * 4
     start = threading.Barrier(4)
 
@@ -191,3 +193,66 @@ def test_model_without_edgesr_metadata_is_probed(capi, onnx_models, rng, tmp_pat
     finally:
         capi.lib.edgesr_session_destroy(session)
     assert_close(out, python_upscale(bare, image, tile=16, overlap=4), 8)
+
+
+def test_tile_shapes_compiled_on_use_and_recompiled_after_eviction(capi, onnx_models, rng):
+    """One session, whole-image tiles of 6 shapes (more than the 4 kept compiled), then the
+    first shape again: every output equals the Python path's."""
+    model = onnx_models["rrdb_x2"]
+    sizes = [(10 + 2 * i, 14 - i) for i in range(6)] + [(10, 14)]
+    session = capi.session(model, "tile=0")
+    try:
+        for h, w in sizes:
+            image = make_image(rng, h, w, 3, 8)
+            status, out = capi.upscale(session, image)
+            assert status == 0, capi.last_error()
+            assert_close(out, python_upscale(model, image, tile=0), 8)
+    finally:
+        capi.lib.edgesr_session_destroy(session)
+
+
+@pytest.mark.parametrize("keep", [0, 1])
+def test_new_tile_shape_reads_the_model_again_unless_kept(capi, onnx_models, rng, tmp_path,
+                                                          keep):
+    """The read model is dropped after a compile (keep_model=0): a new shape reads the file
+    again, and says so clearly when it is gone; shapes already compiled need no file."""
+    model = tmp_path / "model.onnx"
+    shutil.copy(onnx_models["compact_x4"], model)
+    first, second = make_image(rng, 12, 10, 3, 8), make_image(rng, 9, 11, 3, 8)
+    session = capi.session(model, f"tile=0;keep_model={keep}")
+    try:
+        assert capi.upscale(session, first)[0] == 0
+        model.unlink()
+        status, out = capi.upscale(session, first)
+        assert status == 0, capi.last_error()
+        assert_close(out, python_upscale(onnx_models["compact_x4"], first, tile=0), 8)
+        status, out = capi.upscale(session, second)
+        message = capi.last_error()
+    finally:
+        capi.lib.edgesr_session_destroy(session)
+    if keep:
+        assert status == 0, message
+        assert_close(out, python_upscale(onnx_models["compact_x4"], second, tile=0), 8)
+    else:
+        assert status == 3 and message == (
+            f"{model}: removed or changed since the session was created, and a new tile shape "
+            "(1x3x9x11) needs it (keep it in place, or create the session with keep_model=1)")
+
+
+@pytest.mark.parametrize("model, batch", [("rrdb_x2", 2), ("grey_x2", 0)])
+def test_infer_f32_is_the_engine_the_python_path_runs(capi, onnx_models, rng, model, batch):
+    """edgesr_infer_f32 runs raw tiles (in rounds of the batch) as runtime.infer does."""
+    with open_runtime(str(onnx_models[model]), "openvino") as runtime:
+        channels, scale = runtime.info.in_channels, runtime.info.scale
+        tiles = rng.random((5, channels, 12, 18), dtype=np.float32)
+        ref = runtime.infer(tiles)
+    session = capi.session(onnx_models[model], f"batch={batch}")
+    out = np.full((5, channels, 12 * scale, 18 * scale), np.nan, np.float32)
+    try:
+        assert capi.lib.edgesr_session_channels(session) == channels
+        status = capi.lib.edgesr_infer_f32(session, tiles.ctypes.data, 5, 12, 18,
+                                           out.ctypes.data)
+        assert status == 0, capi.last_error()
+    finally:
+        capi.lib.edgesr_session_destroy(session)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
