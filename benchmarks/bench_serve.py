@@ -1,16 +1,19 @@
 """edgesr serve under a bounded loopback load, next to the Python API in the same run; and
-edgesr batch on Ray with 1 vs 2 actors.
+edgesr batch on Ray Data with 1 vs 2 actors.
 
     python benchmarks/bench_serve.py [--requests 128] [--clients 1,4,16] [--size 64]
-                                     [--images 16] [--actors 1,2] [--model FILE] [--no-ray]
+                                     [--images 64] [--actors 1,2] [--model FILE] [--no-ray]
 
 The model is a tiny Compact x4 (random weights, ONNX Runtime) unless --model names one; the
 image is a --size² synthetic PNG. For each client count, a fixed number of requests is sent
 over keep-alive connections to a real uvicorn server on 127.0.0.1 (one worker, queue as long as
 the client count, so nothing is refused unless something is wrong), and the same count of
 ``Session.upscale_file`` calls (decode, upscale, encode: the work a request does) runs from as
-many threads in-process. Printed: requests/s, p50/p95/p99 latency and errors per row; then
-images/s of a folder on a local Ray instance per actor count.
+many threads in-process. Printed: requests/s, p50/p95/p99 latency and errors per row; then, per
+actor count, a folder of --images copies run by ``edgesr.serve.ray_batch.run_on_ray`` (Ray Data,
+one CPU and one backend thread per actor) on a local Ray instance: the start-up (until the first
+image is back: actors started, models loaded, one image done), the images/s after it, and the
+images/s of the whole run.
 """
 
 import argparse
@@ -126,15 +129,22 @@ def bench_ray(model: Path, image: Path, args) -> list[dict]:
                 shutil.copy(image, folder / f"img{i:03d}.png")
             for actors in (int(a) for a in args.actors.split(",")):
                 pairs = plan_outputs(folder, Path(tmp) / f"out{actors}", "x4", None)
-                start = time.perf_counter()  # actor start-up (model loading) included
-                results = run_on_ray(pairs, model=str(model), tile=args.tile, overlap=8,
-                                     options={"threads": 1}, actors=actors)
+                back: list[float] = []
+                start = time.perf_counter()
+                results = run_on_ray(
+                    pairs, model=str(model), actors=actors, tile=args.tile, overlap=8, threads=1,
+                    on_result=lambda _, back=back: back.append(time.perf_counter()))
                 wall = time.perf_counter() - start
+                startup = back[0] - start
+                after = (len(back) - 1) / (back[-1] - back[0]) if len(back) > 1 else None
                 errors = sum(bool(r.error) for r in results)
                 rows.append({"actors": actors, "images": len(pairs), "seconds": wall,
+                             "startup_s": startup, "images_per_s_after_startup": after,
                              "images_per_s": len(pairs) / wall, "errors": errors})
-                print(f"ray   {actors:>7} {len(pairs):>8} {len(pairs) / wall:>9.2f} images/s "
-                      f"({wall:.1f} s with actor start-up), errors {errors}", flush=True)
+                steady = "n/a" if after is None else f"{after:.2f}"
+                print(f"ray   {actors:>7} {len(pairs):>8} start-up {startup:.1f} s, then "
+                      f"{steady} images/s; whole run {len(pairs) / wall:.2f} images/s "
+                      f"({wall:.1f} s), errors {errors}", flush=True)
     finally:
         ray.shutdown()
     return rows
@@ -148,7 +158,8 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4,16", help="concurrent clients per row")
     parser.add_argument("--size", type=int, default=64, help="input image side in pixels")
     parser.add_argument("--tile", type=int, default=64)
-    parser.add_argument("--images", type=int, default=16, help="images in the Ray folder")
+    parser.add_argument("--images", type=int, default=64,
+                        help="images in the Ray folder (enough that start-up does not dominate)")
     parser.add_argument("--actors", default="1,2", help="Ray actor counts")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray rows")
     parser.add_argument("--json", type=Path, help="also write the rows here")

@@ -133,5 +133,6 @@ def test_torch_is_an_extra_pinned_exactly():
     assert listed == ["torch==2.13.0"]
     extras = project["optional-dependencies"]
     assert "edgesr[all]" in extras["test"]
+    assert extras["ray"] == ["edgesr[cluster]"]  # the cluster extra's former name
     assert set(re.findall(r"\w+", extras["all"][0].partition("[")[2])) == \
-        set(extras) - {"all", "test", "tensorrt"}
+        set(extras) - {"all", "test", "tensorrt", "ray"}

@@ -1,8 +1,10 @@
-"""``edgesr batch IN/ OUT/ --ray [ADDRESS]``: a folder of images on a Ray cluster."""
+"""``edgesr batch IN/ OUT/ --ray [ADDRESS]``: a folder of images on a Ray cluster (Ray Data)."""
 
 import argparse
 import sys
 from pathlib import Path
+
+from edgesr.commands.session_options import add_session_options, session_settings
 
 
 def register(sub) -> None:
@@ -14,12 +16,8 @@ def register(sub) -> None:
                    help="run on the Ray cluster at ADDRESS (e.g. ray://head:10001 or auto); "
                    "without ADDRESS, on a Ray instance started here")
     p.add_argument("--actors", type=int, default=2,
-                   help="actors, each holding one loaded model and one CPU (default: 2)")
-    p.add_argument("-m", "--model", help="as for edgesr upscale (default: realesrgan-x4plus)")
-    p.add_argument("-b", "--backend", help="as for edgesr upscale (default: by file type)")
-    p.add_argument("--tile", type=int, default=256, help="tile size in input pixels")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in input pixels")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads per actor's backend")
+                   help="Ray Data actors, each holding one loaded model and one CPU (default: 2)")
+    add_session_options(p)
     p.add_argument("-s", "--outscale", type=float, default=None,
                    help="final scale, if other than the model's")
     p.add_argument("--bit-depth", type=int, choices=(8, 16), default=None,
@@ -47,11 +45,11 @@ def run(args: argparse.Namespace) -> int:
         elif not args.quiet:
             print(f"{result.source} -> {result.target}")
 
-    results = run_on_ray(pairs, model=args.model, backend=args.backend, tile=args.tile,
-                         overlap=args.overlap,
-                         options={"threads": args.threads} if args.threads else {},
-                         actors=args.actors, address=args.ray or None,
-                         outscale=args.outscale, bit_depth=args.bit_depth, on_result=report)
+    results = run_on_ray(pairs, model=args.model, actors=args.actors, address=args.ray or None,
+                         outscale=args.outscale, bit_depth=args.bit_depth, on_result=report,
+                         on_engine=None if args.quiet else
+                         lambda line: print(f"edgesr: {line}", file=sys.stderr),
+                         **session_settings(args))
     failed = [r for r in results if r.error]
     if failed:
         print(f"edgesr: {len(failed)} of {len(results)} images failed", file=sys.stderr)

@@ -4,6 +4,8 @@ import argparse
 import os
 from pathlib import Path
 
+from edgesr.commands.session_options import add_session_options, session_settings
+
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="upscale over HTTP: a local service for NAS and photo apps")
@@ -14,10 +16,7 @@ def register(sub) -> None:
                    help="a model to load, as --model of edgesr upscale takes it, optionally "
                    "named for the 'model' query field; repeatable, the first is the default "
                    "(default: realesrgan-x4plus)")
-    p.add_argument("-b", "--backend", help="backend of every model (default: by file type)")
-    p.add_argument("--tile", type=int, default=256, help="tile size in input pixels")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in input pixels")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads per backend")
+    add_session_options(p, model=False)  # the same for every model
     p.add_argument("--token", help="bearer token every request must carry (default: "
                    "$EDGESR_TOKEN); required to bind a non-loopback address")
     p.add_argument("--work-dir", default=None, help="the service's own folder for uploads and "
@@ -65,9 +64,7 @@ def run(args: argparse.Namespace) -> int:
     work_dir = Path(args.work_dir) if args.work_dir else cache_dir() / "serve"
     config = ServeConfig(host=args.host, port=args.port, token=token, work_dir=work_dir,
                          limits=limits)
-    options = {"threads": args.threads} if args.threads else {}
-    specs = engine_specs(args.model, backend=args.backend, tile=args.tile,
-                        overlap=args.overlap, options=options)
+    specs = engine_specs(args.model, **session_settings(args))
     from edgesr.serve.server import serve
 
     serve(config, specs, log_level=args.log_level)

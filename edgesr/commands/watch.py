@@ -4,17 +4,15 @@ import argparse
 import logging
 import sys
 
+from edgesr.commands.session_options import add_session_options, session_settings
+
 
 def register(sub) -> None:
     p = sub.add_parser("watch", help="upscale each new image of a folder into another, once")
     p.add_argument("input", help="the folder to watch")
     p.add_argument("output", help="where the upscaled images go (and the record of what is "
                    "done: .edgesr-watch.json)")
-    p.add_argument("-m", "--model", help="as for edgesr upscale (default: realesrgan-x4plus)")
-    p.add_argument("-b", "--backend", help="as for edgesr upscale (default: by file type)")
-    p.add_argument("--tile", type=int, default=256, help="tile size in input pixels")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in input pixels")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for the backend")
+    add_session_options(p)
     p.add_argument("-s", "--outscale", type=float, default=None,
                    help="final scale, if other than the model's")
     p.add_argument("--ext", help="output extension, e.g. .png (default: the input's)")
@@ -36,10 +34,10 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s")
-    options = {"threads": args.threads} if args.threads else {}
     failed = []
-    with edgesr.load(args.model, backend=args.backend, tile=args.tile, overlap=args.overlap,
-                     **options) as session:
+    with edgesr.load(args.model, **session_settings(args)) as session:
+        logging.getLogger("edgesr.watch").info("edgesr: %s; model %s", session.describe(),
+                                               session.model.name)
         watcher = Watcher(session, Path(args.input), Path(args.output), ext=args.ext,
                           outscale=args.outscale, settle_s=args.settle, poll_s=args.poll,
                           on_result=lambda r: r.error and failed.append(r))

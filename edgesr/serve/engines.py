@@ -11,14 +11,17 @@ from edgesr.models.zoo import BUNDLED_MODELS, DEFAULT_MODEL
 
 @dataclass(frozen=True, kw_only=True)
 class EngineSpec:
-    """One named model and how to run it (``edgesr.load``'s arguments)."""
+    """One named model and how to run it: ``settings`` are ``edgesr.load``'s keyword arguments
+    (backend, precision, device, tile, overlap, backend options such as threads)."""
 
     name: str
     model: str
-    backend: str | None = None
-    tile: int = 256
-    overlap: int = 32
-    options: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tiling(self) -> dict[str, int]:
+        """Its tile and overlap (``edgesr.load``'s defaults where not set)."""
+        return {"tile": self.settings.get("tile", 256), "overlap": self.settings.get("overlap", 32)}
 
 
 def parse_model(text: str) -> tuple[str, str]:
@@ -33,13 +36,14 @@ def parse_model(text: str) -> tuple[str, str]:
 
 
 def engine_specs(models: list[str] | None, **settings: Any) -> list[EngineSpec]:
-    """Specs for ``--model`` values (default: the bundled model), names unique."""
+    """Specs for ``--model`` values (default: the bundled model), names unique, each loaded with
+    ``settings`` (``edgesr.load``'s keyword arguments)."""
     specs: dict[str, EngineSpec] = {}
     for text in models or [DEFAULT_MODEL]:
         name, model = parse_model(text)
         if name in specs:
             raise EdgesrError(f"two models are named {name!r}; name them: --model NAME=MODEL")
-        specs[name] = EngineSpec(name=name, model=model, **settings)
+        specs[name] = EngineSpec(name=name, model=model, settings=settings)
     return list(specs.values())
 
 
@@ -48,8 +52,7 @@ def load_engines(specs: list[EngineSpec]) -> dict[str, Session]:
     engines: dict[str, Session] = {}
     try:
         for spec in specs:
-            engines[spec.name] = load(spec.model, backend=spec.backend, tile=spec.tile,
-                                      overlap=spec.overlap, **spec.options)
+            engines[spec.name] = load(spec.model, **spec.settings)
     except BaseException:
         close_engines(engines)
         raise

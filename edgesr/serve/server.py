@@ -1,10 +1,13 @@
 """Run the app under uvicorn: engines loaded once before the socket opens, closed after the
-last request; SIGINT/SIGTERM stop accepting, finish in-flight and queued work, then exit."""
+last request; SIGINT/SIGTERM stop accepting, finish in-flight and queued work, then exit 0."""
 
 import logging
+import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from edgesr.serve.auth import check_bind
 from edgesr.serve.config import ServeConfig
@@ -23,16 +26,35 @@ def serve(config: ServeConfig, specs: list[EngineSpec], *, log_level: str = "inf
     try:
         for name, session in engines.items():
             logging.getLogger("edgesr.serve").info(
-                "model %s: %s on %s (%s), x%d", name, session.model.name, session.backend,
-                session.precision or "unreported", session.scale)
-        app = create_app(config, engines, {s.name: {"tile": s.tile, "overlap": s.overlap}
-                                           for s in specs})
+                "model %s: %s, x%d; %s", name, session.model.name, session.scale,
+                session.describe())
+        app = create_app(config, engines, {s.name: s.tiling for s in specs})
         server = uvicorn.Server(uvicorn.Config(
             app, host=config.host, port=config.port, log_level=log_level,
             timeout_graceful_shutdown=int(config.limits.timeout_s) + 5))
-        server.run()
+        with _stopping_is_success(server):
+            server.run()
     finally:
         close_engines(engines)
+
+
+@contextmanager
+def _stopping_is_success(server) -> Iterator[None]:
+    """Once shut down, uvicorn raises the SIGINT/SIGTERM that stopped it again, for the
+    handlers it had displaced: these handlers take it and return, so a service stopped after a
+    clean drain exits 0 rather than by the signal (-15) or a KeyboardInterrupt. (A signal that
+    comes before uvicorn has installed its own handlers asks the server to stop.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
+                for sig in stops}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class ThreadedServer:
