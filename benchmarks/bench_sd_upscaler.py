@@ -90,8 +90,8 @@ def model_configs(name: str) -> tuple[dict, dict, int]:
     return TINY_SD_X4_UNET, TINY_SD_X4_VAE, 8
 
 
-def build_and_export(config: str, source: Path, target: Path) -> dict:
-    """Write the random-initialised folder ``source``, export it to ``target``: params, reports."""
+def write_source(config: str, source: Path) -> dict:
+    """Write the random-initialised diffusers folder ``source``: its parameter counts."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     unet_config, vae_config, _ = model_configs(config)
@@ -109,6 +109,12 @@ def build_and_export(config: str, source: Path, target: Path) -> dict:
     (source / "model_index.json").write_text(json.dumps({
         "_class_name": "StableDiffusionUpscalePipeline", "max_noise_level": MAX_NOISE_LEVEL,
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}))
+    return {"params": params}
+
+
+def build_and_export(config: str, source: Path, target: Path) -> dict:
+    """Write the random-initialised folder ``source``, export it to ``target``: params, reports."""
+    params = write_source(config, source)["params"]
     start = time.perf_counter()
     reports = export_sd_upscaler(source, target)
     return {"seconds": time.perf_counter() - start, "params": params,

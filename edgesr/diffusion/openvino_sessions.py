@@ -87,13 +87,20 @@ def openvino_sessions(backend: str, *, device: str = "CPU", precision: str = "fp
         beside = path.with_suffix(".xml")
         graph = beside if beside.is_file() else _ir(backend, path, precision)
         try:
-            compiled = core.compile_model(core.read_model(str(graph)), device, properties)
+            compiled = compile_ir(core, graph, device, properties)
         except RuntimeError as exc:
             raise EdgesrError(f"{backend}: OpenVINO cannot compile {graph} for {device}: "
                               f"{first_line(exc)}") from None
         return OpenVINOSession(compiled, metadata)
 
     return open_session
+
+
+def compile_ir(core, ir: Path, device: str, properties: dict[str, object]):
+    """The IR at ``ir`` compiled for ``device``, from its path: OpenVINO maps the ``.bin`` and
+    keeps only the compiled weights (reading the model first would hold a second copy while
+    compiling)."""
+    return core.compile_model(str(ir), device, properties)
 
 
 def _ir(backend: str, path: Path, precision: str) -> Path:
