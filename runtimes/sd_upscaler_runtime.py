@@ -14,7 +14,7 @@ import numpy as np
 
 from edgesr.diffusion.openvino_sessions import OpenVINOSessionOptions
 from edgesr.diffusion.sd_upscaler import SDSampling, SDUpscalerSampler, unavailable_reason
-from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer
+from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer, ran
 from edgesr.diffusion.tensorrt_sessions import TensorRTSessionOptions
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
@@ -54,7 +54,8 @@ class SDUpscalerTensorRTConfig(SDSampling, TensorRTSessionOptions):
 
 class SDUpscalerRuntime(Runtime):
     """Runs an exported Stable Diffusion x4 upscaler folder tile by tile (batch of 1 each).
-    ``effective_precision``: the precision the UNet's engine reports it ran, once active;
+    ``info.precision`` (and ``effective_precision``): the precision the UNet's engine reports
+    it runs, once active (a VAE at another precision is noted);
     ``stage_timer``: time spent in each graph (see ``StageTimer``)."""
 
     name = "sd-upscaler"
@@ -72,9 +73,11 @@ class SDUpscalerRuntime(Runtime):
     def activate_impl(self) -> RuntimeInfo:
         self.sampler = SDUpscalerSampler(
             self.folder, self.config, self.stage_timer.wrap(self.config.sessions(self.name)))
-        self.effective_precision = self.sampler.unet.precision
+        precision, note = ran({"unet": self.sampler.unet, "VAE decoder": self.sampler.vae})
+        self.effective_precision = precision
         return RuntimeInfo(scale=self.sampler.scale, in_channels=3, out_channels=3,
-                           size_multiple=self.sampler.size_multiple, preferred_batch=1)
+                           size_multiple=self.sampler.size_multiple, preferred_batch=1,
+                           precision=precision, precision_note=note, device=self.config.where)
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         assert self.sampler is not None

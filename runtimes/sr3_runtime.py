@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesr.diffusion.openvino_sessions import OpenVINOSessionOptions
-from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer
+from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer, ran
 from edgesr.diffusion.sr3 import SR3Sampler, SR3Sampling
 from edgesr.diffusion.tensorrt_sessions import TensorRTSessionOptions
 from edgesr.runtimes.base import Runtime, RuntimeInfo
@@ -49,7 +49,8 @@ class SR3TensorRTConfig(SR3Sampling, TensorRTSessionOptions):
 
 class SR3Runtime(Runtime):
     """Runs an exported SR3 denoiser's sampling loop tile by tile (batch of 1 each).
-    ``effective_precision``: the precision the denoiser's engine reports it ran, once active;
+    ``info.precision`` (and ``effective_precision``): the precision the denoiser's engine
+    reports it runs, once active;
     ``stage_timer``: time spent in the denoiser (see ``StageTimer``)."""
 
     name = "sr3"
@@ -66,11 +67,12 @@ class SR3Runtime(Runtime):
     def activate_impl(self) -> RuntimeInfo:
         self.sampler = SR3Sampler(
             self.model_path, self.config, self.stage_timer.wrap(self.config.sessions(self.name)))
-        self.effective_precision = self.sampler.session.precision
+        precision, _ = ran({"denoiser": self.sampler.session})
+        self.effective_precision = precision
         channels = self.sampler.channels
         return RuntimeInfo(scale=self.sampler.scale, in_channels=channels,
                            out_channels=channels, size_multiple=self.sampler.size_multiple,
-                           preferred_batch=1)
+                           preferred_batch=1, precision=precision, device=self.config.where)
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         assert self.sampler is not None
