@@ -1,6 +1,6 @@
 """SR3 backends: ``edgesr.diffusion.sr3``'s refinement loop behind the runtime protocol, its
 denoiser run by the engine its Config names (see ``edgesr.diffusion.sessions``): sr3 on ONNX
-Runtime, sr3-openvino on OpenVINO, sr3-tensorrt on TensorRT.
+Runtime, sr3-openvino on OpenVINO, sr3-tensorrt on TensorRT, sr3-coreml on CoreML.
 
 ``infer`` takes low-resolution RGB tiles in [0, 1] and samples each (see the sampler's module
 docstring for the loop, the noise schedule and seeding).
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesr.diffusion.coreml_sessions import CoreMLSessionOptions
 from edgesr.diffusion.openvino_sessions import OpenVINOSessionOptions
 from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer, ran
 from edgesr.diffusion.sr3 import SR3Sampler, SR3Sampling
@@ -36,6 +37,13 @@ class SR3OpenVINOConfig(SR3Sampling, OpenVINOSessionOptions):
         super().__post_init__()
 
 
+@dataclass(frozen=True, kw_only=True)
+class SR3CoreMLConfig(SR3Sampling, CoreMLSessionOptions):
+    """The sampling options of ``SR3Sampling`` and CoreML's session options."""
+
+    def __post_init__(self) -> None:
+        self.check_engine("sr3-coreml")
+        super().__post_init__()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +95,19 @@ class SR3OpenVINORuntime(SR3Runtime):
 
     name = "sr3-openvino"
     config_class = SR3OpenVINOConfig
+
+
+class SR3CoreMLRuntime(SR3Runtime):
+    """The refinement loop with its denoiser as a CoreML package beside the .onnx (macOS)."""
+
+    name = "sr3-coreml"
+    config_class = SR3CoreMLConfig
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        from edgesr.runtimes.coreml_runtime import unavailable_reason
+
+        return unavailable_reason()
 
 
 class SR3TensorRTRuntime(SR3Runtime):
