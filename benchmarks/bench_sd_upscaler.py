@@ -1,6 +1,6 @@
 """Stable Diffusion x4 upscaler on CPU: edgesr's sampler backends vs diffusers, side by side.
 
-    python benchmarks/bench_sd_upscaler.py [--config real|tiny] [--size 64] [--steps 5]
+    python benchmarks/bench_sd_upscaler.py [--config real|tiny | --tiny] [--size 64] [--steps 3]
         [--threads N] [--workdir DIR] [--json OUT] [--no-openvino]
 
 Nothing is downloaded. ``real`` builds the UNet and VAE of stabilityai/stable-diffusion-x4-upscaler
@@ -22,7 +22,10 @@ loaded is printed too; diffusers may map the weights file, whose pages count onc
 Then, unless ``--no-openvino``, the sd-upscaler-openvino backend at the FP32 and BF16
 INFERENCE_PRECISION_HINT, and on the export quantized to INT8 weights (``edgesr quantize
 --precision int8``, NNCF weight compression, run at the BF16 hint); the "ran" column is the
-precision OpenVINO reports it ran. Times exclude loading; diffusers' UNet and VAE decode are
+precision OpenVINO reports it ran. Then sd-upscaler-coreml on packages written beside the export
+(``edgesr export --coreml fp16``) on macOS; elsewhere its row says why it was skipped. The CPU
+(model, cores, ISA flags) and the 1-minute load before and after are printed and recorded.
+Times exclude loading; diffusers' UNet and VAE decode are
 timed by wrapping them (``forward``/``decode``), edgesr's by the runtime's ``stage_timer``;
 s/step is (total - VAE decode) / steps, "UNet step x" the UNet speed-up over diffusers; PSNR is
 of each final image vs edgesr's ONNX Runtime FP32 one (same seed). Only honest on an idle
@@ -90,8 +93,8 @@ def model_configs(name: str) -> tuple[dict, dict, int]:
     return TINY_SD_X4_UNET, TINY_SD_X4_VAE, 8
 
 
-def build_and_export(config: str, source: Path, target: Path) -> dict:
-    """Write the random-initialised folder ``source``, export it to ``target``: params, reports."""
+def write_source(config: str, source: Path) -> dict:
+    """Write the random-initialised diffusers folder ``source``: its parameter counts."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     unet_config, vae_config, _ = model_configs(config)
@@ -109,6 +112,12 @@ def build_and_export(config: str, source: Path, target: Path) -> dict:
     (source / "model_index.json").write_text(json.dumps({
         "_class_name": "StableDiffusionUpscalePipeline", "max_noise_level": MAX_NOISE_LEVEL,
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}))
+    return {"params": params}
+
+
+def build_and_export(config: str, source: Path, target: Path) -> dict:
+    """Write the random-initialised folder ``source``, export it to ``target``: params, reports."""
+    params = write_source(config, source)["params"]
     start = time.perf_counter()
     reports = export_sd_upscaler(source, target)
     return {"seconds": time.perf_counter() - start, "params": params,
@@ -189,6 +198,14 @@ def run_edgesr(export: Path, image: np.ndarray, steps: int, threads: int,
             "ran": runtime.effective_precision or "fp32", "output": out}
 
 
+def write_coreml(source: Path, export: Path) -> dict:
+    """The CoreML FP16 packages beside the export (``edgesr export --coreml fp16``)."""
+    from edgesr.export.diffusion_coreml import write_sd_upscaler_packages
+
+    write_sd_upscaler_packages(source, export, precision="fp16")
+    return {}
+
+
 def quantize_int8(export: Path, target: Path, steps: int, size: int) -> dict:
     """The export with OpenVINO INT8 weights (``edgesr quantize --precision int8``), its
     quality vs the FP32 sampler on one ``size`` image; reused when ``target`` exists."""
@@ -233,8 +250,10 @@ def isolated(fn, *args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=("real", "tiny"), default="real")
+    parser.add_argument("--tiny", dest="config", action="store_const", const="tiny",
+                        help="the tiny test models (what CI runs): --config tiny")
     parser.add_argument("--size", type=int, default=64, help="LR image side (output x4)")
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="intra-op threads, torch and ONNX Runtime alike")
     parser.add_argument("--workdir", type=Path, default=None,
@@ -251,6 +270,9 @@ def main() -> None:
     if args.size % multiple or args.steps < 1:
         parser.error(f"--size must be a multiple of {multiple} and --steps >= 1")
 
+    from edgesr import cpu
+
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         root = (args.workdir or Path(tmp)) / args.config
         source, export = root / "source", root / "onnx"
@@ -258,6 +280,7 @@ def main() -> None:
               f"guidance {GUIDANCE}, {args.threads} threads; "
               f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
               f"onnxruntime {ort.__version__}; work dir {root}")
+        print(f"CPU: {cpu.detect().describe()}; load before {load_before:.2f}")
         if (export / "vae_decoder.onnx").is_file():
             exported = {"reused": True}
             print(f"export: reusing {export}")
@@ -288,6 +311,13 @@ def main() -> None:
                 cases[f"edgesr OpenVINO {label}"] = isolated(
                     run_edgesr, folder, image, args.steps, args.threads, 0, 16,
                     "sd-upscaler-openvino", precision)
+        skipped = {}
+        if sys.platform == "darwin":
+            isolated(write_coreml, source, export)
+            cases["edgesr CoreML FP16"] = isolated(
+                run_edgesr, export, image, args.steps, 0, 0, 16, "sd-upscaler-coreml")
+        else:
+            skipped["edgesr CoreML FP16"] = f"needs macOS (this is {sys.platform})"
         if args.latent_tile:
             name = f"edgesr latent tiles {args.latent_tile}/{args.latent_overlap}"
             cases[name] = isolated(run_edgesr, export, image, args.steps, args.threads,
@@ -312,6 +342,10 @@ def main() -> None:
               f"{c['loaded_rss_mb']:.0f} | {c['peak_rss_mb']:.0f} | {c['speedup']:.2f} | "
               f"{c['unet_step_speedup']:.2f} | {c['peak_rss_ratio']:.2f} | "
               f"{c['psnr_vs_ort_fp32']:.1f} |")
+    for name, why in skipped.items():
+        print(f"| {name} | skipped: {why} |" + " |" * 11)
+    load_after = os.getloadavg()[0]
+    print(f"\nload before {load_before:.2f}, after {load_after:.2f}")
     side = 4 * args.size
     print(f"\noutputs [1, 3, {side}, {side}]: max |edgesr - diffusers| {diff:.2e}")
     if args.latent_tile:  # latent tiles: one sample, but each window sees less context
@@ -322,7 +356,8 @@ def main() -> None:
         args.json.write_text(json.dumps({
             "config": args.config, "size": args.size, "steps": args.steps,
             "threads": args.threads, "guidance_scale": GUIDANCE, "export": exported,
-            "cases": cases, "max_abs_diff": diff}, indent=2))
+            "cpu": cpu.detect().describe(), "load_before": load_before, "load_after": load_after,
+            "cases": cases, "skipped": skipped, "max_abs_diff": diff}, indent=2))
 
 
 if __name__ == "__main__":

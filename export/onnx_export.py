@@ -187,7 +187,11 @@ def trace_to_onnx(model: torch.nn.Module, args: tuple[torch.Tensor, ...], opset:
                               **names)
     except Exception as exc:  # the exporters raise many types; report one line
         raise ExportError(f"{name}: ONNX export failed: {first_line(exc)}") from exc
-    return onnxscript.optimizer.optimize(onnx.load_from_string(buffer.getvalue()))
+    serialized = buffer.getvalue()
+    buffer.close()  # one serialized copy of the weights at a time, not two
+    proto = onnx.load_from_string(serialized)
+    del serialized
+    return onnxscript.optimizer.optimize(proto)
 
 
 def check_graph(model: onnx.ModelProto | str, name: str) -> None:

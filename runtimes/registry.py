@@ -177,7 +177,7 @@ BUILTIN: tuple[BackendEntry, ...] = (
                  kinds=("sr3-denoiser",), suffixes=(".onnx",),
                  precisions=("fp32", "fp16", "bf16"), quantizes=("int8",),
                  engine=_DIFFUSION_IR, diffusion=True),
-    # ... and on TensorRT: engines with a dynamic profile over latent sizes and batch 1-2.
+    # ... on TensorRT: engines with a dynamic profile over latent sizes and batch 1-2.
     BackendEntry(name="sd-upscaler-tensorrt",
                  runtime=_RT + "sd_upscaler_runtime:SDUpscalerTensorRTRuntime",
                  config=_RT + "sd_upscaler_runtime:SDUpscalerTensorRTConfig",
@@ -190,6 +190,17 @@ BUILTIN: tuple[BackendEntry, ...] = (
                  requires=("tensorrt", "cuda-python"), modules=("tensorrt", "cuda"),
                  install="'edgesr[tensorrt]'", kinds=("sr3-denoiser",), suffixes=(".onnx",),
                  precisions=("fp16", "fp32"), engine=_DIFFUSION_PLAN, diffusion=True),
+    # ... and on CoreML: packages written beside the ONNX graphs by edgesr export --coreml.
+    BackendEntry(name="sd-upscaler-coreml",
+                 runtime=_RT + "sd_upscaler_runtime:SDUpscalerCoreMLRuntime",
+                 config=_RT + "sd_upscaler_runtime:SDUpscalerCoreMLConfig",
+                 requires=("coremltools", "diffusers"),
+                 install="coremltools 'edgesr[diffusion]'", kinds=("sd-x4",),
+                 precisions=("fp16", "fp32"), diffusion=True),
+    BackendEntry(name="sr3-coreml", runtime=_RT + "sr3_runtime:SR3CoreMLRuntime",
+                 config=_RT + "sr3_runtime:SR3CoreMLConfig", requires=("coremltools",),
+                 kinds=("sr3-denoiser",), suffixes=(".onnx",), precisions=("fp16", "fp32"),
+                 diffusion=True),
 )
 #: The built-in backends, by name, in the order they are listed (and picked by default).
 BACKENDS: dict[str, BackendEntry] = {e.name: e for e in BUILTIN}

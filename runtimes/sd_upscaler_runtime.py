@@ -1,7 +1,7 @@
 """Stable Diffusion x4 upscaler backends: ``edgesr.diffusion.sd_upscaler``'s sampler behind the
 runtime protocol, its UNet and VAE run by the engine its Config names (see
 ``edgesr.diffusion.sessions``): sd-upscaler on ONNX Runtime, sd-upscaler-openvino on OpenVINO,
-sd-upscaler-tensorrt on TensorRT.
+sd-upscaler-tensorrt on TensorRT, sd-upscaler-coreml on CoreML.
 
 ``infer`` takes low-resolution RGB tiles in [0, 1] and samples each (see the sampler's module
 docstring for the loop, latent tiling and seeding).
@@ -12,15 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesr.diffusion.coreml_sessions import CoreMLSessionOptions
 from edgesr.diffusion.openvino_sessions import OpenVINOSessionOptions
 from edgesr.diffusion.sd_upscaler import SDSampling, SDUpscalerSampler, unavailable_reason
-from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer
+from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer, ran
 from edgesr.diffusion.tensorrt_sessions import TensorRTSessionOptions
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
-__all__ = ["SDUpscalerConfig", "SDUpscalerOpenVINOConfig", "SDUpscalerOpenVINORuntime",
-           "SDUpscalerRuntime", "SDUpscalerTensorRTConfig", "SDUpscalerTensorRTRuntime",
-           "unavailable_reason"]
+__all__ = ["SDUpscalerConfig", "SDUpscalerCoreMLConfig", "SDUpscalerCoreMLRuntime",
+           "SDUpscalerOpenVINOConfig", "SDUpscalerOpenVINORuntime", "SDUpscalerRuntime",
+           "SDUpscalerTensorRTConfig", "SDUpscalerTensorRTRuntime", "unavailable_reason"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +42,13 @@ class SDUpscalerOpenVINOConfig(SDSampling, OpenVINOSessionOptions):
         super().__post_init__()
 
 
+@dataclass(frozen=True, kw_only=True)
+class SDUpscalerCoreMLConfig(SDSampling, CoreMLSessionOptions):
+    """The sampling options of ``SDSampling`` and CoreML's session options."""
+
+    def __post_init__(self) -> None:
+        self.check_engine("sd-upscaler-coreml")
+        super().__post_init__()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +62,8 @@ class SDUpscalerTensorRTConfig(SDSampling, TensorRTSessionOptions):
 
 class SDUpscalerRuntime(Runtime):
     """Runs an exported Stable Diffusion x4 upscaler folder tile by tile (batch of 1 each).
-    ``effective_precision``: the precision the UNet's engine reports it ran, once active;
+    ``info.precision`` (and ``effective_precision``): the precision the UNet's engine reports
+    it runs, once active (a VAE at another precision is noted);
     ``stage_timer``: time spent in each graph (see ``StageTimer``)."""
 
     name = "sd-upscaler"
@@ -72,9 +81,11 @@ class SDUpscalerRuntime(Runtime):
     def activate_impl(self) -> RuntimeInfo:
         self.sampler = SDUpscalerSampler(
             self.folder, self.config, self.stage_timer.wrap(self.config.sessions(self.name)))
-        self.effective_precision = self.sampler.unet.precision
+        precision, note = ran({"unet": self.sampler.unet, "VAE decoder": self.sampler.vae})
+        self.effective_precision = precision
         return RuntimeInfo(scale=self.sampler.scale, in_channels=3, out_channels=3,
-                           size_multiple=self.sampler.size_multiple, preferred_batch=1)
+                           size_multiple=self.sampler.size_multiple, preferred_batch=1,
+                           precision=precision, precision_note=note, device=self.config.where)
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         assert self.sampler is not None
@@ -89,6 +100,19 @@ class SDUpscalerOpenVINORuntime(SDUpscalerRuntime):
 
     name = "sd-upscaler-openvino"
     config_class = SDUpscalerOpenVINOConfig
+
+
+class SDUpscalerCoreMLRuntime(SDUpscalerRuntime):
+    """The sampler with its UNet and VAE as CoreML packages beside the ONNX graphs (macOS)."""
+
+    name = "sd-upscaler-coreml"
+    config_class = SDUpscalerCoreMLConfig
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        from edgesr.runtimes.coreml_runtime import unavailable_reason as coreml_reason
+
+        return coreml_reason() or unavailable_reason()
 
 
 class SDUpscalerTensorRTRuntime(SDUpscalerRuntime):

@@ -1,6 +1,6 @@
 """SR3 backends: ``edgesr.diffusion.sr3``'s refinement loop behind the runtime protocol, its
 denoiser run by the engine its Config names (see ``edgesr.diffusion.sessions``): sr3 on ONNX
-Runtime, sr3-openvino on OpenVINO, sr3-tensorrt on TensorRT.
+Runtime, sr3-openvino on OpenVINO, sr3-tensorrt on TensorRT, sr3-coreml on CoreML.
 
 ``infer`` takes low-resolution RGB tiles in [0, 1] and samples each (see the sampler's module
 docstring for the loop, the noise schedule and seeding).
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesr.diffusion.coreml_sessions import CoreMLSessionOptions
 from edgesr.diffusion.openvino_sessions import OpenVINOSessionOptions
-from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer
+from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer, ran
 from edgesr.diffusion.sr3 import SR3Sampler, SR3Sampling
 from edgesr.diffusion.tensorrt_sessions import TensorRTSessionOptions
 from edgesr.runtimes.base import Runtime, RuntimeInfo
@@ -36,6 +37,13 @@ class SR3OpenVINOConfig(SR3Sampling, OpenVINOSessionOptions):
         super().__post_init__()
 
 
+@dataclass(frozen=True, kw_only=True)
+class SR3CoreMLConfig(SR3Sampling, CoreMLSessionOptions):
+    """The sampling options of ``SR3Sampling`` and CoreML's session options."""
+
+    def __post_init__(self) -> None:
+        self.check_engine("sr3-coreml")
+        super().__post_init__()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +57,8 @@ class SR3TensorRTConfig(SR3Sampling, TensorRTSessionOptions):
 
 class SR3Runtime(Runtime):
     """Runs an exported SR3 denoiser's sampling loop tile by tile (batch of 1 each).
-    ``effective_precision``: the precision the denoiser's engine reports it ran, once active;
+    ``info.precision`` (and ``effective_precision``): the precision the denoiser's engine
+    reports it runs, once active;
     ``stage_timer``: time spent in the denoiser (see ``StageTimer``)."""
 
     name = "sr3"
@@ -66,11 +75,12 @@ class SR3Runtime(Runtime):
     def activate_impl(self) -> RuntimeInfo:
         self.sampler = SR3Sampler(
             self.model_path, self.config, self.stage_timer.wrap(self.config.sessions(self.name)))
-        self.effective_precision = self.sampler.session.precision
+        precision, _ = ran({"denoiser": self.sampler.session})
+        self.effective_precision = precision
         channels = self.sampler.channels
         return RuntimeInfo(scale=self.sampler.scale, in_channels=channels,
                            out_channels=channels, size_multiple=self.sampler.size_multiple,
-                           preferred_batch=1)
+                           preferred_batch=1, precision=precision, device=self.config.where)
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         assert self.sampler is not None
@@ -85,6 +95,19 @@ class SR3OpenVINORuntime(SR3Runtime):
 
     name = "sr3-openvino"
     config_class = SR3OpenVINOConfig
+
+
+class SR3CoreMLRuntime(SR3Runtime):
+    """The refinement loop with its denoiser as a CoreML package beside the .onnx (macOS)."""
+
+    name = "sr3-coreml"
+    config_class = SR3CoreMLConfig
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        from edgesr.runtimes.coreml_runtime import unavailable_reason
+
+        return unavailable_reason()
 
 
 class SR3TensorRTRuntime(SR3Runtime):

@@ -3,7 +3,8 @@
 The output's suffix chooses the format: a .param output is ncnn (.param and .bin beside it,
 ``edgesr.export.ncnn_export``). A checkpoint becomes one .onnx file (an SR3 denoiser one with
 inputs ``x`` and ``noise_level``); a Stable Diffusion x4 upscaler folder becomes a folder
-holding ``unet.onnx`` and ``vae_decoder.onnx``.
+holding ``unet.onnx`` and ``vae_decoder.onnx``. ``--coreml fp16|fp32`` also writes a diffusion
+model's CoreML packages beside its ONNX graphs (``edgesr.export.diffusion_coreml``).
 """
 
 import argparse
@@ -21,6 +22,9 @@ def register(sub) -> None:
     ex.add_argument("--opset", type=int, default=17)
     ex.add_argument("--prompt", default="", help="Stable Diffusion folders: the prompt whose "
                     "CLIP embeddings are saved for sampling (default: empty)")
+    ex.add_argument("--coreml", choices=("fp16", "fp32"), help="diffusion models: also write "
+                    "CoreML packages (ML programs, flexible latent sizes, batch 1-2) beside the "
+                    "ONNX graphs at this compute precision, for sd-upscaler-coreml / sr3-coreml")
     ex.set_defaults(func=run)
 
 
@@ -29,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     source, output = resolve_model(args.model), Path(args.output)
     if source.is_dir():
-        return _export_sd_upscaler(source, output, args.opset, args.prompt)
+        return _export_sd_upscaler(source, output, args.opset, args.prompt, args.coreml)
     from edgesr.errors import ExportError
     from edgesr.models import load_model
     from edgesr.models.detect import purpose_of
@@ -38,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
         raise ExportError(f"{output}: the output's suffix chooses the format: .onnx (ONNX) or "
                           ".param (ncnn, its .bin written beside it)")
     descriptor = load_model(source)
+    if args.coreml and purpose_of(descriptor.architecture) != "denoiser":
+        raise ExportError("--coreml is for diffusion models (SD x4 folders, SR3 checkpoints); "
+                          "an upscaler's CoreML package comes from edgesr build -b coreml")
     if output.suffix == ".param":
         return _export_ncnn(descriptor, output)
     if purpose_of(descriptor.architecture) == "denoiser":
@@ -47,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"exported {descriptor.architecture} denoiser (x, noise_level -> noise; height and "
               f"width multiples of {descriptor.size_multiple}) -> {output}")
         print(_parity_line(report))
+        if args.coreml:
+            from edgesr.export.diffusion_coreml import write_sr3_package
+
+            package = write_sr3_package(descriptor, output, precision=args.coreml)
+            print(f"  {package.name}: CoreML ML program, {args.coreml} compute")
         return 0
     from edgesr.export.onnx_export import export_onnx
 
@@ -66,7 +78,8 @@ def _export_ncnn(descriptor, output: Path) -> int:
     return 0
 
 
-def _export_sd_upscaler(source: Path, output: Path, opset: int, prompt: str) -> int:
+def _export_sd_upscaler(source: Path, output: Path, opset: int, prompt: str,
+                        coreml: str | None) -> int:
     from edgesr.errors import ExportError
     from edgesr.export.sd_upscaler import EMBEDDINGS_FILE, export_sd_upscaler
 
@@ -78,6 +91,11 @@ def _export_sd_upscaler(source: Path, output: Path, opset: int, prompt: str) -> 
     for report in reports:
         data = f" (+ {report.external_data.name})" if report.external_data else ""
         print(f"  {report.path.name}{data}: {_parity_line(report)}")
+    if coreml:
+        from edgesr.export.diffusion_coreml import write_sd_upscaler_packages
+
+        for package in write_sd_upscaler_packages(source, output, precision=coreml):
+            print(f"  {package.name}: CoreML ML program, {coreml} compute")
     if (output / EMBEDDINGS_FILE).is_file():
         print(f"  {EMBEDDINGS_FILE}: CLIP embeddings of the prompt {prompt!r} and of \"\"")
     else:

@@ -20,8 +20,8 @@ from edgesr.errors import CheckpointError, EdgesrError, first_line
 
 
 class Session(Protocol):
-    """One loaded graph; ``precision``: what the engine reports it ran (None: the graph's own
-    types, as ONNX Runtime runs them)."""
+    """One loaded graph; ``precision``: what the engine reports it runs (None: it cannot
+    tell)."""
 
     precision: str | None
 
@@ -57,6 +57,11 @@ class OnnxRuntimeSessionOptions:
     providers: tuple[str, ...] = ()
     threads: int = 0
 
+    @property
+    def where(self) -> str:
+        """The device it runs on, as the upscale line names it."""
+        return self.device
+
     def check_engine(self, backend: str) -> None:
         from edgesr.runtimes.onnxruntime_runtime import DEVICE_PROVIDERS
 
@@ -72,12 +77,14 @@ class OnnxRuntimeSessionOptions:
 
 
 class OnnxRuntimeSession:
-    """A Session on an ``onnxruntime.InferenceSession``."""
+    """A Session on an ``onnxruntime.InferenceSession``; ``precision``: the graph's own (int8
+    for Q/DQ, fp16 with FP16 weights, else fp32), which ONNX Runtime runs as it is."""
 
-    precision = None
+    def __init__(self, session, path: Path) -> None:
+        from edgesr.runtimes.tensorrt_build import onnx_precision
 
-    def __init__(self, session) -> None:
         self.session = session
+        self.precision: str | None = onnx_precision(path)
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(None, inputs)
@@ -102,13 +109,23 @@ def onnxruntime_sessions(backend: str, *, device: str, providers: tuple[str, ...
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
         try:
-            return OnnxRuntimeSession(ort.InferenceSession(str(path), options,
-                                                           providers=chosen))
+            session = ort.InferenceSession(str(path), options, providers=chosen)
         except Exception as exc:  # onnxruntime's load errors are not one class
             raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)})"
                                   ) from None
+        return OnnxRuntimeSession(session, path)
 
     return open_session
+
+
+def ran(sessions: dict[str, Session]) -> tuple[str | None, str]:
+    """(precision, note) a sampler reports from its graphs' sessions, by graph name: the first
+    graph's precision (the UNet or denoiser, where the time goes), and a note naming any graph
+    that runs at another one."""
+    (_, first), *others = sessions.items()
+    differ = [f"{name} at {s.precision or 'an unreported precision'}"
+              for name, s in others if s.precision != first.precision]
+    return first.precision, "; ".join(differ)
 
 
 class StageTimer:

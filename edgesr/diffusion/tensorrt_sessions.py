@@ -38,6 +38,11 @@ class TensorRTSessionOptions:
     max_batch: int = 2
     workspace_mb: int = 4096
 
+    @property
+    def where(self) -> str:
+        """The device it runs on, as the upscale line names it."""
+        return f"cuda:{self.gpu}"
+
     def check_engine(self, backend: str) -> None:
         if self.precision not in PRECISIONS:
             raise EdgesrError(f"{backend}: precision must be one of {', '.join(PRECISIONS)}, "

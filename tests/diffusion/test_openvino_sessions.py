@@ -96,6 +96,37 @@ def test_reports_the_precision_the_cpu_ran(workspace, cache, precision):
         assert ran in (precision, "fp32")
 
 
+def _native(precision: str) -> bool:
+    flags = _cpu_flags()
+    return {"fp32": True, "bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
+            "fp16": bool({"avx512_fp16", "amx_fp16"} & flags)}[precision]
+
+
+def _upscale_line(workspace: Path, model: str, backend: str, capsys) -> str:
+    name, _, extra = MODELS[model]
+    assert main(["upscale", str(workspace / "in.png"), "-m", str(workspace / name), "-b",
+                 backend, "-o", str(workspace / "line.png"), "--tile", "0", *extra,
+                 "--steps", "2"]) == 0
+    return next(line for line in capsys.readouterr().err.splitlines()
+                if line.startswith("edgesr: ") and "; model " in line)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_upscale_line_says_the_precision_that_ran(workspace, cache, capsys, model, precision):
+    backend = f"{MODELS[model][1]}-openvino"
+    line = _upscale_line(workspace, model, f"{backend}:{precision}", capsys)
+    ran = precision if _native(precision) else "fp32"
+    assert line.startswith(f"edgesr: {backend} on CPU at {ran}"), line
+    assert "unreported" not in line
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_upscale_line_on_onnxruntime_says_the_graphs_precision(workspace, cache, capsys, model):
+    line = _upscale_line(workspace, model, MODELS[model][1], capsys)
+    assert line.startswith(f"edgesr: {MODELS[model][1]} on cpu at fp32"), line
+
+
 def test_ir_is_built_once_into_the_engine_cache(workspace, cache):
     with create_runtime("sd-upscaler-openvino", workspace / "sd", steps=1):
         pass

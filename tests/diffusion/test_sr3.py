@@ -210,7 +210,8 @@ def test_upscale_cli(sr3, cache, tmp_path, capsys, model, tile):
 @pytest.mark.parametrize("args, message", [
     (["-m", "{ckpt}"], "pass --scale N"),
     (["-m", "{ckpt}", "-b", "torch"],
-     "runs on --backend sr3 or sr3-openvino or sr3-tensorrt, not 'torch'"),
+     "runs on --backend sr3 or sr3-openvino or sr3-tensorrt or sr3-coreml, not "
+     "'torch'"),
     (["-m", "{onnx}", "-b", "onnxruntime", "--scale", "2"], "runs on --backend sr3"),
     (["-m", "{rrdb}", "-b", "sr3", "--scale", "2"], "--backend sr3 needs an SR3 denoiser"),
     (["-m", "{rrdb}", "--scale", "2"], "--scale is for SR3 models"),

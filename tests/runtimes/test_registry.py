@@ -95,7 +95,7 @@ def test_entries_declare_what_other_modules_used_to_list():
     assert quantize_precisions() == ("fp16", "int8", "bf16")
     assert [n for n, e in BACKENDS.items() if e.diffusion] == [
         "sd-upscaler", "sr3", "sd-upscaler-openvino", "sr3-openvino", "sd-upscaler-tensorrt",
-        "sr3-tensorrt"]
+        "sr3-tensorrt", "sd-upscaler-coreml", "sr3-coreml"]
     assert entry("openvino").engine.calibrated == ("int8",)
     assert "Q/DQ" in entry("tensorrt").engine.no_calib
 

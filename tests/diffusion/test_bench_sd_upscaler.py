@@ -1,0 +1,34 @@
+"""benchmarks/bench_sd_upscaler.py --tiny: the whole benchmark on the tiny SD x4 model (OpenVINO
+rows left out to keep CI short; they run the same ``run_edgesr`` as the ORT row), its table,
+the CPU and load it records, and the CoreML row skipped off macOS."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is not installed: "
+                    "pip install 'edgesr[diffusion]'")
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_sd_upscaler.py"
+
+
+def test_tiny_benchmark_runs_and_records_what_ran(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--size", "16", "--steps", "2",
+                          "--threads", "1", "--no-openvino", "--json", str(out)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "| diffusers PyTorch FP32 | fp32 |" in run.stdout
+    assert "| edgesr sd-upscaler (ORT FP32) | fp32 |" in run.stdout
+    record = json.loads(out.read_text())
+    assert record["config"] == "tiny" and record["steps"] == 2
+    assert record["cpu"] and record["load_before"] >= 0 and record["load_after"] >= 0
+    ort = record["cases"]["edgesr sd-upscaler (ORT FP32)"]
+    assert ort["unet"] > 0 and ort["vae"] > 0 and ort["psnr_vs_ort_fp32"] == float("inf")
+    eager = record["cases"]["diffusers PyTorch FP32"]
+    assert eager["psnr_vs_ort_fp32"] > 80  # the same sampler, same seed: FP32 rounding only
+    if sys.platform != "darwin":
+        assert "needs macOS" in record["skipped"]["edgesr CoreML FP16"]
+        assert "| edgesr CoreML FP16 | skipped: needs macOS" in run.stdout
