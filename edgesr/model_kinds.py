@@ -108,11 +108,23 @@ def _denoiser(path: Path) -> str | None:
                      "loop")
 
 
+def checkpoint_backends(path: Path) -> list[str]:
+    """The installed backends that run upscaler checkpoint ``path`` exactly, by their declared
+    ``default_rank`` (one that runs ONNX gets the checkpoint's cached ONNX export: an ncnn
+    .param converts without PyTorch, any other checkpoint needs PyTorch to export)."""
+    exportable = path.suffix == ".param" or entry("torch").installed
+    ranked = sorted((e.default_rank, n) for n, e in entries().items()
+                    if e.default_rank is not None and UPSCALER in e.kinds and e.installed
+                    and (path.suffix in e.suffixes or (e.runs_onnx and exportable)))
+    return [name for _, name in ranked]
+
+
 def _upscaler_backend(path: Path) -> str:
-    """The first backend that runs upscalers from files like ``path`` (torch for anything); an
-    ncnn .param without PyTorch installed runs its converted graph on ONNX Runtime instead."""
-    if path.suffix == ".param" and not entry("torch").installed:
-        return "onnxruntime"
+    """A checkpoint (or ncnn .param) runs on the first of ``checkpoint_backends``: the fastest
+    exact one installed; any other file on the first backend that runs files like it (torch
+    for anything)."""
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        return next(iter(checkpoint_backends(path)), "torch")
     return next((n for n, e in entries().items() if UPSCALER in e.kinds
                  and path.suffix in e.suffixes), "torch")
 
