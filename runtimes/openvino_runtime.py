@@ -300,7 +300,8 @@ class OpenVINORuntime(Runtime):
     def activate_impl(self) -> RuntimeInfo:
         cfg = self.config
         core = self._core = ov.Core()
-        if cfg.device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
+        family = cfg.device.split(".")[0]  # CPU is always there: no probe of other plugins
+        if family != "CPU" and family not in {d.split(".")[0] for d in core.available_devices}:
             raise BackendUnavailableError(
                 f"openvino: device {cfg.device!r} not found; available: "
                 f"{', '.join(core.available_devices)}")
