@@ -265,7 +265,7 @@ def run_case(case: Case, sources: list[Path], out: Path, art: Path, args, baseli
             result.ran = said[0].removeprefix("edgesr: ") if said else case.kind + " fp32"
         if not baseline:
             reference = out / f"{CASES[0].name}-{source.stem}.png"
-            result.psnr_by_photo[source.stem] = psnr8(reference, target)
+            result.psnr_by_photo[source.stem.removeprefix("input-")] = psnr8(reference, target)
     if result.psnr_by_photo:
         result.psnr_db = min(result.psnr_by_photo.values())
     result.tile_ms = tile_ms(case, art, args)

@@ -64,6 +64,8 @@ def test_checkpoints_default_to_the_fastest_exact_backend_installed(tmp_path, mo
     assert checkpoint_backends(path) == ranked
     model, backend = resolve(path)
     assert backend == ranked[0] and model.suffix == (".pth" if backend == "torch" else ".onnx")
+    assert resolve(path, device="CPU")[1] == ranked[0]
+    assert resolve(path, device="cuda") == (path, "torch")  # ranked on CPUs: a GPU runs torch
     image = np.random.default_rng(0).random((20, 12, 3), np.float32)
     outputs = {}
     for name in (None, "torch"):
