@@ -23,13 +23,14 @@ UPSCALER, SD_X4, DENOISER = "upscaler", "sd-x4", "sr3-denoiser"
 class ModelKind:
     """``detect(path)``: how to call the model (e.g. "a Stable Diffusion x4 export folder")
     when it is of this kind, else None. ``wanted``: what a backend that runs only this kind asks
-    for. ``default_backend(path)``: the backend that runs it when none is named.
+    for. ``default_backend(path, device)``: the backend that runs it on ``device`` (None: the
+    CPU) when none is named.
     ``prepare(path, backend)``: the file ``backend`` runs (a checkpoint's ONNX export, say)."""
 
     name: str
     detect: Callable[[Path], str | None]
     wanted: str
-    default_backend: Callable[[Path], str]
+    default_backend: Callable[[Path, str | None], str]
     prepare: Callable[[Path, str], Path]
 
 
@@ -108,11 +109,25 @@ def _denoiser(path: Path) -> str | None:
                      "loop")
 
 
-def _upscaler_backend(path: Path) -> str:
-    """The first backend that runs upscalers from files like ``path`` (torch for anything); an
-    ncnn .param without PyTorch installed runs its converted graph on ONNX Runtime instead."""
-    if path.suffix == ".param" and not entry("torch").installed:
-        return "onnxruntime"
+def checkpoint_backends(path: Path) -> list[str]:
+    """The installed backends that run upscaler checkpoint ``path`` exactly, by their declared
+    ``default_rank`` (one that runs ONNX gets the checkpoint's cached ONNX export: an ncnn
+    .param converts without PyTorch, any other checkpoint needs PyTorch to export)."""
+    exportable = path.suffix == ".param" or entry("torch").installed
+    ranked = sorted((e.default_rank, n) for n, e in entries().items()
+                    if e.default_rank is not None and UPSCALER in e.kinds and e.installed
+                    and (path.suffix in e.suffixes or (e.runs_onnx and exportable)))
+    return [name for _, name in ranked]
+
+
+def _upscaler_backend(path: Path, device: str | None = None) -> str:
+    """A checkpoint (or ncnn .param) run on the CPU runs on the first of
+    ``checkpoint_backends``: the fastest exact one installed (the ranks were measured on
+    CPUs; on another ``device`` it runs on torch, the reference, as named); any other file on
+    the first backend that runs files like it (torch for anything)."""
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        on_cpu = device is None or device.lower() == "cpu"
+        return next(iter(checkpoint_backends(path)), "torch") if on_cpu else "torch"
     return next((n for n, e in entries().items() if UPSCALER in e.kinds
                  and path.suffix in e.suffixes), "torch")
 
@@ -147,11 +162,11 @@ KINDS: tuple[ModelKind, ...] = (
     ModelKind(name=SD_X4, detect=_sd_folder,
               wanted=f"a Stable Diffusion x4 export folder ({' + '.join(SD_GRAPHS)}; see "
               "edgesr export)",
-              default_backend=lambda path: backends_for(SD_X4)[0],
+              default_backend=lambda path, device: backends_for(SD_X4)[0],
               prepare=lambda path, backend: path),
     ModelKind(name=DENOISER, detect=_denoiser,
               wanted="an SR3 denoiser (a .pth/.safetensors checkpoint or its edgesr export)",
-              default_backend=lambda path: backends_for(DENOISER)[0],
+              default_backend=lambda path, device: backends_for(DENOISER)[0],
               prepare=lambda path, backend: path if path.suffix == ".onnx"
               else exported_onnx(path)),
     ModelKind(name=UPSCALER, detect=lambda path: "a single-pass upscaler",
@@ -170,14 +185,16 @@ def detect_kind(path: Path) -> tuple[ModelKind, str]:
     raise AssertionError("the last kind takes any model")
 
 
-def resolve(path: Path, backend: str | None = None) -> tuple[Path, str]:
-    """(file, backend) that runs model ``path`` on ``backend`` (None: the kind's default).
+def resolve(path: Path, backend: str | None = None,
+            device: str | None = None) -> tuple[Path, str]:
+    """(file, backend) that runs model ``path`` on ``backend`` (None: the kind's default on
+    ``device``).
 
     A backend that runs single-pass upscalers given a model of another kind is told which
     backend runs it; a backend that runs one other kind only says what model it needs.
     """
     kind, described = detect_kind(path)
-    backend = backend or kind.default_backend(path)
+    backend = backend or kind.default_backend(path, device)
     runs = entry(backend).kinds
     if kind.name not in runs:
         if UPSCALER in runs:

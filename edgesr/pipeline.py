@@ -44,14 +44,16 @@ def resolve_model(model: str | None) -> Path:
     return Path(model)
 
 
-def resolve_runtime(model: str | None = None, backend: str | None = None) -> tuple[Path, str]:
+def resolve_runtime(model: str | None = None, backend: str | None = None,
+                    device: str | None = None) -> tuple[Path, str]:
     """(model file, backend) that ``open_runtime`` runs: the model's kind (``model_kinds``)
-    picks the default backend and says what file the backend gets (a checkpoint asked to run on
-    an ONNX backend becomes its cached ONNX export, and so does an SR3 one, on the sr3 backend)."""
+    picks the default backend (for ``device``) and says what file the backend gets (a
+    checkpoint asked to run on an ONNX backend becomes its cached ONNX export, and so does an
+    SR3 one, on the sr3 backend)."""
     model_path = resolve_model(model)
     if not model_path.exists():  # a .mlpackage is a folder
         raise EdgesrError(f"{model_path}: model file not found")
-    return model_kinds.resolve(model_path, backend)
+    return model_kinds.resolve(model_path, backend, device)
 
 
 def open_runtime(model: str | None = None, backend: str | None = None, *,
@@ -70,7 +72,7 @@ def open_runtime(model: str | None = None, backend: str | None = None, *,
         if named is not None and precision not in (None, named):
             raise EdgesrError(f"{backend}:{named} and precision {precision!r} disagree")
         precision = precision or named
-    model_path, backend = resolve_runtime(model, backend)
+    model_path, backend = resolve_runtime(model, backend, device)
     options = {**device_options(backend, device), **options}
     choice = precisions.choose(backend, model_path, precision, options)
     runtime = create_runtime(backend, model_path, **choice.options)

@@ -11,6 +11,13 @@ calibration. The search:
 2. The best-scoring blocks are taken out together, as few as reach ``target_psnr`` (a doubling
    search, then bisection: ``quantize_int8.smallest_passing``).
 
+The search is bounded (``SearchBudget``), so it fits minutes on a 2-core CPU for Real-ESRGAN
+x4plus (~350 convolutions, 8 blocks of about three RRDB blocks each): NNCF calibrates on the
+first ``calib_count`` crops only, and the layouts tried (a compile and the held-out images each)
+stop at ``trials`` or ``seconds``. Blocks not scored by then rank after the scored ones, in
+graph order; a search cut short takes the passing layout with the fewest layers out of INT8
+found so far, else every layer out (the float model, one more evaluation), and says so.
+
 Layers left out of INT8 run at ``rest``: BF16 (the IR records the BF16 inference hint; a CPU
 without native BF16 runs them in FP32, which only raises the PSNR) or FP32. ``rest="auto"``
 takes BF16 on CPUs with native BF16 (``edgesr.cpu``) when BF16 alone keeps the target, else FP32.
@@ -18,6 +25,7 @@ The IR records ``edgesr/precision = mixed`` and the layers kept out of INT8, so 
 reports "mixed" as what ran.
 """
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +45,20 @@ HINT_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]
 
 
 @dataclass(frozen=True, kw_only=True)
+class SearchBudget:
+    """Bounds on ``mixed_search``: calibration crops NNCF uses (the first ones), layouts tried
+    at most, and wall seconds for trying them (calibration excluded)."""
+
+    calib_count: int = 8
+    trials: int = 16
+    seconds: float = 300.0
+
+
+class _BudgetSpent(Exception):
+    """The search's budget ran out before a layout could be tried."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class MixedReport:
     """What ``mixed_search`` wrote: the IR, its PSNR against FP32 on the held-out images, the
     precision of the layers out of INT8, the layers (convolutions) kept out and the total, and
@@ -48,15 +70,17 @@ class MixedReport:
     kept: list[str]
     layers: int
     trials: list[tuple[int, float]] = field(default_factory=list)
+    #: The search stopped at its ``SearchBudget`` (the layout is the best found by then).
+    budget_spent: bool = False
 
 
 def mixed_search(onnx_path: str | Path, output_path: str | Path, calib: CalibrationSet,
                  images: Sequence[np.ndarray], *, target_psnr: float, rest: str = "auto",
-                 blocks: int = 12,
+                 blocks: int = 8, budget: SearchBudget = SearchBudget(),
                  log: Callable[[str], None] = lambda _: None) -> MixedReport:
     """Write the mixed-precision IR of an FP32 ONNX model that reaches ``target_psnr`` with
-    the most layers in INT8 (see the module docstring); QuantizeError if even every layer out
-    of INT8 misses it."""
+    the most layers in INT8 the ``budget`` finds (see the module docstring); QuantizeError if
+    even every layer out of INT8 misses it."""
     import openvino as ov
 
     from edgesr.export.quantize_openvino import _nncf_int8, _read
@@ -80,15 +104,21 @@ def mixed_search(onnx_path: str | Path, output_path: str | Path, calib: Calibrat
     if rest == "auto":
         rest = "bf16" if cpu.detect().bf16 and score(fp32, "bf16") >= target_psnr else "fp32"
     hint = HINTS[rest]
-    int8 = _nncf_int8(fp32, calib, (), conv_only=True)  # only convolutions: all out is float
+    if len(calib) > budget.calib_count:
+        calib = CalibrationSet(calib.images[:budget.calib_count], calib.meta)
+    # Only convolutions: every layer out of INT8 is the float model.
+    int8 = _nncf_int8(fp32, calib, (), conv_only=True)
     layers = [op.get_friendly_name() for op in int8.get_ordered_ops()
               if op.get_type_name() == "Convolution" and _fake_quantizers(op)]
     trials: list[tuple[int, float]] = []
     built: dict[frozenset[str], tuple[list[str], float]] = {}
+    deadline = time.monotonic() + budget.seconds
 
-    def build(kept: Sequence[str], name: str) -> tuple[list[str], float]:
+    def build(kept: Sequence[str], name: str, bounded: bool = True) -> tuple[list[str], float]:
         key = frozenset(kept)
         if key not in built:
+            if bounded and (len(trials) >= budget.trials or time.monotonic() > deadline):
+                raise _BudgetSpent
             psnr = score(without_int8(int8, key), hint)
             trials.append((len(key), psnr))
             log(f"mixed search {name}: {len(key)} of {len(layers)} layer(s) out of INT8 -> "
@@ -96,13 +126,34 @@ def mixed_search(onnx_path: str | Path, output_path: str | Path, calib: Calibrat
             built[key] = sorted(map(str, key)), psnr
         return built[key]
 
-    kept, psnr = build([], "all INT8")
+    kept, psnr = build([], "all INT8", bounded=False)
+    spent = False
     if psnr < target_psnr:
         parts = [list(p) for p in np.array_split(layers, min(blocks, len(layers))) if len(p)]
-        gains = [build(part, f"block {i}")[1] for i, part in enumerate(parts)]
-        ranked = [parts[i] for i in np.argsort(gains)[::-1]]
-        kept, psnr = smallest_passing(lambda m: build(sum(ranked[:m], []), f"top {m}"),
-                                      len(ranked), target_psnr)
+        gains: list[float] = []
+        try:
+            for i, part in enumerate(parts):
+                gains.append(build(part, f"block {i}")[1])
+        except _BudgetSpent:
+            spent = True
+        order = sorted(range(len(parts)), key=lambda i: (-gains[i], i) if i < len(gains)
+                       else (np.inf, i))
+        ranked = [parts[i] for i in order]
+        try:
+            kept, psnr = smallest_passing(lambda m: build(sum(ranked[:m], []), f"top {m}"),
+                                          len(ranked), target_psnr)
+        except _BudgetSpent:
+            spent = True
+            kept, psnr = min((v for v in built.values() if v[1] >= target_psnr),
+                             key=lambda v: len(v[0]), default=(None, 0.0))
+            if kept is None:
+                kept, psnr = build(layers, "every layer (budget spent)", bounded=False)
+                if psnr < target_psnr:
+                    raise QuantizeError(f"INT8 cannot reach {target_psnr:g} dB: {psnr:.2f} dB "
+                                        "with every layer out of INT8") from None
+        if spent:
+            log(f"mixed search: budget spent after {len(trials)} layout(s); kept the best "
+                "found")
     model = without_int8(int8, set(kept))
     for key, value in read_metadata(onnx_path, fp32).items():
         model.set_rt_info(value, ["edgesr", key])
@@ -117,7 +168,7 @@ def mixed_search(onnx_path: str | Path, output_path: str | Path, calib: Calibrat
         move_files([(tmp_xml.with_suffix(".bin"), output_path.with_suffix(".bin")),
                     (tmp_xml, output_path)])
     return MixedReport(path=output_path, psnr=psnr, rest=rest, kept=kept, layers=len(layers),
-                       trials=trials)
+                       trials=trials, budget_spent=spent)
 
 
 def without_int8(model, layers: set[str] | frozenset[str]):

@@ -192,8 +192,9 @@ def _build(options: QuantizeOptions, backend: str, onnx_path: Path, target: Path
 
         mixed = mixed_search(onnx_path, target, calib, images, target_psnr=options.target_psnr,
                              log=log)
+        spent = "; the search stopped at its budget" if mixed.budget_spent else ""
         return [f"OpenVINO mixed: {mixed.layers - len(mixed.kept)} of {mixed.layers} "
-                f"convolution(s) INT8, the rest {mixed.rest}"]
+                f"convolution(s) INT8, the rest {mixed.rest}{spent}"]
     if backend == "openvino":
         report = quantize_openvino(onnx_path, target, calib, precision=options.precision,
                                    keep=exclude, conv_only=bool(op_types))

@@ -199,9 +199,11 @@ _INT8_OPS = {"DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"}
 
 
 def model_precision(path: Path, input_dtype: type) -> str | None:
-    """The precision an ONNX model runs at: int8 when it holds quantized operators, fp16 when
-    its input is half (``edgesr quantize -p fp16``), else fp32; None when ``onnx`` (needed to
-    read the graph) is not installed."""
+    """The precision an ONNX model runs at: int8 when it holds quantized operators; fp16 when
+    its input is half, or when its weights are half or it casts to half inside while its I/O
+    stays FP32 (``edgesr quantize -p fp16`` keeps FP32 I/O and the overflow guard's nodes in
+    FP32; the rest is FP16); else fp32. None when ``onnx`` (needed to read the graph) is not
+    installed."""
     if input_dtype == np.float16:
         return "fp16"
     try:
@@ -210,5 +212,11 @@ def model_precision(path: Path, input_dtype: type) -> str | None:
         return None
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    return "int8" if any(node.op_type in _INT8_OPS for node in graph.node) else "fp32"
-
+    if any(node.op_type in _INT8_OPS for node in graph.node):
+        return "int8"
+    half = onnx.TensorProto.FLOAT16
+    if any(init.data_type == half for init in graph.initializer) or any(
+            node.op_type == "Cast" and any(a.name == "to" and a.i == half for a in node.attribute)
+            for node in graph.node):
+        return "fp16"
+    return "fp32"

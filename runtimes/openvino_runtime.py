@@ -39,6 +39,8 @@ PRECISION_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 PRECISION_NAMES = {v: k for k, v in PRECISION_HINTS.items()}
 #: Compiled static shapes kept per runtime (tiles of one image have one to four shapes).
 SHAPES_KEPT = 4
+#: Compiled models kept in OpenVINO's model cache (``compiled_cache_dir``), newest first.
+COMPILED_KEPT = 8
 #: Where ``edgesr quantize`` records the inference precision an IR is meant to run at.
 RECORDED_HINT = ["runtime_options", "INFERENCE_PRECISION_HINT"]
 PERFORMANCE_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
@@ -74,7 +76,9 @@ class OpenVINOConfig:
     ``performance``: latency or throughput hint. ``num_requests``: async infer requests (0: the
     device's optimal number). ``tile``: reshape to this static (height, width) input; None takes
     any height and width, compiled per shape when ``static`` (the default) or once with dynamic
-    shapes. ``threads``: INFERENCE_NUM_THREADS (0: OpenVINO's default).
+    shapes. ``threads``: INFERENCE_NUM_THREADS (0: OpenVINO's default). ``compile_cache``:
+    OpenVINO's model cache (CACHE_DIR in ``compiled_cache_dir()``): a fresh process loads the
+    compiled model for a shape it compiled before instead of compiling it again.
     """
 
     device: str = "CPU"
@@ -84,6 +88,7 @@ class OpenVINOConfig:
     tile: tuple[int, int] | None = None
     static: bool = True
     threads: int = 0
+    compile_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.precision is not None and self.precision not in PRECISION_HINTS:
@@ -104,7 +109,32 @@ class OpenVINOConfig:
         }
         if self.threads:
             props["INFERENCE_NUM_THREADS"] = self.threads
+        if self.compile_cache:
+            props["CACHE_DIR"] = str(compiled_cache_dir())
         return props
+
+
+def compiled_cache_dir() -> Path:
+    """OpenVINO's model cache (``CACHE_DIR``): compiled models, one blob per model, shape,
+    device and properties, named by OpenVINO's hash of all of them (the weights included), so
+    a changed model or OpenVINO version never loads a stale one; a truncated blob (a process
+    killed while writing it) is compiled again. The ``COMPILED_KEPT`` newest are kept."""
+    from edgesr.fsutil import cache_dir
+
+    return cache_dir() / "openvino-compiled"
+
+
+def prune_compiled(folder: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest blobs in ``folder`` (a process that is reading one
+    that goes keeps its open file; one that looks for it later compiles again)."""
+    blobs = []
+    for blob in folder.glob("*.blob"):
+        try:
+            blobs.append((blob.stat().st_mtime, blob))
+        except OSError:  # another process pruned it
+            continue
+    for _, blob in sorted(blobs, reverse=True)[keep:]:
+        blob.unlink(missing_ok=True)
 
 
 def native_precisions(device: str | None) -> tuple[str, ...]:
@@ -231,7 +261,9 @@ def build(source: Path, target: Path, options) -> None:
         from edgesr.runtimes.openvino_blob import export
 
         core = ov.Core()
-        config = OpenVINOConfig(device=_device(core, options.device or "CPU"))
+        # compiled here, not taken from OpenVINO's model cache: a cache-loaded model exports a
+        # blob that import_model cannot read (OpenVINO 2025)
+        config = OpenVINOConfig(device=_device(core, options.device or "CPU"), compile_cache=False)
         hint = plan_precision(config, core.read_model(str(target)))[0]
         export(core, target, config.device, hint, config.compile_properties(hint))
 
@@ -305,7 +337,8 @@ class OpenVINORuntime(Runtime):
         self._scale = 1
         self._ir: Path | None = None
         #: How the current compiled model was made: "imported" (the compiled model kept beside
-        #: the IR by ``edgesr build --tile``, see ``openvino_blob``) or "compiled" (here).
+        #: the IR by ``edgesr build --tile``, see ``openvino_blob``), "cached" (OpenVINO's model
+        #: cache, ``compiled_cache_dir``) or "compiled" (here).
         self.compiled_by: str | None = None
 
     def ir_path(self) -> Path:
@@ -322,7 +355,8 @@ class OpenVINORuntime(Runtime):
     def activate_impl(self) -> RuntimeInfo:
         cfg = self.config
         core = self._core = ov.Core()
-        if cfg.device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
+        family = cfg.device.split(".")[0]  # CPU is always there: no probe of other plugins
+        if family != "CPU" and family not in {d.split(".")[0] for d in core.available_devices}:
             raise BackendUnavailableError(
                 f"openvino: device {cfg.device!r} not found; available: "
                 f"{', '.join(core.available_devices)}")
@@ -373,7 +407,9 @@ class OpenVINORuntime(Runtime):
             except RuntimeError as exc:
                 raise OpenVINOError(f"openvino: compiling for {cfg.device} failed: "
                                     f"{first_line(exc)}") from None
-            self.compiled_by = "compiled"
+            self.compiled_by = "cached" if _loaded_from_cache(compiled) else "compiled"
+            if cfg.compile_cache and self.compiled_by == "compiled":
+                prune_compiled(compiled_cache_dir(), COMPILED_KEPT)
         self.effective_precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         ran = PRECISION_NAMES.get(self.effective_precision)
         asked = PRECISION_NAMES.get(str(self._props["INFERENCE_PRECISION_HINT"]))
@@ -448,6 +484,13 @@ def _optimal_requests(core: ov.Core, device: str, props: dict[str, object]) -> i
         return 1
     return int(core.get_property(device, "OPTIMAL_NUMBER_OF_INFER_REQUESTS",
                                  {"PERFORMANCE_HINT": "THROUGHPUT"}))
+
+
+def _loaded_from_cache(compiled: ov.CompiledModel) -> bool:
+    try:
+        return bool(compiled.get_property("LOADED_FROM_CACHE"))
+    except RuntimeError:  # a device plugin without the property
+        return False
 
 
 def _collect(request: ov.InferRequest, out: np.ndarray, index: int) -> None:

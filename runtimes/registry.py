@@ -69,6 +69,9 @@ class BackendEntry:
     ``edgesr.precision``); empty: auto runs the backend's default.
     ``quantizes``: the precisions ``edgesr quantize`` writes model files of for it.
     ``diffusion``: it samples a diffusion model (memory is measured with few steps).
+    ``default_rank``: its place among the exact backends (FP32 output within 1e-4 of PyTorch's)
+    that run a checkpoint when no backend is named: the installed one with the lowest rank runs
+    it (``edgesr.model_kinds``; fastest first, as measured on CPUs); None: never the default.
     ``plugin``: the distribution of a third-party entry (None: built in)."""
 
     name: str
@@ -85,6 +88,7 @@ class BackendEntry:
     native: str = ""
     quantizes: tuple[str, ...] = ()
     diffusion: bool = False
+    default_rank: int | None = None
     plugin: str | None = None
 
     @property
@@ -120,15 +124,16 @@ BUILTIN: tuple[BackendEntry, ...] = (
     BackendEntry(name="torch", runtime=_RT + "torch_runtime:TorchRuntime",
                  config=_RT + "torch_runtime:TorchConfig", requires=("torch",),
                  install="'edgesr[export]'",
-                 suffixes=CHECKPOINT_SUFFIXES),
+                 suffixes=CHECKPOINT_SUFFIXES, default_rank=2),
     BackendEntry(name="onnxruntime", runtime=_RT + "onnxruntime_runtime:OnnxRuntime",
                  config=_RT + "onnxruntime_runtime:OnnxRuntimeConfig",
-                 requires=("onnxruntime",), suffixes=(".onnx",), quantizes=("fp16", "int8")),
+                 requires=("onnxruntime",), suffixes=(".onnx",), quantizes=("fp16", "int8"),
+                 default_rank=1),
     BackendEntry(name="openvino", runtime=_RT + "openvino_runtime:OpenVINORuntime",
                  config=_RT + "openvino_runtime:OpenVINOConfig", requires=("openvino",),
                  suffixes=(".onnx", ".xml"), artifacts=(".xml",),
                  precisions=("fp32", "fp16", "bf16"), quantizes=("int8", "bf16"),
-                 native=_RT + "openvino_runtime:native_precisions",
+                 native=_RT + "openvino_runtime:native_precisions", default_rank=0,
                  engine=EngineSpec(builder=_RT + "openvino_runtime", artifact="model.xml",
                                    sources=(".onnx",), calibrated=("int8",),
                                    takes=("tile", "device"),

@@ -177,7 +177,7 @@ print(json.dumps({"code": code, "budget": budget / 2**20, "peak": own_peak_rss_m
 @pytest.fixture(scope="module")
 def heavy(tmp_path_factory):
     """(checkpoint, cache) of the tiny x4 RRDB, whose activations (about 4.7 KB per input pixel
-    on torch, measured into the cache here) make the tile size matter."""
+    on torch, measured into the cache here, and run on torch) make the tile size matter."""
     folder = tmp_path_factory.mktemp("budget")
     path = folder / "rrdb_x4.pth"
     torch.save({"params": make_tiny("rrdb_x4").state_dict()}, path)
@@ -190,7 +190,8 @@ def heavy(tmp_path_factory):
 def _budget_run(heavy, margin_mb: float, src, dst, *args: str) -> dict:
     checkpoint, cache = heavy
     done = subprocess.run([sys.executable, "-c", _BUDGET_RUN, str(margin_mb), str(src), "-o",
-                           str(dst), "-m", str(checkpoint), "--overlap", "8", *args],
+                           str(dst), "-m", str(checkpoint), "-b", "torch", "--overlap", "8",
+                           *args],
                           capture_output=True, text=True, cwd=src.parent,
                           env={**os.environ, "EDGESR_CACHE": str(cache)})
     assert done.returncode == 0, done.stderr

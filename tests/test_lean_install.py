@@ -3,6 +3,7 @@ and the bundled default model, in a child process where ``import torch`` fails a
 torch is not installed; torch is never imported. Also the README's Install section and the
 extras it names."""
 
+import importlib.util
 import json
 import os
 import re
@@ -83,7 +84,9 @@ print(json.dumps({{"code": code, "torch": "torch" in sys.modules}}))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "cli.png")), expected)
 
 
-def test_default_model_runs_on_onnxruntime_without_torch(tmp_path, rng):
+def test_default_model_runs_without_torch(tmp_path, rng):
+    """The bundled ncnn model converts to ONNX without PyTorch and runs on the fastest exact
+    backend installed: OpenVINO if present, else ONNX Runtime (the lean install's)."""
     pixels = (rng.random((8, 8, 3)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / "in.png")
     code = f"""
@@ -97,7 +100,8 @@ print(json.dumps({{"code": code, "torch": "torch" in sys.modules}}))
     run = run_without_torch(tmp_path, code)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.splitlines()[-1]) == {"code": 0, "torch": False}
-    assert "edgesr: onnxruntime on cpu" in run.stderr and "-ncnn1.onnx" in run.stderr
+    ran = "openvino on CPU" if importlib.util.find_spec("openvino") else "onnxruntime on cpu"
+    assert f"edgesr: {ran} at fp32" in run.stderr and "-ncnn1.onnx" in run.stderr
     assert Image.open(tmp_path / "out.png").size == (32, 32)
     cached = list((tmp_path / "cache" / "onnx").iterdir())
     assert len(cached) == 1 and cached[0].name.endswith("-ncnn1.onnx")

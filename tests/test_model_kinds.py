@@ -1,13 +1,26 @@
 """Model kinds: detection in registry order, default backends from the backend entries, and one
 clear line when a model and a backend do not go together."""
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 from tiny_models import make_tiny
 
 from edgesr.errors import EdgesrError
-from edgesr.model_kinds import KINDS, SD_GRAPHS, backends_for, detect_kind, resolve
+from edgesr.model_kinds import (
+    KINDS,
+    SD_GRAPHS,
+    backends_for,
+    checkpoint_backends,
+    detect_kind,
+    resolve,
+)
 from edgesr.models.detect import ARCHITECTURES, purpose_of
+from edgesr.pipeline import open_runtime
+from edgesr.runtimes import registry
+from edgesr.upscaler import Upscaler
 
 
 @pytest.fixture
@@ -30,15 +43,41 @@ def test_kinds_are_tried_in_order_and_the_last_takes_anything(tmp_path, sd_folde
 
 
 @pytest.mark.parametrize(("name", "backend"), [
-    ("m.pth", "torch"), ("m.param", "torch"), ("m.onnx", "onnxruntime"), ("m.xml", "openvino"),
-    ("m.plan", "tensorrt"), ("m.engine", "tensorrt"), ("m.mlpackage", "coreml")])
+    ("m.onnx", "onnxruntime"), ("m.xml", "openvino"), ("m.plan", "tensorrt"),
+    ("m.engine", "tensorrt"), ("m.mlpackage", "coreml")])
 def test_default_backend_by_file_type(tmp_path, name, backend):
     path = tmp_path / name
-    if name.endswith(".pth"):  # read: a checkpoint may be a diffusion denoiser
-        torch.save({"params_ema": make_tiny("compact_x2").state_dict()}, path)
-    else:  # an unreadable .onnx is no denoiser; its backend says why
-        path.write_bytes(b"not read")
+    path.write_bytes(b"not read")  # an unreadable .onnx is no denoiser; its backend says why
     assert resolve(path) == (path, backend)
+
+
+def _not_installed(monkeypatch, name):
+    monkeypatch.setitem(registry.BACKENDS, name, replace(registry.BACKENDS[name],
+                                                         requires=("edgesr_no_such_module",)))
+
+
+def test_checkpoints_default_to_the_fastest_exact_backend_installed(tmp_path, monkeypatch):
+    """By the entries' declared ``default_rank``: OpenVINO, else ONNX Runtime (both on the
+    checkpoint's cached ONNX export), else torch; the output stays within 1e-4 of torch FP32."""
+    path = tmp_path / "m.pth"
+    torch.save({"params_ema": make_tiny("compact_x2").state_dict()}, path)
+    ranked = [b for b in ("openvino", "onnxruntime", "torch") if registry.entry(b).installed]
+    assert checkpoint_backends(path) == ranked
+    model, backend = resolve(path)
+    assert backend == ranked[0] and model.suffix == (".pth" if backend == "torch" else ".onnx")
+    assert resolve(path, device="CPU")[1] == ranked[0]
+    assert resolve(path, device="cuda") == (path, "torch")  # ranked on CPUs: a GPU runs torch
+    image = np.random.default_rng(0).random((20, 12, 3), np.float32)
+    outputs = {}
+    for name in (None, "torch"):
+        with open_runtime(str(path), name) as runtime:
+            outputs[runtime.name] = Upscaler(runtime, tile=0).upscale(image)
+    assert set(outputs) == {ranked[0], "torch"}
+    assert np.abs(outputs[ranked[0]] - outputs["torch"]).max() <= 1e-4
+    _not_installed(monkeypatch, "openvino")
+    assert resolve(path)[1] == ("onnxruntime" if "onnxruntime" in ranked else "torch")
+    _not_installed(monkeypatch, "onnxruntime")
+    assert resolve(path) == (path, "torch")
 
 
 def test_sd_folder_runs_on_sd_upscaler_only(sd_folder):

@@ -156,7 +156,7 @@ def _run(args: argparse.Namespace, report: dict | None = None) -> int:
     options = {"threads": args.threads} if args.threads else {}
     options |= {k: getattr(args, k) for k in SD_OPTIONS if getattr(args, k) is not None}
     backend, named = parse_variant(args.backend) if args.backend else (None, None)
-    model_path, backend = resolve_runtime(args.model, backend)
+    model_path, backend = resolve_runtime(args.model, backend, args.device)
     sr3, sd = backends_for(DENOISER), backends_for(SD_X4)
     if args.scale is not None and backend not in sr3:
         raise EdgesrError(f"--scale is for SR3 models (backend {' or '.join(sr3)}), not "

@@ -10,7 +10,7 @@ pytest.importorskip("nncf", reason="nncf is not installed (pip install nncf)")
 
 from edgesr import cpu  # noqa: E402
 from edgesr.calibration import build_calibration_set, evaluation_images  # noqa: E402
-from edgesr.export.mixed_openvino import mixed_search  # noqa: E402
+from edgesr.export.mixed_openvino import SearchBudget, mixed_search  # noqa: E402
 from edgesr.export.onnx_export import export_onnx  # noqa: E402
 from edgesr.export.quantize_common import QuantizeError  # noqa: E402
 from edgesr.fidelity import psnr  # noqa: E402
@@ -64,6 +64,26 @@ def test_search_keeps_the_sensitive_layer_out_and_reaches_the_target(sensitive, 
     with torch.no_grad():
         ref = desc.model(torch.from_numpy(x)).numpy()
     assert psnr(out.clip(0, 1), ref.clip(0, 1)) >= TARGET
+
+
+def test_a_spent_budget_keeps_the_best_layout_found(sensitive, data, tmp_path):
+    """Three layouts allowed: all INT8, then blocks 0 and 1 out (neither is the sensitive
+    layer); no passing layout was found, so every layer goes out of INT8 and the IR reaches
+    the target as the float model, saying the budget was spent. The NNCF calibration takes the
+    first ``calib_count`` crops only."""
+    calib, images = data
+    logged = []
+    report = mixed_search(sensitive[1], tmp_path / "m.xml", calib, images, target_psnr=TARGET,
+                          rest="fp32", budget=SearchBudget(calib_count=2, trials=3),
+                          log=logged.append)
+    assert report.budget_spent and [n for n, _ in report.trials] == [0, 1, 1, 6]
+    assert len(report.kept) == report.layers == 6 and report.psnr >= TARGET
+    assert any("budget spent after 4 layout(s)" in line for line in logged)
+    with create_runtime("openvino", report.path) as rt:
+        assert rt.info.precision == "mixed"
+    unbounded = mixed_search(sensitive[1], tmp_path / "u.xml", calib, images,
+                             target_psnr=TARGET, rest="fp32")
+    assert not unbounded.budget_spent and len(unbounded.trials) <= SearchBudget().trials
 
 
 def test_an_unreachable_target_is_an_error(sensitive, data, tmp_path):

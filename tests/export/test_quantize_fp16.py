@@ -86,3 +86,20 @@ def test_fp16_tiny_model_close_to_fp32(tmp_path, calib):
 def test_unknown_keep_fp32_node(tmp_path, overflow_model):
     with pytest.raises(QuantizeError, match="no node"):
         convert_fp16(overflow_model, tmp_path / "x.onnx", keep_fp32=["nope"])
+
+
+def test_runtime_reports_fp16_for_guarded_graphs(tmp_path, overflow_model, calib):
+    """The guarded FP16 graph keeps FP32 I/O and some nodes in FP32: ONNX Runtime still says it
+    runs fp16 (it used to say fp32 for any graph whose input is float)."""
+    from edgesr.runtimes.onnxruntime_runtime import OnnxRuntime
+
+    guarded = convert_fp16(overflow_model, tmp_path / "guarded.onnx", calib)
+    assert guarded.kept_fp32  # a mixed graph: FP32 nodes beside FP16 ones
+    descriptor = model_from_state_dict(make_tiny("compact_x4").state_dict())
+    fp32 = export_onnx(descriptor, tmp_path / "m.onnx", check=False).path
+    whole = convert_fp16(fp32, tmp_path / "m16.onnx", calib).path
+    ran = {}
+    for name, path in {"fp32": fp32, "guarded": guarded.path, "whole": whole}.items():
+        with OnnxRuntime(path) as runtime:
+            ran[name] = runtime.info.precision
+    assert ran == {"fp32": "fp32", "guarded": "fp16", "whole": "fp16"}

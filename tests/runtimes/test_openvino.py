@@ -189,3 +189,40 @@ def test_dynamic_mode_compiles_once(models):
         np.testing.assert_allclose(rt.infer(x), reference(desc, x), atol=1e-4)
         rt.infer(x[:, :, :8])
         assert list(rt._shapes) == [None]
+
+
+def test_fresh_runtime_loads_the_compiled_model_from_the_cache(models, tmp_path, monkeypatch):
+    """OpenVINO's model cache: a second runtime (a fresh process's) loads the compiled shape
+    instead of compiling it, with the same output; a changed model compiles anew; a truncated
+    blob is compiled again; compile_cache=False writes nothing; old blobs are pruned."""
+    from edgesr.runtimes import openvino_runtime
+
+    monkeypatch.setenv("EDGESR_CACHE", str(tmp_path / "cache"))
+    folder = openvino_runtime.compiled_cache_dir()
+    desc, onnx_path = models["compact_x4"]
+    x = np.random.default_rng(6).random((1, 3, 12, 16), np.float32)
+
+    def run(path=onnx_path, **options):
+        with create_runtime("openvino", path, precision="fp32", **options) as rt:
+            out = rt.infer(x)
+            return out, openvino_runtime._loaded_from_cache(rt.compiled)
+
+    first, cached = run()
+    blobs = sorted(folder.glob("*.blob"))
+    assert not cached and len(blobs) == 1
+    second, cached = run()
+    assert cached and np.array_equal(first, second)
+    np.testing.assert_allclose(second, reference(desc, x), atol=1e-4)
+    _, cached = run(models["rrdb_x2"][1])  # another model: its own blob
+    assert not cached and len(list(folder.glob("*.blob"))) == 2
+    blobs[0].write_bytes(blobs[0].read_bytes()[:100])  # killed while writing
+    third, cached = run()
+    assert not cached and np.array_equal(first, third)
+    for blob in folder.glob("*.blob"):
+        blob.unlink()
+    run(compile_cache=False)
+    assert not list(folder.glob("*.blob"))
+    monkeypatch.setattr(openvino_runtime, "COMPILED_KEPT", 1)
+    run()
+    run(models["rrdb_x2"][1])
+    assert len(list(folder.glob("*.blob"))) == 1
