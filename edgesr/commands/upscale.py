@@ -1,10 +1,10 @@
 """``edgesr upscale``: an image or a folder of images through a model, tile by tile."""
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from edgesr.commands.jsonout import add_json_option, emit
 from edgesr.limits import (
     DEFAULT_INPUT_PIXELS,
     DEFAULT_OUTPUT_PIXELS,
@@ -65,9 +65,8 @@ def register(sub) -> None:
     up.add_argument("-x", "--tta", action="store_true", help="8-fold test-time augmentation "
                     "(as realesrgan-ncnn-vulkan's -x): each tile runs flipped and rotated 8 ways "
                     "and the results are averaged; 8 times slower")
-    up.add_argument("--json", action="store_true", help="print one JSON document on stdout "
-                    "(per file: source, target, sizes, seconds, error and what ran: model, "
-                    "backend, device, precision); other lines go to stderr")
+    add_json_option(up, "print one JSON document on stdout (per file: source, target, sizes, "
+                    "seconds, error and what ran: model, backend, device, precision)")
     up.add_argument("--max-input-pixels", metavar="N", help="refuse (from the header, before "
                     "decoding) images with more pixels, e.g. 64M or 8000x8000; 0: no limit "
                     f"(default: {DEFAULT_INPUT_PIXELS // 10**6}M)")
@@ -121,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         report["error"] = str(exc)
         raise
     finally:
-        print(json.dumps(report, indent=2))
+        emit(args, report)
     return code
 
 
