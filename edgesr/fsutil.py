@@ -114,6 +114,31 @@ def move_files(moves: Iterable[tuple[Path, Path]]) -> None:
         os.replace(src, dst)
 
 
+class StagedFile:
+    """A file written piece by piece under its own temporary name beside ``target``: ``commit``
+    flushes, fsyncs and renames it over ``target``; ``discard`` removes it. For writers that
+    outlive a ``with`` block (the PNG and TIFF row writers); OSError when it cannot be made."""
+
+    def __init__(self, target: str | Path):
+        self.target = Path(target)
+        self.tmp = temp_path(self.target)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.file: BinaryIO = open(self.tmp, "xb")  # closed by commit() or discard()
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.target)
+
+    def discard(self) -> None:
+        try:
+            self.file.close()
+        except OSError:
+            pass  # the buffer's flush failed (a full disk): the file goes anyway
+        remove(self.tmp)
+
+
 def remove(path: Path) -> None:
     """Remove a file or folder if it is there; never raises (cleanup must not mask an error)."""
     try:

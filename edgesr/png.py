@@ -13,7 +13,7 @@ from typing import BinaryIO
 import numpy as np
 
 from edgesr.errors import ImageWriteError
-from edgesr.fsutil import remove, temp_path
+from edgesr.fsutil import StagedFile
 
 _COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type
 _IDAT_BYTES = 1 << 20
@@ -47,15 +47,14 @@ class PngRowWriter:
         self._zip = zlib.compressobj(compress_level)
         self._pending = b""
         self._above = np.zeros((1, width * channels * bit_depth // 8), np.uint8)
-        self._file, self._tmp = target, None  # _tmp: the temporary file of a path target
+        self._file, self._staged = target, None  # _staged: the temporary file of a path target
         if not is_file:
             self.path = Path(target)
-            self._tmp = temp_path(self.path)
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self._tmp, "xb")  # closed by close() or abort()
+                self._staged = StagedFile(self.path)
             except OSError as exc:
                 raise ImageWriteError(f"cannot write {self.path}: {exc}") from None
+            self._file = self._staged.file
         self._chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth,
                                          _COLOUR_TYPE[channels], 0, 0, 0), b"\x89PNG\r\n\x1a\n")
         if icc_profile:
@@ -109,24 +108,17 @@ class PngRowWriter:
             raise ImageWriteError(f"{self.name}: {self.rows} of {self.height} rows written")
         self._idat(self._zip.flush(), final=True)
         self._chunk(b"IEND", b"")
-        if self._tmp is not None:
+        if self._staged is not None:
             try:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                self._file.close()
-                os.replace(self._tmp, self.path)
+                self._staged.commit()
             except OSError as exc:
                 self.abort()
                 raise ImageWriteError(f"cannot write {self.name}: {exc}") from None
 
     def abort(self) -> None:
         """Drop a path's partial file."""
-        if self._tmp is not None:
-            try:
-                self._file.close()
-            except OSError:
-                pass  # the buffer's flush failed (a full disk): the file goes anyway
-            remove(self._tmp)
+        if self._staged is not None:
+            self._staged.discard()
 
     def __enter__(self) -> "PngRowWriter":
         return self

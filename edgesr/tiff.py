@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesr.errors import ImageWriteError
-from edgesr.fsutil import remove, temp_path
+from edgesr.fsutil import StagedFile
 
 _SHORT, _LONG, _RATIONAL, _UNDEFINED = 3, 4, 5, 7
 _FORMATS = {_SHORT: "H", _LONG: "I", _RATIONAL: "II", _UNDEFINED: "B"}
@@ -44,12 +44,11 @@ class TiffStripWriter:
         self._pending: list[np.ndarray] = []
         self._offsets: list[int] = []
         self._counts: list[int] = []
-        self._tmp = temp_path(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self._tmp, "xb")  # closed by close() or abort()
+            self._staged = StagedFile(self.path)
         except OSError as exc:
             raise ImageWriteError(f"cannot write {self.path}: {exc}") from None
+        self._file = self._staged.file
         self._write(b"II*\0" + struct.pack("<I", 0))  # the IFD's offset is set by close()
 
     def _write(self, data: bytes) -> int:
@@ -118,21 +117,14 @@ class TiffStripWriter:
         try:
             self._file.seek(4)
             self._file.write(struct.pack("<I", ifd_at))
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.replace(self._tmp, self.path)
+            self._staged.commit()
         except OSError as exc:
             self.abort()
             raise ImageWriteError(f"cannot write {self.path}: {exc}") from None
 
     def abort(self) -> None:
         """Drop the partial file."""
-        try:
-            self._file.close()
-        except OSError:
-            pass  # the buffer's flush failed (a full disk): the file goes anyway
-        remove(self._tmp)
+        self._staged.discard()
 
     def __enter__(self) -> "TiffStripWriter":
         return self
