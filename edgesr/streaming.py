@@ -28,7 +28,7 @@ from edgesr.kernels.native import (
 from edgesr.png import PngRowWriter
 from edgesr.progress import Progress
 from edgesr.tiff import TiffStripWriter
-from edgesr.upscaler import ALPHA_EPS, Upscaler
+from edgesr.upscaler import Upscaler, finish_channels
 
 _FLUSH_ROWS = 32  # output rows normalised, converted and written at a time
 
@@ -92,14 +92,7 @@ def stream_rows(upscaler: Upscaler, image: np.ndarray, bit_depth: int = 8
             out = normalize(band[:, r:r + k], weight_sum[r:r + k])
             out = upscaler.merge_planes(out.reshape(n_planes, c_model, k, -1), chw.shape[0],
                                         has_alpha)
-            out = np.clip(out, 0, 1)
-            if premultiplied:
-                alpha = out[-1:]
-                colour = np.divide(out[:-1], alpha, out=np.zeros_like(out[:-1]),
-                                   where=alpha > ALPHA_EPS)
-                out = np.concatenate([np.minimum(colour, 1), alpha])
-            if opaque:
-                out = np.concatenate([out, np.ones((1, *out.shape[1:]), np.float32)])
+            out = finish_channels(out, premultiplied=premultiplied, opaque=opaque)
             yield to_uint(out.transpose(1, 2, 0), bit_depth)
 
     def move_up(n: int) -> None:

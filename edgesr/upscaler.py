@@ -143,15 +143,7 @@ class Upscaler:
         out = self.merge_planes(planes, chw.shape[0], has_alpha)
         if out.shape[1:] != size:
             out = resize(out, size)
-        out = np.clip(out, 0, 1)
-        if premultiplied:
-            alpha = out[-1:]
-            colour = np.divide(out[:-1], alpha, out=np.zeros_like(out[:-1]),
-                               where=alpha > ALPHA_EPS)
-            out = np.concatenate([np.minimum(colour, 1), alpha])
-        if opaque:
-            out = np.concatenate([out, np.ones((1, *size), np.float32)])
-        out = out.transpose(1, 2, 0)
+        out = finish_channels(out, premultiplied=premultiplied, opaque=opaque).transpose(1, 2, 0)
         return np.ascontiguousarray(out[..., 0] if image.ndim == 2 else out)
 
     def split_planes(self, chw: np.ndarray, has_alpha: bool) -> np.ndarray:
@@ -256,6 +248,19 @@ class Upscaler:
                 bar.update(n_planes)
         out = normalize(canvas, weight_sum)
         return out.reshape(n_planes, c_out, height * s, width * s)
+
+
+def finish_channels(out: np.ndarray, *, premultiplied: bool, opaque: bool) -> np.ndarray:
+    """Blended (channels, H, W) output clipped to [0, 1], colour divided by a premultiplied
+    alpha again, and an opaque alpha (dropped before inference) put back as ones."""
+    out = np.clip(out, 0, 1)
+    if premultiplied:
+        alpha = out[-1:]
+        colour = np.divide(out[:-1], alpha, out=np.zeros_like(out[:-1]), where=alpha > ALPHA_EPS)
+        out = np.concatenate([np.minimum(colour, 1), alpha])
+    if opaque:
+        out = np.concatenate([out, np.ones((1, *out.shape[1:]), np.float32)])
+    return out
 
 
 def _to_float(tile: np.ndarray) -> np.ndarray:
