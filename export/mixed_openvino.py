@@ -119,7 +119,7 @@ def mixed_search(onnx_path: str | Path, output_path: str | Path, calib: Calibrat
         if key not in built:
             if bounded and (len(trials) >= budget.trials or time.monotonic() > deadline):
                 raise _BudgetSpent
-            psnr = score(without_int8(int8, key), hint)
+            psnr = score(without_int8(int8, key, fp32), hint)
             trials.append((len(key), psnr))
             log(f"mixed search {name}: {len(key)} of {len(layers)} layer(s) out of INT8 -> "
                 f"{psnr:.2f} dB")
@@ -154,7 +154,7 @@ def mixed_search(onnx_path: str | Path, output_path: str | Path, calib: Calibrat
         if spent:
             log(f"mixed search: budget spent after {len(trials)} layout(s); kept the best "
                 "found")
-    model = without_int8(int8, set(kept))
+    model = without_int8(int8, set(kept), fp32)
     for key, value in read_metadata(onnx_path, fp32).items():
         model.set_rt_info(value, ["edgesr", key])
     model.set_rt_info(hint, HINT_KEY)
@@ -171,16 +171,43 @@ def mixed_search(onnx_path: str | Path, output_path: str | Path, calib: Calibrat
                        trials=trials, budget_spent=spent)
 
 
-def without_int8(model, layers: set[str] | frozenset[str]):
+def without_int8(model, layers: set[str] | frozenset[str], fp32):
     """A copy of an NNCF INT8 ``model`` with the convolutions named in ``layers`` back in
-    float: the FakeQuantize ops feeding them are bypassed (weights and activations)."""
+    float, as in the ``fp32`` model it was quantized from: the FakeQuantize ops on their inputs
+    bypassed, and their weights and biases (which NNCF stores as INT8 with a scale, and moves
+    by bias correction) taken from ``fp32``. Every layer out of INT8 is the float model."""
     model = model.clone()
+    floats = {op.get_friendly_name(): op for op in fp32.get_ordered_ops()}
     for op in model.get_ordered_ops():
-        if op.get_type_name() == "Convolution" and op.get_friendly_name() in layers:
-            for port, fq in _fake_quantizers(op):
-                op.input(port).replace_source_output(fq.input_value(0))
+        name = op.get_friendly_name()
+        if op.get_type_name() != "Convolution" or name not in layers:
+            continue
+        for port, fq in _fake_quantizers(op):
+            op.input(port).replace_source_output(fq.input_value(0))
+        op.input(1).replace_source_output(_float_constant(floats[name].input_value(1)))
+        for target in op.output(0).get_target_inputs():  # the bias Add after the convolution
+            add = target.get_node()
+            original = floats.get(add.get_friendly_name())
+            if add.get_type_name() == "Add" and original is not None:
+                port = 1 - target.get_index()
+                add.input(port).replace_source_output(
+                    _float_constant(original.input_value(port)))
     model.validate_nodes_and_infer_types()
     return model
+
+
+def _float_constant(value):
+    """A new Constant holding the float data behind ``value`` (an output of another model:
+    a Constant, or a Constant through Convert)."""
+    from openvino import op
+
+    node = value.get_node()
+    while node.get_type_name() == "Convert":
+        node = node.input_value(0).get_node()
+    if node.get_type_name() != "Constant":
+        raise QuantizeError(f"mixed search: {value.get_node().get_friendly_name()} is not a "
+                            "constant in the float model")
+    return op.Constant(np.asarray(node.get_data(), np.float32)).output(0)
 
 
 def _fake_quantizers(op) -> list[tuple[int, object]]:

@@ -104,3 +104,27 @@ def test_quantize_command_builds_the_mixed_ir(sensitive, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "OpenVINO mixed: 5 of 6 convolution(s) INT8" in printed
     assert out.is_file() and out.with_suffix(".bin").is_file()
+
+
+def test_every_layer_out_of_int8_is_the_float_model(sensitive, data):
+    """NNCF stores INT8 weights (int8 constant x scale) and corrects biases: taking a layer out
+    of INT8 restores its float weights and bias, so all layers out gives the FP32 output."""
+    import openvino as ov
+
+    from edgesr.export.mixed_openvino import _fake_quantizers, without_int8
+    from edgesr.export.quantize_openvino import _nncf_int8, _read
+
+    _, onnx_path = sensitive
+    fp32 = _read(onnx_path)
+    int8 = _nncf_int8(fp32, data[0], (), conv_only=True)
+    layers = {op.get_friendly_name() for op in int8.get_ordered_ops()
+              if op.get_type_name() == "Convolution" and _fake_quantizers(op)}
+    x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+
+    def run(model):
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return compiled({0: x})[0]
+
+    restored, quantized, ref = run(without_int8(int8, layers, fp32)), run(int8), run(fp32)
+    assert np.abs(restored - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+    assert np.abs(quantized - ref).max() > 1e-3  # the INT8 model itself differs
