@@ -114,6 +114,26 @@ def move_files(moves: Iterable[tuple[Path, Path]]) -> None:
         os.replace(src, dst)
 
 
+class CloseOrAbort:
+    """A writer used as a context manager: ``close()`` when the block ends normally,
+    ``abort()`` (drop the partial output) when it raises."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 class StagedFile:
     """A file written piece by piece under its own temporary name beside ``target``: ``commit``
     flushes, fsyncs and renames it over ``target``; ``discard`` removes it. For writers that

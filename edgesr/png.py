@@ -13,14 +13,14 @@ from typing import BinaryIO
 import numpy as np
 
 from edgesr.errors import ImageWriteError
-from edgesr.fsutil import StagedFile
+from edgesr.fsutil import CloseOrAbort, StagedFile
 
 _COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type
 _IDAT_BYTES = 1 << 20
 _BLOCK_ROWS = 32  # rows filtered and compressed at a time
 
 
-class PngRowWriter:
+class PngRowWriter(CloseOrAbort):
     """Writes a PNG top to bottom from (rows, width, channels) uint8/uint16 blocks.
 
     ``target`` is a path or an open binary file. A path's file appears (renamed from a temporary
@@ -119,15 +119,6 @@ class PngRowWriter:
         """Drop a path's partial file."""
         if self._staged is not None:
             self._staged.discard()
-
-    def __enter__(self) -> "PngRowWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def _filter(rows: np.ndarray, above: np.ndarray, bpp: int) -> np.ndarray:

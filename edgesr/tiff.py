@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from edgesr.errors import ImageWriteError
-from edgesr.fsutil import StagedFile
+from edgesr.fsutil import CloseOrAbort, StagedFile
 
 _SHORT, _LONG, _RATIONAL, _UNDEFINED = 3, 4, 5, 7
 _FORMATS = {_SHORT: "H", _LONG: "I", _RATIONAL: "II", _UNDEFINED: "B"}
 _LIMIT = 2**32 - 1
 
 
-class TiffStripWriter:
+class TiffStripWriter(CloseOrAbort):
     """Writes a TIFF to ``path`` from (rows, width, channels) uint8/uint16 blocks.
 
     The file appears (renamed from a temporary name of its own, ``fsutil.temp_path``) only when
@@ -125,15 +125,6 @@ class TiffStripWriter:
     def abort(self) -> None:
         """Drop the partial file."""
         self._staged.discard()
-
-    def __enter__(self) -> "TiffStripWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def _ifd(tags: dict[int, tuple[int, list[int]]], at: int) -> bytes:
