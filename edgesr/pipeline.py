@@ -77,6 +77,7 @@ def open_runtime(model: str | None = None, backend: str | None = None, *,
     choice = precisions.choose(backend, model_path, precision, options)
     runtime = create_runtime(backend, model_path, **choice.options)
     runtime.precision_reason = choice.reason
+    runtime.options = dict(choice.options)
     if choice.from_file:
         runtime.required_precision = choice.precision
     return runtime

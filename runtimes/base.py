@@ -54,6 +54,9 @@ class Runtime(ABC):
         #: A precision the model file must run at (asked of a backend that takes it from the
         #: file, e.g. int8 on ONNX Runtime): activate() refuses a file that runs another.
         self.required_precision: str | None = None
+        #: The backend options it was opened with (precision and device included), set by
+        #: ``pipeline.open_runtime``: what a measurement of this runtime must use.
+        self.options: dict = {}
 
     def describe(self) -> str:
         """What runs, in one line: backend, device, precision and why (once active)."""

@@ -274,3 +274,24 @@ def test_folder_run_lists_too_big_and_unreadable_entries_and_carries_on(tmp_path
     assert "big.png: 40x40 gives 1600 input pixels, over the limit 1000" in err
     assert "fifo.png: not a regular file" in err and "dangling.png: file not found" in err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+
+
+def test_max_memory_measures_the_precision_and_device_that_run(tmp_path, checkpoint, rng,
+                                                               monkeypatch):
+    """--max-memory measures the runtime as opened: --precision and --device included."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    import edgesr.model_memory as model_memory
+
+    monkeypatch.setenv("EDGESR_CACHE", str(tmp_path / "cache"))
+    seen = []
+
+    def measured(model_path, backend, options=None, *, multiple=1):
+        seen.append((backend, dict(options or {})))
+        return model_memory.ModelMemory(bytes_per_pixel=1e3, fixed_bytes=0, largest_tile=None)
+
+    monkeypatch.setattr(model_memory, "measure_model_memory", measured)
+    src = _write_png(tmp_path / "in.png", rng)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "o.png"), "-m", str(checkpoint),
+                 "-b", "openvino", "--precision", "bf16", "--device", "CPU",
+                 "--max-memory", "8G", "-q"]) == 0
+    assert seen == [("openvino", {"precision": "bf16", "device": "CPU"})]

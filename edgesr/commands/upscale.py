@@ -182,7 +182,7 @@ def _run(args: argparse.Namespace, report: dict | None = None) -> int:
             print(f"edgesr: {runtime.describe()}; model {model_path.name}", file=sys.stderr)
         memory = None  # measured once for the whole run; a fixed input shape has no tile to pick
         if max_memory and info.dynamic:
-            memory = measure_model_memory(model_path, backend, options,
+            memory = measure_model_memory(model_path, backend, runtime.options,
                                           multiple=info.size_multiple)
         upscaler = Upscaler(runtime, tile=args.tile, overlap=args.overlap, batch=args.batch,
                             blend=args.blend, progress=not args.quiet, tta=args.tta)
