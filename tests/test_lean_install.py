@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 import edgesr
+from edgesr.export.ncnn_onnx import CONVERTER_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -63,6 +64,7 @@ def test_cli_and_api_run_an_onnx_model_without_torch(tmp_path, onnx_model, rng):
 import json, sys
 import numpy as np
 import edgesr
+from edgesr.export.ncnn_onnx import CONVERTER_VERSION
 from edgesr.cli import main
 
 code = main(["upscale", {str(tmp_path / "in.png")!r}, "-o", {str(tmp_path / "cli.png")!r},
@@ -101,10 +103,10 @@ print(json.dumps({{"code": code, "torch": "torch" in sys.modules}}))
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.splitlines()[-1]) == {"code": 0, "torch": False}
     ran = "openvino on CPU" if importlib.util.find_spec("openvino") else "onnxruntime on cpu"
-    assert f"edgesr: {ran} at fp32" in run.stderr and "-ncnn1.onnx" in run.stderr
+    assert f"edgesr: {ran} at fp32" in run.stderr and f"-ncnn{CONVERTER_VERSION}.onnx" in run.stderr
     assert Image.open(tmp_path / "out.png").size == (32, 32)
     cached = list((tmp_path / "cache" / "onnx").iterdir())
-    assert len(cached) == 1 and cached[0].name.endswith("-ncnn1.onnx")
+    assert len(cached) == 1 and cached[0].name.endswith(f"-ncnn{CONVERTER_VERSION}.onnx")
 
 
 def _pyproject() -> dict:
