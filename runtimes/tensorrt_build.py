@@ -113,24 +113,15 @@ def onnx_precision(path: Path) -> str:
     return "fp32"
 
 
-def build_plan(onnx_path: str | Path, plan_path: str | Path, *, precision: str = "fp16",
-               profile, workspace_mb: int = 1024, timing_cache: Path | None = None) -> Path:
-    """Build a serialized engine for ``profile`` (an engine_cache.ShapeProfile) and write it,
-    with its edgesr metadata beside it (``<plan>.json``), under temporary names then renamed.
-    The timing cache, if given, is read first and written back after the build."""
-    require_tensorrt()
-    onnx_path, plan_path = Path(onnx_path), Path(plan_path)
-    if precision not in PRECISIONS:
-        raise TensorRTError(f"tensorrt precision must be one of {', '.join(PRECISIONS)}")
-    typed = onnx_precision(onnx_path)
-    if precision == "int8" and typed != "int8":
-        raise TensorRTError(f"{onnx_path}: INT8 engines are built from a Q/DQ model; make one "
-                            "with `edgesr quantize --precision int8`")
-    strongly_typed = typed != "fp32"
+def parsed_network(onnx_path: Path, *, precision: str, workspace_mb: int):
+    """(builder, network, config, parser) for ONNX graph ``onnx_path``: strongly typed when the
+    graph carries its own precision (FP16 or Q/DQ), else the FP16 flag for ``fp16`` and TF32
+    off for ``fp32``; the parser is returned to keep the weights it owns alive. The one home
+    of the TensorRT set-up shared by RRDB plans and the diffusion graphs."""
+    strongly_typed = onnx_precision(onnx_path) != "fp32"
     if precision == "fp16" and not strongly_typed and not hasattr(trt.BuilderFlag, "FP16"):
         raise TensorRTError(f"TensorRT {trt.__version__} takes precision from the model: "
                             "convert it with `edgesr quantize --precision fp16` first")
-
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
@@ -145,6 +136,24 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, *, precision: str =
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)  # FP32 means FP32: TF32 drops 13 mantissa bits
+    return builder, network, config, parser
+
+
+def build_plan(onnx_path: str | Path, plan_path: str | Path, *, precision: str = "fp16",
+               profile, workspace_mb: int = 1024, timing_cache: Path | None = None) -> Path:
+    """Build a serialized engine for ``profile`` (an engine_cache.ShapeProfile) and write it,
+    with its edgesr metadata beside it (``<plan>.json``), under temporary names then renamed.
+    The timing cache, if given, is read first and written back after the build."""
+    require_tensorrt()
+    onnx_path, plan_path = Path(onnx_path), Path(plan_path)
+    if precision not in PRECISIONS:
+        raise TensorRTError(f"tensorrt precision must be one of {', '.join(PRECISIONS)}")
+    typed = onnx_precision(onnx_path)
+    if precision == "int8" and typed != "int8":
+        raise TensorRTError(f"{onnx_path}: INT8 engines are built from a Q/DQ model; make one "
+                            "with `edgesr quantize --precision int8`")
+    builder, network, config, _parser = parsed_network(onnx_path, precision=precision,
+                                                       workspace_mb=workspace_mb)
     name = network.get_input(0).name
     channels = network.get_input(0).shape[1]
     shapes = [(b, channels, *hw) for b, hw in zip(

@@ -179,28 +179,12 @@ def input_ranges(shape: tuple[int, ...], profile) -> list[tuple[int, ...]]:
 
 def build(source: Path, target: Path, options) -> None:
     """Build graph ``source`` into a serialized engine at ``target`` for ``options.profile``."""
-    import tensorrt as trt
-
-    from edgesr.runtimes.tensorrt_build import onnx_precision, require_tensorrt, use_device
+    from edgesr.runtimes.tensorrt_build import parsed_network, require_tensorrt, use_device
 
     require_tensorrt()
     use_device(options.device)
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    strongly_typed = onnx_precision(source) != "fp32"
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(source)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EdgesrError(f"{source}: TensorRT cannot parse it: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
-    if options.precision == "fp16" and not strongly_typed:
-        if not hasattr(trt.BuilderFlag, "FP16"):
-            raise EdgesrError(f"TensorRT {trt.__version__} takes precision from the graph: "
-                              "edgesr quantize --precision fp16 first")
-        config.set_flag(trt.BuilderFlag.FP16)
+    builder, network, config, _parser = parsed_network(source, precision=options.precision,
+                                                       workspace_mb=options.workspace_mb)
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
