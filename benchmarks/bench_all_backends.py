@@ -113,7 +113,7 @@ def main() -> None:
                     seconds = time_calls(lambda rt=runtime: rt.infer(batch),
                                          warmup=args.warmup, runs=args.runs)
                     out, stats = runtime.infer(batch), LatencyStats.from_seconds(seconds)
-                    ran = getattr(runtime, "effective_precision", None) or ""
+                    ran = runtime.info.precision or ""
             except BackendUnavailableError as exc:
                 skipped[label] = f"unavailable: {first_line(exc)}"
                 continue

@@ -193,9 +193,10 @@ def run_edgesr(export: Path, image: np.ndarray, steps: int, threads: int,
         out = runtime.infer(image)
         total = time.perf_counter() - start
         stages = runtime.stage_timer.report()
+        ran = runtime.info.precision or "fp32"
     return {"load_s": load, "total_s": total, "unet": stages["unet"]["seconds"],
             "vae": stages["vae_decoder"]["seconds"], "loaded_rss_mb": loaded_rss,
-            "ran": runtime.effective_precision or "fp32", "output": out}
+            "ran": ran, "output": out}
 
 
 def write_coreml(source: Path, export: Path) -> dict:

@@ -86,8 +86,9 @@ class CoreMLRuntime(Runtime):
                            out_channels=int(meta["out_channels"]),
                            size_multiple=int(meta.get("size_multiple", 1)),
                            fixed_hw=spec.default_shape[2:] if fixed else None, max_batch=1,
-                           precision=None if self.model_path.suffix == ".mlpackage"
-                           else self.config.precision, device=self.config.compute_units)
+                           precision=meta.get("precision", None if self.model_path.suffix
+                                              == ".mlpackage" else self.config.precision),
+                           device=self.config.compute_units)
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         assert self.mlmodel is not None

@@ -5,11 +5,11 @@ Precision is set through ncnn's option flags: "fp32" turns fp16/bf16 storage and
 (ncnn's own default stores fp16 where it can), "fp16" turns fp16 storage, packing and arithmetic
 on. Whether fp16 really ran is measured, not assumed: a probe input is run through the fp16 net
 and an fp32 one, and identical outputs mean this CPU's ncnn kernels ran fp32
-(``effective_precision``). Scale, size multiple and channels come from a probe run, as for ONNX
-files without metadata; input channels from the first Convolution (and any pixel-unshuffle
-``Reorg`` before it). The .bin is checked against the .param first where every layer's weights
-are known to ``ncnn_param`` (ncnn would run a .bin of the wrong size on garbage). A checkpoint
-reaches it exported (``model_kinds``).
+(``RuntimeInfo.precision`` says which ran). Scale, size multiple and channels come from a probe
+run, as for ONNX files without metadata; input channels from the first Convolution (and any
+pixel-unshuffle ``Reorg`` before it). The .bin is checked against the .param first where every
+layer's weights are known to ``ncnn_param`` (ncnn would run a .bin of the wrong size on garbage).
+A checkpoint reaches it exported (``model_kinds``).
 """
 
 import contextlib
@@ -80,7 +80,6 @@ class NcnnRuntime(Runtime):
         self.model_path = Path(model_path)
         self.config = config or NcnnConfig()
         self.net: ncnn.Net | None = None
-        self.effective_precision: str | None = None
         self._input, self._output = "", ""
 
     def activate_impl(self) -> RuntimeInfo:
@@ -98,9 +97,12 @@ class NcnnRuntime(Runtime):
         self.net = self._load(param, self.config.precision)
         self._input, self._output = self.net.input_names()[0], self.net.output_names()[-1]
         scale, multiple, out_channels, probe = self._probe(channels)
-        self.effective_precision = self._measured_precision(param, probe)
+        ran, asked = self._measured_precision(param, probe), self.config.precision
+        note = f"{asked} asked; ncnn's kernels here ran {ran}" if ran != asked else ""
+        device = f"vulkan:{self.config.gpu}" if self.config.device == "vulkan" else "cpu"
         return RuntimeInfo(scale=scale, in_channels=channels, out_channels=out_channels,
-                           size_multiple=multiple, preferred_batch=self.config.preferred_batch)
+                           size_multiple=multiple, preferred_batch=self.config.preferred_batch,
+                           precision=ran, precision_note=note, device=device)
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         info = self.info

@@ -72,7 +72,7 @@ class OpenVINOConfig:
 
     ``device``: an OpenVINO device ("CPU", "GPU", "GPU.1", "NPU"). ``precision``: the
     INFERENCE_PRECISION_HINT (fp32/fp16/bf16; None: the hint the IR records, else fp32; a device
-    without native support runs f32, see ``OpenVINORuntime.effective_precision``).
+    without native support runs fp32, which ``RuntimeInfo.precision`` reports).
     ``performance``: latency or throughput hint. ``num_requests``: async infer requests (0: the
     device's optimal number). ``tile``: reshape to this static (height, width) input; None takes
     any height and width, compiled per shape when ``static`` (the default) or once with dynamic
@@ -329,7 +329,6 @@ class OpenVINORuntime(Runtime):
         self.config = config or OpenVINOConfig()
         self.compiled: ov.CompiledModel | None = None
         self.requests: list[ov.InferRequest] = []
-        self.effective_precision: str | None = None
         self._core: ov.Core | None = None
         self._model: ov.Model | None = None
         self._props: dict[str, object] = {}
@@ -372,7 +371,6 @@ class OpenVINORuntime(Runtime):
         hw = model.input(0).get_partial_shape()[2:]
         if cfg.tile is None and hw.is_static:  # an IR built for one tile (build --tile)
             cfg = self.config = replace(cfg, tile=(hw[0].get_length(), hw[1].get_length()))
-        self.effective_precision = hint  # until a compile says otherwise
         self._scale = int(meta["scale"])
         info = RuntimeInfo(scale=self._scale, in_channels=in_channels,
                            out_channels=int(meta["out_channels"]), fixed_hw=cfg.tile,
@@ -410,8 +408,7 @@ class OpenVINORuntime(Runtime):
             self.compiled_by = "cached" if _loaded_from_cache(compiled) else "compiled"
             if cfg.compile_cache and self.compiled_by == "compiled":
                 prune_compiled(compiled_cache_dir(), COMPILED_KEPT)
-        self.effective_precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-        ran = PRECISION_NAMES.get(self.effective_precision)
+        ran = PRECISION_NAMES.get(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
         asked = PRECISION_NAMES.get(str(self._props["INFERENCE_PRECISION_HINT"]))
         if self._info is not None and ran != asked and self._info.precision == asked:
             self._info = replace(self._info, precision=ran, precision_note=(

@@ -62,7 +62,7 @@ class SDUpscalerTensorRTConfig(SDSampling, TensorRTSessionOptions):
 
 class SDUpscalerRuntime(Runtime):
     """Runs an exported Stable Diffusion x4 upscaler folder tile by tile (batch of 1 each).
-    ``info.precision`` (and ``effective_precision``): the precision the UNet's engine reports
+    ``info.precision``: the precision the UNet's engine reports
     it runs, once active (a VAE at another precision is noted);
     ``stage_timer``: time spent in each graph (see ``StageTimer``)."""
 
@@ -75,14 +75,12 @@ class SDUpscalerRuntime(Runtime):
         self.folder = Path(model_path)
         self.config = config or self.config_class()
         self.sampler: SDUpscalerSampler | None = None
-        self.effective_precision: str | None = None
         self.stage_timer = StageTimer()
 
     def activate_impl(self) -> RuntimeInfo:
         self.sampler = SDUpscalerSampler(
             self.folder, self.config, self.stage_timer.wrap(self.config.sessions(self.name)))
         precision, note = ran({"unet": self.sampler.unet, "VAE decoder": self.sampler.vae})
-        self.effective_precision = precision
         return RuntimeInfo(scale=self.sampler.scale, in_channels=3, out_channels=3,
                            size_multiple=self.sampler.size_multiple, preferred_batch=1,
                            precision=precision, precision_note=note, device=self.config.where)

@@ -57,7 +57,7 @@ class SR3TensorRTConfig(SR3Sampling, TensorRTSessionOptions):
 
 class SR3Runtime(Runtime):
     """Runs an exported SR3 denoiser's sampling loop tile by tile (batch of 1 each).
-    ``info.precision`` (and ``effective_precision``): the precision the denoiser's engine
+    ``info.precision``: the precision the denoiser's engine
     reports it runs, once active;
     ``stage_timer``: time spent in the denoiser (see ``StageTimer``)."""
 
@@ -69,14 +69,12 @@ class SR3Runtime(Runtime):
         self.model_path = Path(model_path)
         self.config = config or self.config_class()
         self.sampler: SR3Sampler | None = None
-        self.effective_precision: str | None = None
         self.stage_timer = StageTimer()
 
     def activate_impl(self) -> RuntimeInfo:
         self.sampler = SR3Sampler(
             self.model_path, self.config, self.stage_timer.wrap(self.config.sessions(self.name)))
         precision, _ = ran({"denoiser": self.sampler.session})
-        self.effective_precision = precision
         channels = self.sampler.channels
         return RuntimeInfo(scale=self.sampler.scale, in_channels=channels,
                            out_channels=channels, size_multiple=self.sampler.size_multiple,

@@ -127,8 +127,9 @@ class TensorRTRuntime(Runtime):
                            fixed_hw=tuple(hi[2:]) if fixed else None,
                            size_multiple=meta.get("size_multiple", 1),
                            preferred_batch=opt[0], max_batch=hi[0],
-                           precision=None if self.model_path.suffix in PLAN_SUFFIXES
-                           else self.config.precision, device=f"cuda:{self.config.device}")
+                           precision=meta.get("precision", None if self.model_path.suffix
+                                              in PLAN_SUFFIXES else self.config.precision),
+                           device=f"cuda:{self.config.device}")
 
     def _metadata(self, scale: int, out_channels: int) -> dict:
         """The plan's sidecar metadata, else what its shapes tell."""

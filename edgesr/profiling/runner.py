@@ -110,7 +110,7 @@ def registry_factory(model: str | None, settings: BenchSettings) -> CaseFactory:
 
 
 def _rows(runtime: Runtime, settings: BenchSettings, flops: float | None,
-          peak: float, precision: str | None) -> list[dict]:
+          peak: float, asked: str) -> list[dict]:
     info = runtime.info
     rng = np.random.default_rng(0)
     tiles = [info.fixed_hw[0]] if info.fixed_hw else settings.tiles
@@ -131,7 +131,8 @@ def _rows(runtime: Runtime, settings: BenchSettings, flops: float | None,
                    "tile_ms": stats.p50_ms / batch, "lr_mps": pixels / stats.p50_ms / 1e3,
                    "gflops": gflops, "peak_fraction": gflops / peak if gflops else None,
                    "speedup": None}
-            row["unreliable"] = "; ".join(trust.row_reasons(row, peak, precision)) or None
+            ran = trust.effective_precision(runtime) or asked
+            row["unreliable"] = "; ".join(trust.row_reasons(row, peak, ran)) or None
             rows.append(row)
     return rows
 
@@ -184,9 +185,9 @@ def run_case(open_case: CaseFactory, backend: str, precision: str, settings: Ben
     try:
         with trust.CpuWatch() as cpu, MemoryWatch() as memory, \
                 open_case(backend, precision) as runtime:
-            ran = trust.effective_precision(runtime)
-            rows = _rows(runtime, settings, flops, peak, ran or precision)
+            rows = _rows(runtime, settings, flops, peak, precision)
             e2e, output = _end_to_end(runtime, settings, image)
+            ran = trust.effective_precision(runtime)
     except EdgesrError as exc:
         return empty_case(backend, precision, options, str(exc)), None
     case = empty_case(backend, precision, options, None)

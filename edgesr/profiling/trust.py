@@ -23,10 +23,6 @@ MIN_SPREAD_SAMPLES = 3
 #: 1-minute load average per usable core above which the machine is busy before a run.
 MAX_LOAD_PER_CORE = 0.5
 
-#: Backend precision names (OpenVINO's element types) -> edgesr precision names.
-PRECISION_NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "i8": "int8", "u8": "int8"}
-
-
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -105,12 +101,10 @@ def row_reasons(row: dict, peak: float, precision: str | None) -> list[str]:
 
 
 def effective_precision(runtime) -> str | None:
-    """The precision the runtime reports it ran (``effective_precision``, in edgesr's names),
-    or None when the backend does not report one."""
-    ran = getattr(runtime, "effective_precision", None)
-    if not ran:
-        return None
-    return PRECISION_NAMES.get(str(ran).lower(), str(ran).lower())
+    """The precision an active runtime reports it ran: its ``RuntimeInfo.precision`` (fp32,
+    fp16, bf16, int8, mixed), or None when the backend does not report one. Read it after the
+    runs it labels: a backend that compiles per shape corrects it once it learns otherwise."""
+    return runtime.info.precision
 
 
 def exact_baseline(cases: list[dict]) -> int | None:

@@ -89,7 +89,7 @@ def test_reports_the_precision_the_cpu_ran(workspace, cache, precision):
               "fp16": bool({"avx512_fp16", "amx_fp16"} & flags)}
     with create_runtime("sd-upscaler-openvino", workspace / "sd", steps=1,
                         precision=precision) as runtime:
-        ran = runtime.effective_precision
+        ran = runtime.info.precision
     if native[precision]:
         assert ran == precision
     else:

@@ -2,6 +2,7 @@
 
 import copy
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from edgesr.profiling.report import (
     write_report,
 )
 from edgesr.profiling.runner import BenchSettings, backend_options, run_bench, synthetic_image
+from edgesr.runtimes.base import RuntimeInfo
 
 MODEL = {"source": "stub", "name": "nearest x2", "scale": 2, "flops_per_lr_pixel": 100.0}
 
@@ -177,7 +179,8 @@ def test_rows_keep_raw_samples_spread_and_honest_percentiles(report):
 class LabelledRuntime(NearestRuntime):
     """A stub whose backend reports running another precision than asked."""
 
-    effective_precision = "bf16"
+    def activate_impl(self) -> RuntimeInfo:
+        return replace(super().activate_impl(), precision="bf16")
 
 
 def test_the_precision_that_ran_labels_the_case():

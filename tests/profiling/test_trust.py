@@ -1,10 +1,13 @@
 """Which benchmark figures are unreliable and why; the precision that ran; the exact baseline."""
 
 from collections import namedtuple
+from dataclasses import replace
 
 import pytest
+from stub_runtimes import NearestRuntime
 
 from edgesr.profiling import trust
+from edgesr.runtimes.base import RuntimeInfo
 
 Times = namedtuple("Times", "user nice system idle iowait irq softirq steal guest guest_nice")
 Own = namedtuple("Own", "user system children_user children_system")
@@ -53,14 +56,15 @@ def test_busy_machine(monkeypatch):
     assert trust.busy_machine(None) is None
 
 
-def test_effective_precision_names():
-    class Ran:
-        effective_precision = "f32"
+def test_effective_precision_is_what_the_runtime_info_reports():
+    class Ran(NearestRuntime):
+        def activate_impl(self) -> RuntimeInfo:
+            return replace(super().activate_impl(), precision="bf16")
 
-    assert trust.effective_precision(Ran()) == "fp32"
-    Ran.effective_precision = "bf16"
-    assert trust.effective_precision(Ran()) == "bf16"
-    assert trust.effective_precision(object()) is None
+    with Ran() as runtime:
+        assert trust.effective_precision(runtime) == "bf16"
+    with NearestRuntime() as runtime:  # a backend that does not report one
+        assert trust.effective_precision(runtime) is None
 
 
 def test_exact_baseline_is_the_fastest_fp32_case():

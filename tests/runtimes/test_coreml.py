@@ -84,6 +84,7 @@ def test_runtime_says_why_it_is_unavailable(packages):
 def test_predict_parity_on_macos(packages, descriptor, precision, min_psnr):
     x = np.random.default_rng(0).random((2, 3, 64, 64), np.float32)
     with CoreMLRuntime(packages[precision], CoreMLConfig(compute_units="cpu")) as rt:
+        assert rt.info.precision == precision  # recorded in the package's metadata
         out = rt.infer(x)
     with torch.no_grad():
         ref = descriptor.model(torch.from_numpy(x)).numpy()

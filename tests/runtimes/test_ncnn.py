@@ -41,7 +41,7 @@ def test_tiny_models_match_the_torch_path(tiny_name, tiny_checkpoint, tmp_path, 
         info = runtime.info
         assert (info.scale, info.in_channels, info.out_channels) == (descriptor.scale, 3, 3)
         assert info.size_multiple == descriptor.size_multiple and info.dynamic
-        assert runtime.effective_precision == "fp32"
+        assert (info.precision, info.device) == ("fp32", "cpu")
         got = runtime.infer(batch)
     with torch.no_grad():
         expected = descriptor.model(torch.from_numpy(batch)).numpy()
@@ -75,9 +75,11 @@ def test_fp16_reports_the_precision_that_ran(rng):
         exact = fp32.infer(batch)
     with create_runtime("ncnn", param, precision="fp16") as fp16:
         half = fp16.infer(batch)
-        assert fp16.effective_precision in ("fp16", "fp32")
-        if fp16.effective_precision == "fp32":
+        ran = fp16.info.precision
+        assert ran in ("fp16", "fp32")
+        if ran == "fp32":
             np.testing.assert_array_equal(half, exact)
+            assert "fp16 asked" in fp16.info.precision_note and "at fp32" in fp16.describe()
         else:
             assert not np.array_equal(half, exact)
             np.testing.assert_allclose(half, exact, atol=5e-2)
@@ -86,7 +88,7 @@ def test_fp16_reports_the_precision_that_ran(rng):
 def test_precision_and_threads_through_open_runtime(rng):
     param = bundled_model_path("realesr-animevideov3-x2")
     with open_runtime(str(param), "ncnn:fp32", threads=1) as runtime:
-        assert runtime.config.threads == 1 and runtime.effective_precision == "fp32"
+        assert runtime.config.threads == 1 and runtime.info.precision == "fp32"
         assert runtime.infer(rng.random((1, 3, 5, 6), np.float32)).shape == (1, 3, 10, 12)
     with pytest.raises(EdgesrError, match="no precision option 'int8'"):
         open_runtime(str(param), "ncnn:int8")

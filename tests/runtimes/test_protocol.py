@@ -85,6 +85,8 @@ def runtime(backend, model_files) -> Runtime:
 
 #: Tolerance against torch FP32 of backends whose default precision is below FP32.
 _ATOL = {"tensorrt": 1e-2, "coreml": 1e-2}
+#: Default precision of the built-in backends that do not default to FP32.
+_DEFAULT_PRECISION = {"tensorrt": "fp16", "coreml": "fp16"}
 
 
 def _batch(rng, n=2, c=3, h=6, w=7) -> np.ndarray:
@@ -138,6 +140,17 @@ def test_backends_agree(backend, model_files, rng):
         expected = reference.infer(batch)
     with create_runtime(backend, model_files[backend]) as runtime:  # at its default precision
         np.testing.assert_allclose(runtime.infer(batch), expected, atol=_ATOL.get(backend, 1e-4))
+
+
+def test_info_reports_the_precision_that_ran(backend, model_files, rng):
+    """``RuntimeInfo.precision`` is the one place bench, compare and describe() read it from."""
+    with create_runtime(backend, model_files[backend]) as runtime:
+        runtime.infer(_batch(rng))
+        ran = runtime.info.precision
+    if entries()[backend].plugin is None:
+        assert ran == _DEFAULT_PRECISION.get(backend, "fp32")
+    else:  # a plugin reports one of edgesr's names, or None when its backend cannot tell
+        assert ran in (None, "fp32", "fp16", "bf16", "int8", "mixed")
 
 
 def test_unknown_config_option(backend, model_files):

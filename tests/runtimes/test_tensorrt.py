@@ -54,6 +54,7 @@ def test_engine_parity_with_torch(tiny_onnx, tmp_path, monkeypatch, precision, m
     config = TensorRTConfig(precision=precision, max_batch=2, opt_tile=64, max_tile=128)
     with TensorRTRuntime(onnx_path, config) as rt:
         assert rt.info.scale == 4 and rt.info.max_batch == 2 and rt.info.dynamic
+        assert rt.info.precision == precision
         out = rt.infer(x)  # 5 images through a max-batch-2 engine: three runs
     with torch.no_grad():
         ref = desc.model(torch.from_numpy(x)).numpy()
