@@ -1,8 +1,11 @@
-"""The options that load a session (``edgesr.load``), one home for the commands that hold one
-loaded model for many images: ``edgesr batch``, ``edgesr watch`` and ``edgesr serve``."""
+"""The options that load a model and run it tile by tile, one home for ``edgesr upscale`` and
+the commands that hold one loaded session (``edgesr.load``) for many images: ``edgesr batch``,
+``edgesr watch`` and ``edgesr serve``."""
 
 import argparse
 from typing import Any
+
+from edgesr.runtimes.registry import BACKENDS
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
@@ -10,19 +13,23 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 def add_session_options(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
     """Add ``-m/--model`` (unless ``model`` is False: the command has its own), ``-b/--backend``,
     ``--precision``, ``--device``, ``--tile``, ``--overlap``, ``--batch``, ``--blend`` and
-    ``--threads``, as ``edgesr upscale`` takes them."""
+    ``--threads``."""
     if model:
-        parser.add_argument("-m", "--model", help="as for edgesr upscale: a checkpoint, ncnn "
-                            ".param, .onnx, engine or bundled model name (default: "
-                            "realesrgan-x4plus)")
+        parser.add_argument("-m", "--model", help="checkpoint (.pth/.safetensors), ncnn "
+                            ".param, .onnx, a built engine, a Stable Diffusion x4 export "
+                            "folder, or a bundled model name (default: realesrgan-x4plus)")
     parser.add_argument("-b", "--backend", metavar="BACKEND[:PRECISION]",
-                        help="as for edgesr upscale (default: by model kind and file type)")
+                        help=f"{', '.join(BACKENDS)} or a plugin's (edgesr backends lists them "
+                        "all; default: by model kind and file type), optionally with a "
+                        "precision it runs, e.g. sd-upscaler-openvino:bf16")
     parser.add_argument("--precision", choices=PRECISIONS,
-                        help="precision to run at (default: what the model records, else fp32); "
-                        "auto: the fastest the device runs natively that keeps 40 dB against "
-                        "fp32. The precision that ran is logged")
-    parser.add_argument("--device", help="where the backend runs: CPU, GPU, NPU (openvino), "
-                        "cpu, cuda (onnxruntime, torch), a CUDA index (tensorrt)")
+                        help="precision to run at, a backend option (default: what the model "
+                        "records, else fp32); auto: the fastest the device runs natively that "
+                        "keeps 40 dB PSNR against fp32 (bf16 on CPUs with AVX512_BF16/AMX, fp16 "
+                        "on GPUs), checked once per model and cached. The precision that ran "
+                        "is reported")
+    parser.add_argument("--device", help="where the backend runs: CPU, GPU, GPU.1, NPU "
+                        "(openvino), cpu, cuda (onnxruntime, torch), a CUDA index (tensorrt)")
     parser.add_argument("--tile", type=int, default=256,
                         help="tile size in input pixels; 0 = whole image (default: 256)")
     parser.add_argument("--overlap", type=int, default=32,

@@ -5,12 +5,12 @@ import sys
 from pathlib import Path
 
 from edgesr.commands.jsonout import add_json_option, emit
+from edgesr.commands.session_options import add_session_options
 from edgesr.limits import (
     DEFAULT_INPUT_PIXELS,
     DEFAULT_OUTPUT_PIXELS,
     DEFAULT_STREAMED_OUTPUT_PIXELS,
 )
-from edgesr.runtimes.registry import BACKENDS
 
 #: ``-f/--format`` choices: ``imageio.IMAGE_EXTENSIONS`` without the dot (spelled out: imageio
 #: imports NumPy and Pillow, which the parser must not; a test keeps the two equal).
@@ -21,25 +21,7 @@ def register(sub) -> None:
     up = sub.add_parser("upscale", help="upscale an image or a folder of images")
     up.add_argument("input", help="an image file or a folder of images")
     up.add_argument("-o", "--output", help="output file or folder (default: beside the input)")
-    up.add_argument("-m", "--model", help="checkpoint (.pth/.safetensors), ncnn .param, .onnx, "
-                    "a Stable Diffusion x4 export folder, or a bundled model name (default: "
-                    "realesrgan-x4plus)")
-    up.add_argument("-b", "--backend", metavar="BACKEND[:PRECISION]",
-                    help=f"{', '.join(BACKENDS)} or a plugin's (edgesr backends lists them "
-                    "all; default: by model kind and file type), optionally with a precision "
-                    "it runs, e.g. sd-upscaler-openvino:bf16")
-    up.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16", "int8"),
-                    help="precision to run at, a backend option (default: what the model "
-                    "records, else fp32); auto: the fastest the device runs natively that keeps "
-                    "40 dB PSNR against fp32 (bf16 on CPUs with AVX512_BF16/AMX, fp16 on GPUs), "
-                    "checked once per model and cached. The precision that ran is printed")
-    up.add_argument("--device", help="where the backend runs: CPU, GPU, GPU.1, NPU (openvino), "
-                    "cpu, cuda (onnxruntime, torch), a CUDA index (tensorrt)")
-    up.add_argument("--tile", type=int, default=256, help="tile size in input pixels; 0 = whole "
-                    "image (default: 256)")
-    up.add_argument("--overlap", type=int, default=32, help="tile overlap in input pixels")
-    up.add_argument("--batch", type=int, default=None, help="tiles per inference call")
-    up.add_argument("--blend", default=None, help="tile blending window (see docs)")
+    add_session_options(up)
     up.add_argument("-s", "--outscale", type=float, default=None,
                     help="final scale, if other than the model's native scale: the output is "
                     "resized to it (not SR3's --scale, the factor the model upscales by)")
@@ -73,7 +55,6 @@ def register(sub) -> None:
     up.add_argument("--max-output-pixels", metavar="N", help="refuse images whose upscale has "
                     f"more pixels (default: {DEFAULT_OUTPUT_PIXELS // 10**6}M held in memory, "
                     f"{DEFAULT_STREAMED_OUTPUT_PIXELS // 10**6}M streamed)")
-    up.add_argument("--threads", type=int, default=0, help="CPU threads for the backend")
     up.add_argument("-q", "--quiet", action="store_true", help="no progress and no notes "
                     "(progress is a bar on a terminal, plain lines otherwise)")
     up.add_argument("--consistency-map", metavar="PATH", help="also write a heat map of where "

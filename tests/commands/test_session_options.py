@@ -1,5 +1,5 @@
-"""One home for the options that load a session: edgesr batch, watch and serve take the same
-ones and turn them into the same edgesr.load arguments, which reach the backend."""
+"""One home for the options that load a model: edgesr upscale, batch, watch and serve take the
+same ones and turn them into the same edgesr.load arguments, which reach the backend."""
 
 import logging
 
@@ -13,7 +13,8 @@ from edgesr.commands.session_options import session_settings
 
 OPTIONS = ["-b", "openvino", "--precision", "bf16", "--device", "GPU", "--tile", "64",
            "--overlap", "8", "--batch", "2", "--blend", "linear", "--threads", "3"]
-POSITIONAL = {"batch": ["in/", "out/", "--ray"], "watch": ["in/", "out/"], "serve": []}
+POSITIONAL = {"upscale": ["in.png"], "batch": ["in/", "out/", "--ray"],
+              "watch": ["in/", "out/"], "serve": []}
 
 
 @pytest.fixture
