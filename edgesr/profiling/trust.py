@@ -23,6 +23,7 @@ MIN_SPREAD_SAMPLES = 3
 #: 1-minute load average per usable core above which the machine is busy before a run.
 MAX_LOAD_PER_CORE = 0.5
 
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
