@@ -88,7 +88,25 @@ def describe_onnx(path: Path) -> Description:
             "inputs": [_onnx_value(v) for v in graph.input if v.name not in initializers],
             "outputs": [_onnx_value(v) for v in graph.output],
             "weight_precision": precision, "qdq_nodes": qdq, "initializers": dict(types),
-            "nodes": len(graph.node), "metadata": metadata}
+            "nodes": len(graph.node), "metadata": metadata,
+            **({"engines_beside": _engines_beside(path, "sr3-denoiser")}
+               if metadata.get("role") == "denoiser" else {})}
+
+
+def _engines_beside(graph: Path, kind: str) -> dict[str, str] | str:
+    """The engines beside diffusion graph ``graph`` (``edgesr build ... -o DIR``, ``edgesr
+    export --coreml``, ``edgesr quantize``), by file name: the sampler backends of ``kind``
+    that open them before the engine cache."""
+    from edgesr.runtimes.registry import entries
+
+    found: dict[str, list[str]] = {}
+    for name, backend in entries().items():
+        if kind in backend.kinds and backend.engine is not None:
+            beside = graph.with_suffix(Path(backend.engine.artifact).suffix)
+            if beside.exists():
+                found.setdefault(beside.name, []).append(name)
+    return {file: f"run by {', '.join(names)}" for file, names in found.items()} or \
+        "none (the sampler backends build theirs into the engine cache)"
 
 
 def _ov_port(port) -> Description:
@@ -154,11 +172,22 @@ def describe_plan(path: Path) -> Description:
 
 
 def describe_mlpackage(path: Path) -> Description:
-    """A CoreML ML program package: its spec (I/O, shape ranges, compute precision)."""
+    """A CoreML ML program package: its spec (I/O, shape ranges, compute precision); a
+    diffusion graph's (``edgesr export --coreml``, ``edgesr build -b sd-upscaler-coreml``)
+    every input with its element type and (lower, upper) bound per axis."""
     from dataclasses import asdict
 
+    from edgesr.export.diffusion_coreml import SOURCES, read_package_io
     from edgesr.runtimes.coreml_convert import read_spec
 
+    io = read_package_io(path)
+    if io.metadata.get("edgesr.role") in SOURCES:
+        return {"format": f"CoreML package ({io.metadata['edgesr.role']} of a diffusion model)",
+                "file": str(path),
+                "inputs": [{"name": name, "type": kind, "ranges": list(ranges)}
+                           for name, (kind, ranges) in io.inputs.items()],
+                "outputs": list(io.outputs), "compute_precision": io.compute_precision,
+                "metadata": {k.removeprefix("edgesr."): v for k, v in io.metadata.items()}}
     return {"format": "CoreML package", "file": str(path), **asdict(read_spec(path))}
 
 
@@ -178,6 +207,11 @@ def describe_folder(folder: Path) -> Description:
             doc[graph] = (f"{meta.get('role')}, {size / 2**20:.1f} MiB, in "
                           f"{meta.get('in_channels')} -> out {meta.get('out_channels')} "
                           f"channels, size multiple {meta.get('size_multiple')}")
+            doc[f"{graph} engines beside"] = _engines_beside(folder / graph, "sd-x4")
+        source = read_onnx_metadata(folder / GRAPHS[0]).get("source")
+        doc["pytorch_source"] = (f"{source} ({'there' if Path(source).exists() else 'missing'}"
+                                 "; CoreML packages are traced from it)") if source else \
+            "not recorded (CoreML packages: edgesr export SOURCE -o OUT --coreml fp16)"
         embeds = folder / EMBEDDINGS_FILE
         if embeds.is_file():
             import numpy as np

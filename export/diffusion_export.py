@@ -269,6 +269,7 @@ def sr3_graph(descriptor: ModelDescriptor, file: str, opset: int = MIN_OPSET) ->
         metadata={"role": "denoiser", "arch": descriptor.architecture, "scale": descriptor.scale,
                   "in_channels": channels, "out_channels": descriptor.out_channels,
                   "source_sha256": descriptor.source_sha256,
+                  "source": descriptor.source and str(Path(descriptor.source).resolve()),
                   "hyperparameters": descriptor.hyperparameters,
                   "betas": None if betas is None else json.dumps(betas.tolist())})
 

@@ -118,8 +118,9 @@ def load_sd_upscaler(folder: str | Path) -> SDUpscaler:
     if unet.class_embedding is None:
         raise CheckpointError(f"{folder}: the UNet has no class embedding for the noise level: "
                               "not an x4 upscaler")
-    return SDUpscaler(folder=folder, unet=unet, vae=vae, unet_sha256=_sha256(folder / "unet"),
-                      vae_sha256=_sha256(folder / "vae"),
+    return SDUpscaler(folder=folder, unet=unet, vae=vae,
+                      unet_sha256=weights_sha256(folder / "unet"),
+                      vae_sha256=weights_sha256(folder / "vae"),
                       max_noise_level=index.get("max_noise_level"))
 
 
@@ -128,7 +129,7 @@ def sd_upscaler_graphs(model: SDUpscaler, opset: int = MIN_OPSET
     """(module, GraphSpec) of ``unet.onnx`` and ``vae_decoder.onnx``."""
     unet, vae = model.unet.config, model.vae.config
     shared = {"arch": ARCHITECTURE, "scale": model.scale, "latent_channels": model.latent_channels,
-              "vae_scaling_factor": vae.scaling_factor}
+              "vae_scaling_factor": vae.scaling_factor, "source": str(model.folder.resolve())}
     labels = model.max_noise_level or unet.num_class_embeds - 1
 
     def unet_sample(dims: Dims, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -252,7 +253,7 @@ def _load(cls: type, path: Path) -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def _sha256(folder: Path) -> str | None:
+def weights_sha256(folder: Path) -> str | None:
     """sha256 of the weights file diffusers loads (None for sharded weights)."""
     return next((sha256_file(folder / f) for f in WEIGHT_FILES if (folder / f).is_file()), None)
 

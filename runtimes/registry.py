@@ -115,11 +115,21 @@ class BackendEntry:
 
 
 _RT = "edgesr.runtimes."
+# The samplers' engines: one per graph of a diffusion model (edgesr.diffusion.engines).
 _DIFFUSION_IR = EngineSpec(builder="edgesr.diffusion.openvino_sessions", artifact="model.xml",
                            sources=(".onnx",), refuses="a sampler's IR is shape- and "
-                           "device-independent; the device is chosen when it runs (--device)")
+                           "device-independent; the device is chosen when it runs (--device)",
+                           no_calib="INT8 diffusion IRs come from edgesr quantize MODEL -o OUT "
+                           "--precision int8 (calibrated on sampler trajectories)")
 _DIFFUSION_PLAN = EngineSpec(builder="edgesr.diffusion.tensorrt_sessions", artifact="model.plan",
-                             sources=(".onnx",), takes=("tile", "batch", "device"))
+                             sources=(".onnx",), takes=("tile", "batch", "device"),
+                             no_calib="diffusion engines build at fp16 or fp32")
+_DIFFUSION_PACKAGE = EngineSpec(builder="edgesr.diffusion.coreml_sessions",
+                                artifact="model.mlpackage", sources=(".onnx",),
+                                no_calib="diffusion packages convert at fp16 or fp32",
+                                refuses="a sampler's package takes latents up to 512 and batch "
+                                "1-2 on any Apple device; the compute units are chosen when it "
+                                "runs (-O compute_units=...)")
 BUILTIN: tuple[BackendEntry, ...] = (
     BackendEntry(name="torch", runtime=_RT + "torch_runtime:TorchRuntime",
                  config=_RT + "torch_runtime:TorchConfig", requires=("torch",),
@@ -195,17 +205,18 @@ BUILTIN: tuple[BackendEntry, ...] = (
                  requires=("tensorrt", "cuda-python"), modules=("tensorrt", "cuda"),
                  install="'edgesr[tensorrt]'", kinds=("sr3-denoiser",), suffixes=(".onnx",),
                  precisions=("fp16", "fp32"), engine=_DIFFUSION_PLAN, diffusion=True),
-    # ... and on CoreML: packages written beside the ONNX graphs by edgesr export --coreml.
+    # ... and on CoreML: packages written beside the ONNX graphs by edgesr export --coreml, or
+    # traced into the engine cache from the PyTorch source the export recorded.
     BackendEntry(name="sd-upscaler-coreml",
                  runtime=_RT + "sd_upscaler_runtime:SDUpscalerCoreMLRuntime",
                  config=_RT + "sd_upscaler_runtime:SDUpscalerCoreMLConfig",
                  requires=("coremltools", "diffusers"),
                  install="coremltools 'edgesr[diffusion]'", kinds=("sd-x4",),
-                 precisions=("fp16", "fp32"), diffusion=True),
+                 precisions=("fp16", "fp32"), engine=_DIFFUSION_PACKAGE, diffusion=True),
     BackendEntry(name="sr3-coreml", runtime=_RT + "sr3_runtime:SR3CoreMLRuntime",
                  config=_RT + "sr3_runtime:SR3CoreMLConfig", requires=("coremltools",),
                  kinds=("sr3-denoiser",), suffixes=(".onnx",), precisions=("fp16", "fp32"),
-                 diffusion=True),
+                 engine=_DIFFUSION_PACKAGE, diffusion=True),
 )
 #: The built-in backends, by name, in the order they are listed (and picked by default).
 BACKENDS: dict[str, BackendEntry] = {e.name: e for e in BUILTIN}

@@ -1,13 +1,17 @@
 """CoreML sessions for the samplers: the UNet and VAE decoder (SD x4) or the SR3 denoiser as ML
 program packages, predicted by coremltools on macOS.
 
-A package is written beside its ONNX graph by ``edgesr export ... --coreml fp16|fp32``
-(``edgesr.export.diffusion_coreml``: traced from PyTorch, flexible latent sizes and batch
-1-2): ``unet.mlpackage`` beside ``unet.onnx``. The session factory opens the package beside the
-graph the sampler names, and reads the edgesr metadata from the package (written there from the
-same fields as the ONNX file's). ``precision``: what the packages must have been converted at
-(None: whatever they were); each session reports the package's. Elsewhere than macOS the
-factory is refused with the reason (the packages can still be written and checked here).
+Packages are traced from PyTorch (``edgesr.export.diffusion_coreml``: flexible latent sizes
+and batch 1-2), written either beside the ONNX graph by ``edgesr export ... --coreml fp16|fp32``
+(``unet.mlpackage`` beside ``unet.onnx``) or into the engine cache, keyed by the graph, by
+``edgesr build -b sd-upscaler-coreml`` / ``sr3-coreml`` (this module is those backends'
+``engine_cache.Builder``: it traces the PyTorch source the graph's export recorded). The session
+factory opens the package beside the graph the sampler names, else the engine cache's (built on
+a miss while the source is there), and reads the edgesr metadata from the package (written
+there from the same fields as the ONNX file's). ``precision``: what the packages must have been
+converted at (None: whatever a package beside was; fp16 from the cache); each session reports
+the package's. Elsewhere than macOS the factory is refused with the reason (the packages can
+still be written and checked here).
 """
 
 from dataclasses import dataclass
@@ -16,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from edgesr.diffusion.sessions import SessionFactory
-from edgesr.errors import BackendUnavailableError, CheckpointError, EdgesrError
+from edgesr.errors import BackendUnavailableError, CheckpointError, EdgesrError, first_line
 
 PRECISIONS = ("fp16", "fp32")
+#: What an engine-cache package is converted at when the session options name no precision.
+DEFAULT_PRECISION = "fp16"
 COMPUTE_UNITS = ("all", "cpu", "cpu_gpu", "cpu_ne")
 PACKAGE_SUFFIX = ".mlpackage"
 
@@ -57,24 +63,38 @@ class CoreMLSessionOptions:
             raise BackendUnavailableError(f"{backend}: {reason}")
         return lambda graph: open_package(backend, graph, self.compute_units, self.precision)
 
+    def build_options(self):
+        """What its sessions build into the engine cache (``edgesr build`` builds the same)."""
+        from edgesr.runtimes.engine_cache import BuildOptions
+
+        return BuildOptions(precision=self.precision or DEFAULT_PRECISION)
+
 
 def open_package(backend: str, graph: Path, compute_units: str,
                  precision: str | None) -> "CoreMLSession":
-    """The session of the package beside ``graph``; one clear line when it is missing or was
+    """The session of ``graph``'s package (``package_for``); one clear line when it was
     converted at another precision."""
     from edgesr.export.diffusion_coreml import read_package_io
 
-    package = package_of(graph)
-    if not package.is_dir():
-        raise CheckpointError(f"{graph.parent}: no {package.name} beside {graph.name}; write "
-                              "it with edgesr export SOURCE -o OUTPUT --coreml fp16 (from the "
-                              "diffusers folder or the SR3 checkpoint)")
+    package = package_for(backend, graph, precision)
     io = read_package_io(package)
     converted = io.metadata.get("edgesr.precision")
     if precision and converted != precision:
         raise EdgesrError(f"{backend}: {package} was converted at {converted}, not "
                           f"{precision}; re-export with --coreml {precision}")
     return CoreMLSession(package, io, compute_units)
+
+
+def package_for(backend: str, graph: Path, precision: str | None, cache=None) -> Path:
+    """The package a session opens for ``graph``: the one beside it, else the engine cache's
+    (built on a miss from the PyTorch source the graph's export recorded)."""
+    from edgesr.runtimes.engine_cache import build_engine
+
+    beside = package_of(graph)
+    if beside.is_dir():
+        return beside
+    options = CoreMLSessionOptions(precision=precision).build_options()
+    return build_engine(backend, graph, options, cache=cache).artifact
 
 
 class CoreMLSession:
@@ -98,3 +118,31 @@ class CoreMLSession:
 
     def metadata(self) -> dict[str, str]:
         return {k: v for k, v in self.io.metadata.items() if k.startswith("edgesr.")}
+
+
+# This module is the CoreML sampler backends' ``engine_cache.Builder``.
+def identity(options) -> tuple[str, str, str]:
+    """(version, device, profile) of a package build: coremltools and the PyTorch that traces;
+    any Apple device; batch 1-2, latent sides up to ``MAX_LATENT``."""
+    import torch
+
+    from edgesr.export.diffusion_coreml import MAX_BATCH, MAX_LATENT, _ct
+
+    return (f"coremltools {_ct().__version__}, torch {torch.__version__}", "any",
+            f"b1-{MAX_BATCH}_upto{MAX_LATENT}")
+
+
+def build(source: Path, target: Path, options) -> None:
+    """Trace the package of exported graph ``source`` from its PyTorch source, at ``target``."""
+    from edgesr.export.diffusion_coreml import convert_from_source
+
+    if options.precision not in PRECISIONS:
+        raise EdgesrError(f"CoreML diffusion packages are {' or '.join(PRECISIONS)}, not "
+                          f"{options.precision}")
+    try:
+        convert_from_source(source, target, precision=options.precision)
+    except CheckpointError as exc:
+        raise CheckpointError(f"no {package_of(source).name} beside {source.name} and none can "
+                              f"be traced: {first_line(exc)}; write it with edgesr export SOURCE "
+                              f"-o OUTPUT --coreml {options.precision} (from the diffusers folder "
+                              "or the SR3 checkpoint)") from None

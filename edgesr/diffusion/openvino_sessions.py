@@ -53,6 +53,13 @@ class OpenVINOSessionOptions:
         return openvino_sessions(backend, device=self.device, precision=self.precision,
                                  threads=self.threads)
 
+    def build_options(self):
+        """What its sessions build into the engine cache (``edgesr build`` builds the same):
+        an IR with FP16 weights at the fp16 hint, else FP32 weights."""
+        from edgesr.runtimes.engine_cache import BuildOptions
+
+        return BuildOptions(precision="fp16" if self.precision == "fp16" else "fp32")
+
 
 class OpenVINOSession:
     """A Session on an OpenVINO compiled model; ``precision`` is what the device runs: int8
@@ -120,11 +127,11 @@ def compile_ir(core, ir: Path, device: str, properties: dict[str, object]):
 
 
 def _ir(backend: str, path: Path, precision: str) -> Path:
-    """The IR of graph ``path`` from the engine cache (FP16 weights for fp16, else FP32)."""
-    from edgesr.runtimes.engine_cache import BuildOptions, build_engine
+    """The IR of graph ``path`` from the engine cache (``build_options``)."""
+    from edgesr.runtimes.engine_cache import build_engine
 
-    weights = "fp16" if precision == "fp16" else "fp32"
-    return build_engine(backend, path, BuildOptions(precision=weights)).artifact
+    options = OpenVINOSessionOptions(precision=precision).build_options()
+    return build_engine(backend, path, options).artifact
 
 
 # This module is the OpenVINO sampler backends' ``engine_cache.Builder``.

@@ -5,13 +5,16 @@ the unconditional and the conditional pass of classifier-free guidance).
 The build (this module is the sampler backends' ``engine_cache.Builder``) gives every dynamic
 dimension of every input a range: the batch dimension ``profile.batch``, a 4-D input's height
 and width ``profile.min_hw``..``max_hw`` (latent pixels), any other dimension (the text
-sequence) 1..``MAX_SEQUENCE``. FP16 sets the builder's FP16 flag (TensorRT < 11); an FP16 graph
-from ``edgesr quantize`` builds strongly typed. Needs TensorRT, cuda-python and an NVIDIA GPU;
+sequence) 1..``MAX_SEQUENCE``. A ``.plan`` beside the graph (``unet.plan`` beside
+``unet.onnx``, what ``edgesr build ... -o DIR`` writes) is loaded as it is instead. FP16 sets
+the builder's FP16 flag (TensorRT < 11); an FP16 graph from ``edgesr quantize`` builds strongly
+typed. Needs TensorRT, cuda-python and an NVIDIA GPU;
 without them a sampler backend on it is one line saying which is missing.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -37,6 +40,10 @@ class TensorRTSessionOptions:
     max_latent: int = 128
     max_batch: int = 2
     workspace_mb: int = 4096
+    #: ``edgesr build`` flags -> these options (``edgesr.diffusion.engines``).
+    BUILD_FIELDS: ClassVar[dict[str, str]] = {
+        "min_tile": "min_latent", "opt_tile": "opt_latent", "max_tile": "max_latent",
+        "batch": "max_batch", "device": "gpu", "workspace_mb": "workspace_mb"}
 
     @property
     def where(self) -> str:
@@ -72,7 +79,8 @@ class TensorRTSessionOptions:
         def open_session(path: Path) -> "TensorRTSession":
             from edgesr.runtimes.engine_cache import build_engine
 
-            plan = build_engine(backend, path, options).artifact
+            beside = path.with_suffix(".plan")
+            plan = beside if beside.is_file() else build_engine(backend, path, options).artifact
             return TensorRTSession(plan, onnx_metadata(path), self.gpu, self.precision)
 
         return open_session

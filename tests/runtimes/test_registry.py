@@ -96,6 +96,9 @@ def test_entries_declare_what_other_modules_used_to_list():
     assert [n for n, e in BACKENDS.items() if e.diffusion] == [
         "sd-upscaler", "sr3", "sd-upscaler-openvino", "sr3-openvino", "sd-upscaler-tensorrt",
         "sr3-tensorrt", "sd-upscaler-coreml", "sr3-coreml"]
+    assert [n for n in engine_backends() if entry(n).diffusion] == [
+        "sd-upscaler-openvino", "sr3-openvino", "sd-upscaler-tensorrt", "sr3-tensorrt",
+        "sd-upscaler-coreml", "sr3-coreml"]  # every sampler backend but ONNX Runtime's builds
     assert entry("openvino").engine.calibrated == ("int8",)
     assert "Q/DQ" in entry("tensorrt").engine.no_calib
 
