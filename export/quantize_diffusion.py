@@ -8,14 +8,15 @@ are recorded along the way. Per precision (``GRAPH_BUILDERS``), each graph becom
 - fp16 (ONNX Runtime: sd-upscaler, sr3): an FP16 ``.onnx``, the overflow guard run on the
   recorded feeds (``quantize_fp16``);
 - int8 (OpenVINO: sd-upscaler-openvino, sr3-openvino): an IR written beside the FP32 ``.onnx``,
-  which the OpenVINO sessions compile instead of converting it: INT8 weights (NNCF
-  ``compress_weights``; activations stay float), or with ``--preset all-ops`` weights and
-  activations (``nncf.quantize`` calibrated on the recorded feeds).
+  which the OpenVINO sessions compile instead of converting it, in an INT8 layout of
+  ``diffusion_int8`` (``--preset``; by default full INT8 of the UNet or denoiser, INT8
+  weights of the VAE decoder).
 
 The output is a folder like the export folder (SD x4) or an ``.onnx`` file (SR3, with its
 ``.xml``/``.bin`` for int8). The quality report samples held-out images with the FP32 sampler
-and with the artifact on its backend, same seed, and compares the final images; past
-``--min-psnr`` nothing is written.
+and with the artifact on its backend, same seed (an INT8 IR at the BF16 hint on CPUs with
+native BF16, as it is meant to run), and compares the final images; past ``--min-psnr``
+nothing is written.
 """
 
 import shutil
