@@ -20,9 +20,11 @@ batch of 2 per UNet pass; the backend runs one pass of batch 1 when they are equ
 and the export, runs in a spawned process of its own: its peak RSS is its ``VmHWM`` (RSS once
 loaded is printed too; diffusers may map the weights file, whose pages count once touched).
 Then, unless ``--no-openvino``, the sd-upscaler-openvino backend at the FP32 and BF16
-INFERENCE_PRECISION_HINT, and on the export quantized to INT8 weights (``edgesr quantize
---precision int8``, NNCF weight compression, run at the BF16 hint); the "ran" column is the
-precision OpenVINO reports it ran. Then sd-upscaler-coreml on packages written beside the export
+INFERENCE_PRECISION_HINT, and on the export quantized to INT8 (``edgesr quantize --precision
+int8``, calibrated on sampler trajectories of ``--size`` images at ``--steps``): INT8 weights
+(``--preset weights``, NNCF weight compression) and full INT8 (``--preset diffusion``, weights
+and activations, the default), both run at the BF16 hint; the "ran" column is the precision the
+sampler reports it ran. Then sd-upscaler-coreml on packages written beside the export
 (``edgesr export --coreml fp16``) on macOS; elsewhere its row says why it was skipped. The CPU
 (model, cores, ISA flags) and the 1-minute load before and after are printed and recorded.
 Times exclude loading; diffusers' UNet and VAE decode are
@@ -207,14 +209,15 @@ def write_coreml(source: Path, export: Path) -> dict:
     return {}
 
 
-def quantize_int8(export: Path, target: Path, steps: int, size: int) -> dict:
-    """The export with OpenVINO INT8 weights (``edgesr quantize --precision int8``), its
-    quality vs the FP32 sampler on one ``size`` image; reused when ``target`` exists."""
+def quantize_int8(export: Path, target: Path, steps: int, size: int, preset: str) -> dict:
+    """The export quantized for OpenVINO (``edgesr quantize --precision int8 --preset
+    PRESET``: ``weights`` INT8 weights, ``diffusion`` full INT8), its quality report vs the
+    FP32 sampler on one ``size`` image; reused when ``target`` exists."""
     from edgesr.export.quantize import QuantizeOptions, quantize
 
     if not (target / "unet.xml").is_file():
-        quantize(str(export), target, QuantizeOptions(precision="int8", steps=steps, tile=size,
-                                                      eval_count=1))
+        quantize(str(export), target, QuantizeOptions(precision="int8", preset=preset,
+                                                      steps=steps, tile=size, eval_count=1))
     return {}
 
 
@@ -264,7 +267,7 @@ def main() -> None:
                         help="also time edgesr with N x N latent windows (MultiDiffusion-style)")
     parser.add_argument("--latent-overlap", type=int, default=16, metavar="M")
     parser.add_argument("--no-openvino", dest="openvino", action="store_false",
-                        help="leave out the OpenVINO FP32 / BF16 / INT8-weights rows")
+                        help="leave out the OpenVINO FP32 / BF16 / INT8 rows")
     args = parser.parse_args()
     unet_config, _, sequence = model_configs(args.config)
     multiple = 2 ** (len(unet_config["block_out_channels"]) - 1)
@@ -305,10 +308,12 @@ def main() -> None:
             "edgesr sd-upscaler (ORT FP32)": isolated(run_edgesr, export, image, args.steps,
                                                       args.threads)}
         if args.openvino:
-            int8 = root / "openvino_int8"
-            isolated(quantize_int8, export, int8, args.steps, args.size)
+            int8, full = root / "openvino_int8", root / "openvino_int8_full"
+            isolated(quantize_int8, export, int8, args.steps, args.size, "weights")
+            isolated(quantize_int8, export, full, args.steps, args.size, "diffusion")
             for label, folder, precision in (("FP32", export, "fp32"), ("BF16", export, "bf16"),
-                                             ("INT8 weights, BF16 hint", int8, "bf16")):
+                                             ("INT8 weights, BF16 hint", int8, "bf16"),
+                                             ("INT8 full, BF16 hint", full, "bf16")):
                 cases[f"edgesr OpenVINO {label}"] = isolated(
                     run_edgesr, folder, image, args.steps, args.threads, 0, 16,
                     "sd-upscaler-openvino", precision)

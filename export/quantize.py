@@ -68,6 +68,9 @@ def int8_layout(preset: str | None, exclude=()) -> tuple[tuple[str, ...] | None,
     sr-safe) plus extra ``exclude`` nodes."""
     from edgesr.export.quantize_int8 import INT8_PRESETS
 
+    if preset is not None and preset not in INT8_PRESETS:
+        raise EdgesrError(f"--preset {preset} is a diffusion graph layout; image upscalers "
+                          f"take {', '.join(INT8_PRESETS)}")
     layout = INT8_PRESETS[preset or "sr-safe"]
     return layout["op_types"], (*layout["exclude"], *exclude)
 
@@ -82,6 +85,7 @@ def target_backend(options: QuantizeOptions, output: Path) -> tuple[str, Path]:
     if options.preset and options.precision != "int8":
         raise EdgesrError(f"--preset is an INT8 layout; --precision {options.precision} takes "
                           "none")
+    int8_layout(options.preset)  # a diffusion-only preset fails before the export
     backend = options.backend or ("openvino" if options.precision == "bf16"
                                   or output.suffix == ".xml" else "onnxruntime")
     if backend not in backends_for(UPSCALER):

@@ -8,14 +8,15 @@ are recorded along the way. Per precision (``GRAPH_BUILDERS``), each graph becom
 - fp16 (ONNX Runtime: sd-upscaler, sr3): an FP16 ``.onnx``, the overflow guard run on the
   recorded feeds (``quantize_fp16``);
 - int8 (OpenVINO: sd-upscaler-openvino, sr3-openvino): an IR written beside the FP32 ``.onnx``,
-  which the OpenVINO sessions compile instead of converting it: INT8 weights (NNCF
-  ``compress_weights``; activations stay float), or with ``--preset all-ops`` weights and
-  activations (``nncf.quantize`` calibrated on the recorded feeds).
+  which the OpenVINO sessions compile instead of converting it, in an INT8 layout of
+  ``diffusion_int8`` (``--preset``; by default full INT8 of the UNet or denoiser, INT8
+  weights of the VAE decoder).
 
 The output is a folder like the export folder (SD x4) or an ``.onnx`` file (SR3, with its
 ``.xml``/``.bin`` for int8). The quality report samples held-out images with the FP32 sampler
-and with the artifact on its backend, same seed, and compares the final images; past
-``--min-psnr`` nothing is written.
+and with the artifact on its backend, same seed (an INT8 IR at the BF16 hint on CPUs with
+native BF16, as it is meant to run), and compares the final images; past ``--min-psnr``
+nothing is written.
 """
 
 import shutil
@@ -23,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
-from edgesr.errors import EdgesrError, first_line
+from edgesr.errors import EdgesrError
+from edgesr.export.diffusion_int8 import DEFAULT_LAYOUT, LAYOUTS
 
 #: Calibration crops sampled to record the graphs' feeds (each runs the whole sampling loop).
 CALIBRATION_IMAGES = 2
@@ -56,53 +58,21 @@ def _fp16(source: Path, target: Path, feeds) -> str:
     return f"{source.name} FP16, {len(report.kept_fp32)} node(s) kept in FP32"
 
 
-def _nncf():
-    from edgesr.errors import BackendUnavailableError
+def _int8(layout: str) -> Callable[[Path, Path, object], str]:
+    """The builder of an INT8 ``layout`` (``diffusion_int8.LAYOUTS``): the FP32 graph as it
+    is, and beside it the INT8 IR."""
+    def build(source: Path, target: Path, feeds) -> str:
+        from edgesr.export.diffusion_int8 import write_int8_ir
 
-    try:
-        import nncf
-    except ImportError as exc:
-        raise BackendUnavailableError(f"OpenVINO INT8 needs nncf ({exc}); install it with "
-                                      "pip install nncf") from None
-    return nncf
-
-
-def _int8_weights(source: Path, target: Path, feeds) -> str:
-    """The FP32 graph as it is, and beside it an IR with NNCF INT8-compressed weights."""
-    import openvino as ov
-
-    nncf = _nncf()
-    _copy_graph(source, target)
-    try:
-        model = nncf.compress_weights(ov.Core().read_model(str(source)))
-    except Exception as exc:  # OpenVINO and NNCF raise many kinds
-        raise EdgesrError(f"{source}: INT8 weight compression failed: {first_line(exc)}"
-                          ) from None
-    ov.save_model(model, str(target.with_suffix(".xml")), compress_to_fp16=False)
-    return f"{source.name} INT8 weights (NNCF compress_weights), float activations"
-
-
-def _int8_full(source: Path, target: Path, feeds) -> str:
-    """The FP32 graph as it is, and beside it an IR quantized by NNCF (weights and activations,
-    transformer-aware) on the graph's recorded feeds."""
-    import openvino as ov
-
-    nncf = _nncf()
-    _copy_graph(source, target)
-    try:
-        model = nncf.quantize(ov.Core().read_model(str(source)), nncf.Dataset(feeds.feeds),
-                              subset_size=len(feeds), model_type=nncf.ModelType.TRANSFORMER)
-    except Exception as exc:  # OpenVINO and NNCF raise many kinds
-        raise EdgesrError(f"{source}: INT8 quantization failed: {first_line(exc)}") from None
-    ov.save_model(model, str(target.with_suffix(".xml")), compress_to_fp16=False)
-    return f"{source.name} INT8 weights and activations (NNCF, {len(feeds)} recorded feeds)"
+        _copy_graph(source, target)
+        return write_int8_ir(layout, source, target, feeds)
+    return build
 
 
 #: (precision, INT8 layout) -> how one graph is built (source .onnx, target .onnx, its
-#: FeedSet) -> a note. For diffusion graphs the default INT8 layout (sr-safe) compresses the
-#: weights only; all-ops quantizes activations too.
+#: FeedSet) -> a note. The INT8 layouts are ``diffusion_int8.LAYOUTS``.
 GRAPH_BUILDERS: dict[tuple[str, str | None], Callable[[Path, Path, object], str]] = {
-    ("fp16", None): _fp16, ("int8", "sr-safe"): _int8_weights, ("int8", "all-ops"): _int8_full}
+    ("fp16", None): _fp16, **{("int8", name): _int8(name) for name in LAYOUTS}}
 
 
 def _copy_graph(source: Path, target: Path) -> None:
@@ -124,6 +94,15 @@ def _target(kind: str, options) -> str:
     raise EdgesrError(f"a {kind} model quantizes to " + "; ".join(
         f"{', '.join(p)} for {b}" for b, p in takes.items())
         + f", not {options.precision} for {options.backend or 'any backend'}")
+
+
+def _run_hint(precision: str) -> dict:
+    """The sampler option the quality report runs an artifact at: an OpenVINO INT8 IR at the
+    BF16 hint on CPUs with native BF16 (its float ops in BF16, as it is meant to run: ``-b
+    <backend>:bf16``), else as the backend defaults."""
+    from edgesr import cpu
+
+    return {"precision": "bf16"} if precision == "int8" and cpu.detect().bf16 else {}
 
 
 def _sampling(kind: str, options) -> dict:
@@ -155,7 +134,7 @@ def quantize_diffusion(model: str, output: str | Path, options, calibration, *,
     from edgesr.runtimes import create_runtime
 
     kind = diffusion_kind(model)
-    layout = (options.preset or "sr-safe") if options.precision == "int8" else options.preset
+    layout = (options.preset or DEFAULT_LAYOUT) if options.precision == "int8" else options.preset
     build_graph = GRAPH_BUILDERS.get((options.precision, layout))
     if build_graph is None:
         takes = ", ".join(p + (f" --preset {k}" if k else "") for p, k in GRAPH_BUILDERS)
@@ -184,12 +163,14 @@ def quantize_diffusion(model: str, output: str | Path, options, calibration, *,
                          f"of {len(calib)} sampled image(s)")
             images = evaluation_images(options.eval, count=options.eval_count,
                                        size=options.tile)
-            with create_runtime(backend, built, **sampling) as candidate:
+            hint = _run_hint(options.precision)
+            with create_runtime(backend, built, **sampling, **hint) as candidate:
                 report = quality_report(
                     reference.infer, candidate.infer, images, artifact=str(output),
                     precision=options.precision,
                     reference_name=f"FP32 {reference_backend} sampler, same seed",
-                    extra={"notes": notes, "backend": backend, "min_psnr": options.min_psnr})
+                    extra={"notes": notes, "backend": backend, "min_psnr": options.min_psnr,
+                           "ran": candidate.effective_precision, **hint})
             log(report.summary())
             report_path = report.write_json(output.with_name(output.name + ".quality.json"))
             log(f"quality report -> {report_path}")
@@ -201,4 +182,5 @@ def quantize_diffusion(model: str, output: str | Path, options, calibration, *,
                          built.with_suffix(".xml"), built]
                 move_files((p, output.with_name(output.stem + p.name[len(built.stem):]))
                            for p in parts if p.exists())
-    return output, report, report_path, notes + [f"runs on --backend {backend}"]
+    runs = f"{backend}:{hint['precision']}" if hint else backend
+    return output, report, report_path, notes + [f"runs on --backend {runs}"]

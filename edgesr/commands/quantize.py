@@ -47,11 +47,14 @@ def register(sub) -> None:
 
 def add_layout_options(parser) -> None:
     """``--preset`` and ``--exclude``, the INT8 layout; ``edgesr build`` shares them."""
-    parser.add_argument("--preset", choices=("sr-safe", "all-ops"),
+    parser.add_argument("--preset", choices=("sr-safe", "all-ops", "diffusion", "weights"),
                         help="INT8 layout: sr-safe quantizes convs only and keeps the first conv "
                         "and the upsampling tail in FP32 (+4 to +7 dB on Real-ESRGAN x4plus); "
-                        "all-ops quantizes every supported op (default: sr-safe); diffusion "
-                        "graphs: sr-safe = INT8 weights only, all-ops = weights and activations")
+                        "all-ops quantizes every supported op (default: sr-safe). Diffusion "
+                        "graphs (OpenVINO): diffusion (default) = weights and activations on "
+                        "the image path, conditioning, first/last conv and attention products "
+                        "in float; all-ops = every op NNCF quantizes; weights (or sr-safe) = "
+                        "INT8 weights only")
     parser.add_argument("--exclude", nargs="*", default=[], metavar="NODE",
                         help="nodes kept in higher precision: names, or first, last, tail")
 

@@ -1,6 +1,6 @@
-"""benchmarks/bench_sd_upscaler.py --tiny: the whole benchmark on the tiny SD x4 model (OpenVINO
-rows left out to keep CI short; they run the same ``run_edgesr`` as the ORT row), its table,
-the CPU and load it records, and the CoreML row skipped off macOS."""
+"""benchmarks/bench_sd_upscaler.py --tiny: the whole benchmark on the tiny SD x4 model, its table,
+the CPU and load it records, and the CoreML row skipped off macOS; then its OpenVINO rows (FP32,
+BF16, INT8 weights, full INT8 at the BF16 hint), each with the precision the sampler ran."""
 
 import json
 import subprocess
@@ -32,3 +32,23 @@ def test_tiny_benchmark_runs_and_records_what_ran(tmp_path):
     if sys.platform != "darwin":
         assert "needs macOS" in record["skipped"]["edgesr CoreML FP16"]
         assert "| edgesr CoreML FP16 | skipped: needs macOS" in run.stdout
+
+
+def test_tiny_benchmark_openvino_rows_run_what_they_name(tmp_path):
+    pytest.importorskip("nncf", reason="OpenVINO INT8 needs nncf: pip install nncf")
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--size", "16", "--steps", "2",
+                          "--threads", "1", "--workdir", str(tmp_path), "--json", str(out)],
+                         capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-2000:]
+    cases = json.loads(out.read_text())["cases"]
+    full = cases["edgesr OpenVINO INT8 full, BF16 hint"]
+    weights = cases["edgesr OpenVINO INT8 weights, BF16 hint"]
+    assert full["ran"] == weights["ran"] == "int8"
+    assert "| edgesr OpenVINO INT8 full, BF16 hint | int8 |" in run.stdout
+    for case in (full, weights, cases["edgesr OpenVINO BF16"]):
+        assert 10 < case["psnr_vs_ort_fp32"] < 80 and case["unet"] > 0  # reduced, not broken
+    unet = tmp_path / "tiny" / "openvino_int8_full" / "unet.xml"
+    assert 'type="FakeQuantize"' in unet.read_text()  # activations in INT8: full INT8
+    assert 'type="FakeQuantize"' not in (unet.parent.parent / "openvino_int8"
+                                         / "unet.xml").read_text()

@@ -56,6 +56,15 @@ def test_preset_outside_int8_is_one_clear_error(tmp_path, files, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_diffusion_preset_on_an_image_upscaler_is_one_clear_error(tmp_path, files, capsys):
+    ckpt, calib = files
+    code = _quantize(ckpt, calib, tmp_path / "m.onnx", "--precision", "int8", "--preset",
+                     "diffusion")
+    err = capsys.readouterr().err
+    assert code == 1 and "--preset diffusion is a diffusion graph layout" in err
+    assert err.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
 def test_presets_choose_what_is_quantized(tmp_path, files):
     import onnx
 
