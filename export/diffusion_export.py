@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import torch
@@ -187,13 +188,15 @@ def _export_one(module: nn.Module, spec: GraphSpec, stage: Path, external_data_b
         {**spec.metadata, "size_multiple": spec.size_multiple, "version": __version__}))
     path = stage / spec.file
     data = path.with_name(f"{spec.file}.data") if nbytes > external_data_bytes else None
-    if data is None:
-        ir.save(model, path)
-    else:  # one tensor at a time, straight from the graph's (PyTorch's) memory
+    proto = ir.to_proto(model) if data is None else None  # the weights copied into it
+    if data is not None:  # one tensor at a time, straight from the graph's (PyTorch's) memory
         ir.save(model, path, external_data=data.name, size_threshold_bytes=1024)
         data = data if data.is_file() else None  # no tensor past the threshold
     del model
     gc.collect()  # the graph's nodes and values refer to each other: its weights go only now
+    if proto is not None:
+        onnx.save_model(proto, path)
+        del proto
     if data is not None:
         data.chmod(path.stat().st_mode & 0o777)  # written private; match the graph
     check_graph(str(path), name)
