@@ -5,9 +5,12 @@ level or timestep and, for Stable Diffusion, text embeddings. Each graph is one 
 ``GraphSpec`` (after optimum's per-model ONNX configs): tensor names, named dynamic axes, a
 sample-input factory, trace and parity sizes, tolerance and metadata. ``export_graphs`` traces
 each graph with ``onnx_export``'s exporter, writes it into a staging folder beside the target
-(weights as external data past ``EXTERNAL_DATA_BYTES``, under the 2 GiB protobuf limit), runs
-``onnx.checker`` and ONNX Runtime at sizes other than the trace sizes against PyTorch, and moves
-the files into place only when every graph passes: a failure leaves nothing behind.
+(weights as external data past ``EXTERNAL_DATA_BYTES``, under the 2 GiB protobuf limit, streamed
+one tensor at a time), runs ``onnx.checker`` and ONNX Runtime at sizes other than the trace sizes
+against PyTorch, and moves the files into place only when every graph passes: a failure leaves
+nothing behind. PyTorch's outputs for the parity check come first, so that with
+``release_weights`` a module's weights are gone before ONNX Runtime loads its graph: the real
+SD x4 UNet's export holds about one copy of its weights, not four.
 """
 
 import contextlib
@@ -168,9 +171,10 @@ def _export_one(module: nn.Module, spec: GraphSpec, stage: Path, external_data_b
     name = spec.file
     module = module.eval()
     nbytes = weight_bytes(module)
-    if nbytes >= PROTOBUF_LIMIT:
-        raise ExportError(f"{name}: {nbytes / 2**30:.1f} GiB of weights exceed the 2 GiB "
-                          "protobuf the TorchScript exporter traces into")
+    external = nbytes > external_data_bytes
+    if nbytes >= PROTOBUF_LIMIT and not external:
+        raise ExportError(f"{name}: {nbytes / 2**30:.1f} GiB of weights exceed the 2 GiB limit "
+                          "of a single-file ONNX model: keep them as external data")
     trace_dims, parity_dims = spec.dims(True), spec.dims(False)
     parity_args = spec.sample(parity_dims, torch.Generator().manual_seed(1))
     with torch.no_grad():  # PyTorch's side of the parity check first: the module may go next
@@ -187,7 +191,7 @@ def _export_one(module: nn.Module, spec: GraphSpec, stage: Path, external_data_b
     model.metadata_props.update(encode_metadata(
         {**spec.metadata, "size_multiple": spec.size_multiple, "version": __version__}))
     path = stage / spec.file
-    data = path.with_name(f"{spec.file}.data") if nbytes > external_data_bytes else None
+    data = path.with_name(f"{spec.file}.data") if external else None
     proto = ir.to_proto(model) if data is None else None  # the weights copied into it
     if data is not None:  # one tensor at a time, straight from the graph's (PyTorch's) memory
         ir.save(model, path, external_data=data.name, size_threshold_bytes=1024)

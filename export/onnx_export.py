@@ -5,7 +5,9 @@ onnxscript optimizer (constant folding, Identity removal). On torch 2.13 it trac
 a second, emits opset 17 natively and keeps batch, height and width truly dynamic for
 pixel-unshuffle (Reshape with 0/-1 dims) and interpolate (Resize with constant scales). The
 dynamo exporter gives an equally dynamic graph but takes seconds per model and only emits opset
-18, down-converted for 17; it stays selectable with ``exporter="dynamo"``.
+18, down-converted for 17; it stays selectable with ``exporter="dynamo"``. The weights never
+enter the exporter's protobuf: ``trace_to_ir`` keeps them as PyTorch tensors behind the graph's
+initializers (onnxscript's IR), so a trace costs them once plus what it constant-folds.
 
 The graph is checked with ``onnx.checker`` and run with ONNX Runtime at a size other than the
 trace size; only then is it written to a temporary file and renamed onto ``output_path``.

@@ -102,6 +102,15 @@ def test_sr3_external_data(tmp_path, sr3):
     _check_sr3(report.path, model)
 
 
+def test_weights_past_the_protobuf_limit_go_external(tmp_path, monkeypatch, sr3):
+    monkeypatch.setattr(diffusion_export, "PROTOBUF_LIMIT", 1024)
+    with pytest.raises(ExportError, match="exceed the 2 GiB limit of a single-file ONNX model"):
+        export_sr3(load_model(sr3[0]), tmp_path / "a.onnx")
+    report = export_sr3(load_model(sr3[0]), tmp_path / "b.onnx", external_data_bytes=1024)
+    assert _files(tmp_path) == ["b.onnx", "b.onnx.data"]
+    _check_sr3(report.path, sr3[1])
+
+
 def _shift_bias(real):
     def patched(*args, **kwargs):
         model = real(*args, **kwargs)
