@@ -177,8 +177,12 @@ def _export_one(module: nn.Module, spec: GraphSpec, stage: Path, external_data_b
                           "of a single-file ONNX model: keep them as external data")
     trace_dims, parity_dims = spec.dims(True), spec.dims(False)
     parity_args = spec.sample(parity_dims, torch.Generator().manual_seed(1))
-    with torch.no_grad():  # PyTorch's side of the parity check first: the module may go next
-        ref = module(*parity_args).float().numpy()
+    try:  # PyTorch's side of the parity check first: the module may go after the trace
+        with torch.no_grad():
+            ref = module(*parity_args).float().numpy()
+    except Exception as exc:  # whatever the model raises; report one line
+        raise ExportError(f"{name}: PyTorch cannot run the model at {parity_dims}: "
+                          f"{first_line(exc)}") from exc
     args = spec.sample(trace_dims, torch.Generator().manual_seed(0))
     with warnings.catch_warnings():  # shape branches baked in: size_multiple keeps them valid
         warnings.simplefilter("ignore", torch.jit.TracerWarning)

@@ -213,6 +213,9 @@ def test_graph_spec_and_target_checks(tmp_path):
         export_graphs([(_Affine(), _affine_spec("a.onnx"))], tmp_path / "file", folder=True)
     with pytest.raises(ExportError, match="one graph of that file name"):
         export_graphs([(_Affine(), _affine_spec("a.onnx"))], tmp_path / "b.onnx", folder=False)
+    broken = _affine_spec("a.onnx", sample=lambda dims, gen: (torch.rand(2, 3),))
+    with pytest.raises(ExportError, match=r"a.onnx: PyTorch cannot run the model at \{'batch"):
+        export_graphs([(_Affine(), broken)], tmp_path / "a.onnx", folder=False)
     assert _files(tmp_path) == ["file"]
 
 
