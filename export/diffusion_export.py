@@ -5,12 +5,16 @@ level or timestep and, for Stable Diffusion, text embeddings. Each graph is one 
 ``GraphSpec`` (after optimum's per-model ONNX configs): tensor names, named dynamic axes, a
 sample-input factory, trace and parity sizes, tolerance and metadata. ``export_graphs`` traces
 each graph with ``onnx_export``'s exporter, writes it into a staging folder beside the target
-(weights as external data past ``EXTERNAL_DATA_BYTES``, under the 2 GiB protobuf limit), runs
-``onnx.checker`` and ONNX Runtime at sizes other than the trace sizes against PyTorch, and moves
-the files into place only when every graph passes: a failure leaves nothing behind.
+(weights as external data past ``EXTERNAL_DATA_BYTES``, under the 2 GiB protobuf limit, streamed
+one tensor at a time), runs ``onnx.checker`` and ONNX Runtime at sizes other than the trace sizes
+against PyTorch, and moves the files into place only when every graph passes: a failure leaves
+nothing behind. PyTorch's outputs for the parity check come first, so that with
+``release_weights`` a module's weights are gone before ONNX Runtime loads its graph: the real
+SD x4 UNet's export holds about one copy of its weights, not four.
 """
 
 import contextlib
+import gc
 import json
 import time
 import warnings
@@ -19,7 +23,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import torch
 from torch import nn
@@ -30,9 +36,8 @@ from edgesr.export.onnx_export import (
     PROTOBUF_LIMIT,
     check_graph,
     compare_outputs,
-    trace_to_onnx,
+    trace_to_ir,
     weight_bytes,
-    write_atomic,
 )
 from edgesr.export.specs import MIN_OPSET, encode_metadata
 from edgesr.fsutil import move_files, remove, replace_dir, temp_path
@@ -116,13 +121,16 @@ def image_dims(size_multiple: int, **extra: int) -> tuple[dict[str, int], dict[s
 
 def export_graphs(graphs: Sequence[tuple[nn.Module, GraphSpec]], target: str | Path, *,
                   folder: bool, external_data_bytes: int = EXTERNAL_DATA_BYTES,
-                  extra_files: Mapping[str, bytes | None] | None = None) -> list[GraphReport]:
+                  extra_files: Mapping[str, bytes | None] | None = None,
+                  release_weights: bool = False) -> list[GraphReport]:
     """Export every (module, spec) pair, checked, into ``target``: a folder (``folder=True``,
     created if missing) or, for one graph, the .onnx file ``target``. Returns one report per
     graph; raises ExportError, leaving ``target`` as it was, when any graph fails a check.
 
     ``extra_files``: folder-relative path -> bytes, staged and moved in with the graphs (None
     removes a stale copy), so a folder never holds graphs without the files that go with them.
+    ``release_weights``: the modules are the export's to use up: each one's weights are freed
+    (moved to the meta device) once its graph holds them, before ONNX Runtime loads the graph.
     """
     target = Path(target).absolute()
     extra_files = extra_files or {}
@@ -137,7 +145,7 @@ def export_graphs(graphs: Sequence[tuple[nn.Module, GraphSpec]], target: str | P
     destination = target if folder else target.parent
     try:
         stage.mkdir(parents=True)
-        reports = [_export_one(module, spec, stage, external_data_bytes)
+        reports = [_export_one(module, spec, stage, external_data_bytes, release_weights)
                    for module, spec in graphs]
         staged = _stage_extras(stage, extra_files)
         if folder and not target.exists():
@@ -157,49 +165,60 @@ def export_graphs(graphs: Sequence[tuple[nn.Module, GraphSpec]], target: str | P
                 parent.rmdir()
 
 
-def _export_one(module: nn.Module, spec: GraphSpec, stage: Path,
-                external_data_bytes: int) -> GraphReport:
+def _export_one(module: nn.Module, spec: GraphSpec, stage: Path, external_data_bytes: int,
+                release_weights: bool) -> GraphReport:
     start = time.perf_counter()
     name = spec.file
     module = module.eval()
     nbytes = weight_bytes(module)
-    if nbytes >= PROTOBUF_LIMIT:
-        raise ExportError(f"{name}: {nbytes / 2**30:.1f} GiB of weights exceed the 2 GiB "
-                          "protobuf the TorchScript exporter traces into")
+    external = nbytes > external_data_bytes
+    if nbytes >= PROTOBUF_LIMIT and not external:
+        raise ExportError(f"{name}: {nbytes / 2**30:.1f} GiB of weights exceed the 2 GiB limit "
+                          "of a single-file ONNX model: keep them as external data")
     trace_dims, parity_dims = spec.dims(True), spec.dims(False)
+    parity_args = spec.sample(parity_dims, torch.Generator().manual_seed(1))
+    try:  # PyTorch's side of the parity check first: the module may go after the trace
+        with torch.no_grad():
+            ref = module(*parity_args).float().numpy()
+    except Exception as exc:  # whatever the model raises; report one line
+        raise ExportError(f"{name}: PyTorch cannot run the model at {parity_dims}: "
+                          f"{first_line(exc)}") from exc
     args = spec.sample(trace_dims, torch.Generator().manual_seed(0))
     with warnings.catch_warnings():  # shape branches baked in: size_multiple keeps them valid
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        proto = trace_to_onnx(module, args, spec.opset,
-                              {k: dict(v) for k, v in spec.dynamic_axes.items()}, "torchscript",
-                              name, input_names=spec.inputs, output_names=(spec.output,))
-    proto.doc_string = name
-    onnx.helper.set_model_props(proto, encode_metadata(
+        model = trace_to_ir(module, args, spec.opset,
+                            {k: dict(v) for k, v in spec.dynamic_axes.items()}, "torchscript",
+                            name, input_names=spec.inputs, output_names=(spec.output,))
+    if release_weights:
+        module.to("meta")  # the graph holds the tensors it needs; the rest go now
+    model.doc_string = name
+    model.metadata_props.update(encode_metadata(
         {**spec.metadata, "size_multiple": spec.size_multiple, "version": __version__}))
     path = stage / spec.file
-    data = None
-    if nbytes > external_data_bytes:
-        data = path.with_name(f"{spec.file}.data")
-        onnx.save_model(proto, str(path), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=data.name, size_threshold=1024)
-        data.chmod(path.stat().st_mode & 0o777)  # onnx makes it private; match the graph
-    else:
-        write_atomic(path, proto.SerializeToString())
-    del proto
+    data = path.with_name(f"{spec.file}.data") if external else None
+    proto = ir.to_proto(model) if data is None else None  # the weights copied into it
+    if data is not None:  # one tensor at a time, straight from the graph's (PyTorch's) memory
+        ir.save(model, path, external_data=data.name, size_threshold_bytes=1024)
+        data = data if data.is_file() else None  # no tensor past the threshold
+    del model
+    gc.collect()  # the graph's nodes and values refer to each other: its weights go only now
+    if proto is not None:
+        onnx.save_model(proto, path)
+        del proto
+    if data is not None:
+        data.chmod(path.stat().st_mode & 0o777)  # written private; match the graph
     check_graph(str(path), name)
-    max_diff, psnr = _parity(module, spec, path, parity_dims, name)
+    max_diff, psnr = _parity(spec, path, parity_args, ref, parity_dims, name)
     size = path.stat().st_size + (data.stat().st_size if data else 0)
     return GraphReport(path=path, external_data=data, trace_dims=trace_dims,
                        parity_dims=parity_dims, max_abs_diff=max_diff, psnr=psnr,
                        size_bytes=size, seconds=time.perf_counter() - start)
 
 
-def _parity(module: nn.Module, spec: GraphSpec, path: Path, dims: dict[str, int],
-            name: str) -> tuple[float, float]:
-    """Max abs diff and PSNR of ONNX Runtime (CPU) against PyTorch; ExportError past tolerance."""
-    args = spec.sample(dims, torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ref = module(*args).float().numpy()
+def _parity(spec: GraphSpec, path: Path, args: tuple[torch.Tensor, ...], ref: np.ndarray,
+            dims: dict[str, int], name: str) -> tuple[float, float]:
+    """Max abs diff and PSNR of ONNX Runtime (CPU) on ``args`` against PyTorch's ``ref``;
+    ExportError past tolerance."""
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         feed = {n: a.numpy() for n, a in zip(spec.inputs, args, strict=True)}

@@ -5,25 +5,32 @@ onnxscript optimizer (constant folding, Identity removal). On torch 2.13 it trac
 a second, emits opset 17 natively and keeps batch, height and width truly dynamic for
 pixel-unshuffle (Reshape with 0/-1 dims) and interpolate (Resize with constant scales). The
 dynamo exporter gives an equally dynamic graph but takes seconds per model and only emits opset
-18, down-converted for 17; it stays selectable with ``exporter="dynamo"``.
+18, down-converted for 17; it stays selectable with ``exporter="dynamo"``. The weights never
+enter the exporter's protobuf: ``trace_to_ir`` keeps them as PyTorch tensors behind the graph's
+initializers (onnxscript's IR), so a trace costs them once plus what it constant-folds.
 
 The graph is checked with ``onnx.checker`` and run with ONNX Runtime at a size other than the
 trace size; only then is it written to a temporary file and renamed onto ``output_path``.
 """
 
+import contextlib
 import io
 import itertools
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import onnxscript.optimizer
+import onnxscript.rewriter
 import torch
+from onnx_ir.tensor_adapters import TorchTensor
 
 from edgesr import __version__
 from edgesr.errors import ExportError, first_line
@@ -104,8 +111,9 @@ def export_onnx(
     proto = trace_to_onnx(model, (sample,), opset, dynamic_axes, exporter, name)
     proto.doc_string = name
     onnx.helper.set_model_props(proto, _metadata(descriptor))
-    check_graph(proto, name)
     data = proto.SerializeToString()
+    del proto  # the serialized graph is what gets checked, run and written
+    check_graph(data, name)
 
     parity_shape = max_diff = psnr = None
     if check:
@@ -162,10 +170,21 @@ def trace_to_onnx(model: torch.nn.Module, args: tuple[torch.Tensor, ...], opset:
                   dynamic_axes: dict | None, exporter: str, name: str, *,
                   input_names: tuple[str, ...] = (INPUT_NAME,),
                   output_names: tuple[str, ...] = (OUTPUT_NAME,)) -> onnx.ModelProto:
+    """``trace_to_ir`` as one ONNX protobuf, weights inside."""
+    return ir.to_proto(trace_to_ir(model, args, opset, dynamic_axes, exporter, name,
+                                   input_names=input_names, output_names=output_names))
+
+
+def trace_to_ir(model: torch.nn.Module, args: tuple[torch.Tensor, ...], opset: int,
+                dynamic_axes: dict | None, exporter: str, name: str, *,
+                input_names: tuple[str, ...] = (INPUT_NAME,),
+                output_names: tuple[str, ...] = (OUTPUT_NAME,)) -> ir.Model:
     """Trace ``model(*args)`` into an optimized ONNX graph; ExportError (one line) on failure.
 
     ``dynamic_axes`` maps tensor names to {axis: dim name}; with the dynamo exporter, axes of
-    the same name share one ``torch.export.Dim``.
+    the same name share one ``torch.export.Dim``. With the TorchScript exporter the weights are
+    never copied: the graph's initializers wrap the module's tensors (and those the exporter
+    folded), so the model takes the memory of its weights once plus what the trace folds.
     """
     names = dict(input_names=list(input_names), output_names=list(output_names),
                  opset_version=opset)
@@ -181,21 +200,70 @@ def trace_to_onnx(model: torch.nn.Module, args: tuple[torch.Tensor, ...], opset:
                      for axis, dim in dynamic_axes.get(tensor, {}).items()}
                     for tensor in input_names)
                 return torch.onnx.export(model, args, dynamo=True, verbose=False,
-                                         dynamic_shapes=shapes, **names).model_proto
+                                         dynamic_shapes=shapes, **names).model
             buffer = io.BytesIO()
-            torch.onnx.export(model, args, buffer, dynamo=False, dynamic_axes=dynamic_axes,
-                              **names)
+            with _weights_withheld() as weights:
+                torch.onnx.export(model, args, buffer, dynamo=False, dynamic_axes=dynamic_axes,
+                                  **names)
     except Exception as exc:  # the exporters raise many types; report one line
         raise ExportError(f"{name}: ONNX export failed: {first_line(exc)}") from exc
-    serialized = buffer.getvalue()
-    buffer.close()  # one serialized copy of the weights at a time, not two
-    proto = onnx.load_from_string(serialized)
-    del serialized
-    return onnxscript.optimizer.optimize(proto)
+    graph = ir.serde.deserialize_model(onnx.load_from_string(buffer.getvalue()))
+    _attach_weights(graph, weights, name)
+    return _optimize(graph)
 
 
-def check_graph(model: onnx.ModelProto | str, name: str) -> None:
-    """``onnx.checker`` (full check) on a proto or an ONNX file path (external data allowed)."""
+def _optimize(model: ir.Model) -> ir.Model:
+    """The onnxscript optimizer, in place; then its default rewrite rules forget the graph they
+    matched last, which they would hold (and its weights with it) until the next run."""
+    onnxscript.optimizer.optimize(model)
+    for rule in getattr(onnxscript.rewriter, "_DEFAULT_REWRITE_RULES", ()):
+        state = getattr(getattr(rule, "_matcher", None), "__dict__", {})
+        for key in ("_graph", "_current_node", "_match", "_tracer"):
+            if key in state:
+                state[key] = None
+    return model
+
+
+@contextlib.contextmanager
+def _weights_withheld() -> Iterator[dict[str, torch.Tensor]]:
+    """While active, the TorchScript exporter encodes graphs without their weights: they stay
+    graph inputs, and the tensors go by name (in initializer order) into the dict yielded.
+
+    Left to itself the exporter copies every weight into a protobuf, serializes it, hands the
+    bytes to Python and parses them again: four copies of the weights at its peak.
+    """
+    graph_class = torch._C.Graph
+    encode = graph_class._export_onnx
+    weights: dict[str, torch.Tensor] = {}
+
+    def encode_without_weights(graph, params, *args):
+        weights.update(params)
+        return encode(graph, {}, *args)
+
+    graph_class._export_onnx = encode_without_weights
+    try:
+        yield weights
+    finally:
+        graph_class._export_onnx = encode
+
+
+def _attach_weights(model: ir.Model, weights: dict[str, torch.Tensor], name: str) -> None:
+    """Turn the graph inputs named in ``weights`` into initializers wrapping those tensors, in
+    graph input order (the exporter's own initializer order)."""
+    graph = model.graph
+    missing = sorted(set(weights) - {value.name for value in graph.inputs})
+    if missing:
+        raise ExportError(f"{name}: ONNX export failed: the exporter's weights "
+                          f"{missing[:3]} are not inputs of its graph")
+    for value in [value for value in graph.inputs if value.name in weights]:
+        graph.inputs.remove(value)
+        value.const_value = TorchTensor(weights[value.name].detach(), name=value.name)
+        graph.register_initializer(value)
+
+
+def check_graph(model: onnx.ModelProto | bytes | str, name: str) -> None:
+    """``onnx.checker`` (full check) on a proto, its serialized bytes or an ONNX file path
+    (external data allowed)."""
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:

@@ -195,7 +195,8 @@ def export_sd_upscaler(folder: str | Path, output_dir: str | Path, *, prompt: st
         np.save(buffer, embeds)
         extras[EMBEDDINGS_FILE] = buffer.getvalue()
     return export_graphs(sd_upscaler_graphs(model, opset), output_dir, folder=True,
-                         external_data_bytes=external_data_bytes, extra_files=extras)
+                         external_data_bytes=external_data_bytes, extra_files=extras,
+                         release_weights=True)
 
 
 def prompt_embeddings(folder: str | Path, prompt: str = "",

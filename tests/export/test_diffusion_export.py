@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 import torch
@@ -101,19 +102,28 @@ def test_sr3_external_data(tmp_path, sr3):
     _check_sr3(report.path, model)
 
 
+def test_weights_past_the_protobuf_limit_go_external(tmp_path, monkeypatch, sr3):
+    monkeypatch.setattr(diffusion_export, "PROTOBUF_LIMIT", 1024)
+    with pytest.raises(ExportError, match="exceed the 2 GiB limit of a single-file ONNX model"):
+        export_sr3(load_model(sr3[0]), tmp_path / "a.onnx")
+    report = export_sr3(load_model(sr3[0]), tmp_path / "b.onnx", external_data_bytes=1024)
+    assert _files(tmp_path) == ["b.onnx", "b.onnx.data"]
+    _check_sr3(report.path, sr3[1])
+
+
 def _shift_bias(real):
     def patched(*args, **kwargs):
-        proto = real(*args, **kwargs)
-        bias = next(i for i in reversed(proto.graph.initializer) if i.name.endswith("bias"))
-        shifted = onnx.numpy_helper.to_array(bias) + 0.05
-        bias.CopyFrom(onnx.numpy_helper.from_array(shifted, bias.name))
-        return proto
+        model = real(*args, **kwargs)
+        bias = next(v for v in reversed(list(model.graph.initializers.values()))
+                    if v.name.endswith("bias"))
+        bias.const_value = ir.tensor(bias.const_value.numpy() + 0.05, name=bias.name)
+        return model
     return patched
 
 
 def test_failed_parity_keeps_the_previous_export(tmp_path, monkeypatch, sr3):
-    shifted = _shift_bias(diffusion_export.trace_to_onnx)
-    monkeypatch.setattr(diffusion_export, "trace_to_onnx", shifted)
+    shifted = _shift_bias(diffusion_export.trace_to_ir)
+    monkeypatch.setattr(diffusion_export, "trace_to_ir", shifted)
     target = tmp_path / "sr3.onnx"
     target.write_bytes(b"previous export")
     with pytest.raises(ExportError, match=r"sr3.onnx: ONNX parity check failed at input \{'batch"
@@ -203,6 +213,9 @@ def test_graph_spec_and_target_checks(tmp_path):
         export_graphs([(_Affine(), _affine_spec("a.onnx"))], tmp_path / "file", folder=True)
     with pytest.raises(ExportError, match="one graph of that file name"):
         export_graphs([(_Affine(), _affine_spec("a.onnx"))], tmp_path / "b.onnx", folder=False)
+    broken = _affine_spec("a.onnx", sample=lambda dims, gen: (torch.rand(2, 3),))
+    with pytest.raises(ExportError, match=r"a.onnx: PyTorch cannot run the model at \{'batch"):
+        export_graphs([(_Affine(), broken)], tmp_path / "a.onnx", folder=False)
     assert _files(tmp_path) == ["file"]
 
 
