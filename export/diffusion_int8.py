@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgesr.errors import BackendUnavailableError, EdgesrError, first_line
+from edgesr.export.quantize_common import import_nncf
 
 #: Ops whose outputs carry shapes, not values: an op reached through one is not on the image path.
 SHAPE_OPS = ("ShapeOf",)
@@ -40,15 +41,6 @@ SHAPE_OPS = ("ShapeOf",)
 UPSAMPLING_OPS = ("Interpolate", "ConvolutionBackpropData", "DepthToSpace")
 #: Ops a constant weight may pass through on its way to a MatMul.
 WEIGHT_PATH_OPS = ("Convert", "Reshape", "Transpose", "Unsqueeze")
-
-
-def _nncf():
-    try:
-        import nncf
-    except ImportError as exc:
-        raise BackendUnavailableError(f"OpenVINO INT8 needs nncf ({exc}); install it with "
-                                      "pip install nncf") from None
-    return nncf
 
 
 def image_path(model) -> set[str]:
@@ -91,13 +83,13 @@ def float_scope(model) -> list[str]:
 
 
 def _quantize(model, feeds, **kwargs):
-    nncf = _nncf()
+    nncf = import_nncf()
     return nncf.quantize(model, nncf.Dataset(feeds.feeds), subset_size=len(feeds),
                          model_type=nncf.ModelType.TRANSFORMER, **kwargs)
 
 
 def weights(model, feeds) -> tuple[object, str]:
-    return (_nncf().compress_weights(model),
+    return (import_nncf().compress_weights(model),
             "INT8 weights (NNCF compress_weights), float activations")
 
 
@@ -108,7 +100,7 @@ def all_ops(model, feeds) -> tuple[object, str]:
 
 
 def diffusion(model, feeds) -> tuple[object, str]:
-    nncf = _nncf()
+    nncf = import_nncf()
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 

@@ -1,5 +1,6 @@
 """Helpers the quantizers share: errors, atomic ONNX writes, and per-tensor range statistics."""
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from edgesr.errors import EdgesrError
+from edgesr.errors import BackendUnavailableError, EdgesrError
 from edgesr.fsutil import write_bytes
 
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
@@ -15,6 +16,18 @@ FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
 
 class QuantizeError(EdgesrError):
     """A reduced-precision build failed."""
+
+
+def import_nncf():
+    """nncf, with its INFO lines (one per op it leaves out: thousands on a UNet) silenced; a
+    missing install is one line."""
+    try:
+        import nncf
+    except ImportError as exc:
+        raise BackendUnavailableError(f"OpenVINO INT8 needs nncf ({exc}); install it with "
+                                      "pip install nncf") from None
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+    return nncf
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:

@@ -170,7 +170,7 @@ def quantize_diffusion(model: str, output: str | Path, options, calibration, *,
                     precision=options.precision,
                     reference_name=f"FP32 {reference_backend} sampler, same seed",
                     extra={"notes": notes, "backend": backend, "min_psnr": options.min_psnr,
-                           "ran": candidate.effective_precision, **hint})
+                           "ran": candidate.info.precision, **hint})
             log(report.summary())
             report_path = report.write_json(output.with_name(output.name + ".quality.json"))
             log(f"quality report -> {report_path}")

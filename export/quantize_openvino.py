@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgesr.calibration import CalibrationSet
-from edgesr.errors import BackendUnavailableError
-from edgesr.export.quantize_common import QuantizeError, load_onnx, name_nodes
+from edgesr.export.quantize_common import QuantizeError, import_nncf, load_onnx, name_nodes
 from edgesr.export.quantize_int8 import resolve_exclusions
 from edgesr.fsutil import move_files, staging_dir
 
@@ -47,11 +46,7 @@ def _read(model_path: str | Path):
 
 
 def _nncf_int8(model, calib: CalibrationSet, keep: Sequence[str], conv_only: bool):
-    try:
-        import nncf
-    except ImportError as exc:
-        raise BackendUnavailableError(f"OpenVINO INT8 needs nncf ({exc}); install it with "
-                                      "pip install nncf") from None
+    nncf = import_nncf()
     ignored = nncf.IgnoredScope(patterns=[f"{re.escape(name)}(/.*)?" for name in keep],
                                 types=list(NON_CONV_TYPES) if conv_only else [], validate=False)
     try:
