@@ -177,7 +177,8 @@ def describe_mlpackage(path: Path) -> Description:
     every input with its element type and (lower, upper) bound per axis."""
     from dataclasses import asdict
 
-    from edgesr.export.diffusion_coreml import SOURCES, read_package_io
+    from edgesr.export.diffusion_coreml import read_package_io
+    from edgesr.export.diffusion_sources import SOURCES
     from edgesr.runtimes.coreml_convert import read_spec
 
     io = read_package_io(path)

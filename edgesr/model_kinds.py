@@ -39,6 +39,12 @@ def backends_for(kind: str) -> list[str]:
     return [name for name, e in entries().items() if kind in e.kinds]
 
 
+def baseline_backend(kind: str) -> str | None:
+    """The backend declared the PyTorch eager FP32 reference of ``kind`` (what ``edgesr bench``
+    compares with), or None."""
+    return next((n for n, e in entries().items() if e.baseline and kind in e.kinds), None)
+
+
 def engine_backend(suffix: str) -> str | None:
     """The backend whose built engines have ``suffix`` (only it runs them), or None."""
     return next((n for n, e in entries().items() if suffix in e.artifacts), None)

@@ -32,8 +32,9 @@ import torch
 from torch import nn
 
 from edgesr import __version__
-from edgesr.errors import CheckpointError, EdgesrError, first_line
+from edgesr.errors import EdgesrError, first_line
 from edgesr.export.diffusion_export import GraphSpec
+from edgesr.export.diffusion_sources import open_source
 from edgesr.export.specs import encode_metadata
 from edgesr.fsutil import atomic_path
 
@@ -241,71 +242,10 @@ def read_package_io(path: str | Path) -> PackageIO:
                      metadata=dict(spec.description.metadata.userDefined))
 
 
-def _sd_graph(role: str):
-    def graph(source: Path, onnx_file: str) -> tuple[nn.Module, GraphSpec]:
-        from edgesr.export.sd_upscaler import load_sd_upscaler, sd_upscaler_graphs
-
-        return next(pair for pair in sd_upscaler_graphs(load_sd_upscaler(source))
-                    if pair[1].metadata["role"] == role)
-    return graph
-
-
-def _sr3_graph(source: Path, onnx_file: str) -> tuple[nn.Module, GraphSpec]:
-    from edgesr.export.diffusion_export import sr3_graph
-    from edgesr.models import load_model
-
-    descriptor = load_model(source)
-    return descriptor.model, sr3_graph(descriptor, onnx_file)
-
-
-def _weights(part: str):
-    def sha256(source: Path) -> str | None:
-        from edgesr.export.sd_upscaler import weights_sha256
-
-        return weights_sha256(source / part)
-    return sha256
-
-
-def _file_sha256(source: Path) -> str | None:
-    from edgesr.fsutil import sha256_file
-
-    return sha256_file(source) if source.is_file() else None
-
-
-#: A graph's ``role`` -> (the sha256 its export recorded, of its source; its (module, spec)).
-SOURCES = {"unet": (_weights("unet"), _sd_graph("unet")),
-           "vae_decoder": (_weights("vae"), _sd_graph("vae_decoder")),
-           "denoiser": (_file_sha256, _sr3_graph)}
-
-
-def pytorch_source(graph: str | Path) -> tuple[Path, str]:
-    """(source, role) of exported ONNX ``graph``: the PyTorch model its metadata records, checked
-    against the recorded weights' sha256. CheckpointError (one line) when the export recorded
-    none, it is gone, or its weights changed."""
-    from edgesr.export.specs import read_onnx_metadata
-
-    graph = Path(graph)
-    meta = read_onnx_metadata(graph)
-    role, source, recorded = meta.get("role"), meta.get("source"), meta.get("source_sha256")
-    if role not in SOURCES:
-        raise CheckpointError(f"{graph}: not an edgesr diffusion graph export (role {role!r})")
-    if not source:
-        raise CheckpointError(f"{graph}: its export records no PyTorch source (an export made "
-                              "before edgesr recorded one)")
-    source_path = Path(source)
-    if not source_path.exists():
-        raise CheckpointError(f"{graph}: its PyTorch source {source} is not there")
-    if not recorded or SOURCES[role][0](source_path) != recorded:
-        raise CheckpointError(f"{graph}: its PyTorch source {source} is not the one it was "
-                              "exported from (the weights' sha256 differs)")
-    return source_path, role
-
-
 def convert_from_source(graph: str | Path, target: str | Path, *,
                         precision: str = "fp16") -> Path:
     """The package of exported ONNX ``graph`` at ``target``, traced from its PyTorch source
-    (``pytorch_source``) with the default shape ranges."""
+    (``diffusion_sources.open_source``) with the default shape ranges."""
     graph = Path(graph)
-    source, role = pytorch_source(graph)
-    module, spec = SOURCES[role][1](source, graph.name)
+    module, spec = open_source(graph)
     return convert_graph(module, spec, target, precision=precision)

@@ -72,6 +72,9 @@ class BackendEntry:
     ``default_rank``: its place among the exact backends (FP32 output within 1e-4 of PyTorch's)
     that run a checkpoint when no backend is named: the installed one with the lowest rank runs
     it (``edgesr.model_kinds``; fastest first, as measured on CPUs); None: never the default.
+    (A diffusion kind runs by default on the first backend listed for it.)
+    ``baseline``: it runs its kinds' models eagerly in PyTorch at FP32, the reference that
+    ``edgesr bench`` times every other backend against (``model_kinds.baseline_backend``).
     ``plugin``: the distribution of a third-party entry (None: built in)."""
 
     name: str
@@ -89,6 +92,7 @@ class BackendEntry:
     quantizes: tuple[str, ...] = ()
     diffusion: bool = False
     default_rank: int | None = None
+    baseline: bool = False
     plugin: str | None = None
 
     @property
@@ -134,7 +138,7 @@ BUILTIN: tuple[BackendEntry, ...] = (
     BackendEntry(name="torch", runtime=_RT + "torch_runtime:TorchRuntime",
                  config=_RT + "torch_runtime:TorchConfig", requires=("torch",),
                  install="'edgesr[export]'",
-                 suffixes=CHECKPOINT_SUFFIXES, default_rank=2),
+                 suffixes=CHECKPOINT_SUFFIXES, default_rank=2, baseline=True),
     BackendEntry(name="onnxruntime", runtime=_RT + "onnxruntime_runtime:OnnxRuntime",
                  config=_RT + "onnxruntime_runtime:OnnxRuntimeConfig",
                  requires=("onnxruntime",), suffixes=(".onnx",), quantizes=("fp16", "int8"),
@@ -217,6 +221,17 @@ BUILTIN: tuple[BackendEntry, ...] = (
                  config=_RT + "sr3_runtime:SR3CoreMLConfig", requires=("coremltools",),
                  kinds=("sr3-denoiser",), suffixes=(".onnx",), precisions=("fp16", "fp32"),
                  engine=_DIFFUSION_PACKAGE, diffusion=True),
+    # ... and eagerly in PyTorch, on the modules each export recorded as its source: the
+    # reference the others are benchmarked against; listed last, so never a kind's default.
+    BackendEntry(name="sd-upscaler-torch",
+                 runtime=_RT + "sd_upscaler_runtime:SDUpscalerTorchRuntime",
+                 config=_RT + "sd_upscaler_runtime:SDUpscalerTorchConfig",
+                 requires=("torch", "diffusers"), install="'edgesr[export]' 'edgesr[diffusion]'",
+                 kinds=("sd-x4",), diffusion=True, baseline=True),
+    BackendEntry(name="sr3-torch", runtime=_RT + "sr3_runtime:SR3TorchRuntime",
+                 config=_RT + "sr3_runtime:SR3TorchConfig", requires=("torch",),
+                 install="'edgesr[export]'", kinds=("sr3-denoiser",), suffixes=(".onnx",),
+                 diffusion=True, baseline=True),
 )
 #: The built-in backends, by name, in the order they are listed (and picked by default).
 BACKENDS: dict[str, BackendEntry] = {e.name: e for e in BUILTIN}

@@ -1,7 +1,8 @@
 """Stable Diffusion x4 upscaler backends: ``edgesr.diffusion.sd_upscaler``'s sampler behind the
 runtime protocol, its UNet and VAE run by the engine its Config names (see
 ``edgesr.diffusion.sessions``): sd-upscaler on ONNX Runtime, sd-upscaler-openvino on OpenVINO,
-sd-upscaler-tensorrt on TensorRT, sd-upscaler-coreml on CoreML.
+sd-upscaler-tensorrt on TensorRT, sd-upscaler-coreml on CoreML, sd-upscaler-torch on diffusers' own
+PyTorch modules, eagerly (the FP32 reference ``edgesr bench`` compares with).
 
 ``infer`` takes low-resolution RGB tiles in [0, 1] and samples each (see the sampler's module
 docstring for the loop, latent tiling and seeding).
@@ -17,11 +18,13 @@ from edgesr.diffusion.openvino_sessions import OpenVINOSessionOptions
 from edgesr.diffusion.sd_upscaler import SDSampling, SDUpscalerSampler, unavailable_reason
 from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer, ran
 from edgesr.diffusion.tensorrt_sessions import TensorRTSessionOptions
+from edgesr.diffusion.torch_sessions import TorchSessionOptions
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
 __all__ = ["SDUpscalerConfig", "SDUpscalerCoreMLConfig", "SDUpscalerCoreMLRuntime",
            "SDUpscalerOpenVINOConfig", "SDUpscalerOpenVINORuntime", "SDUpscalerRuntime",
-           "SDUpscalerTensorRTConfig", "SDUpscalerTensorRTRuntime", "unavailable_reason"]
+           "SDUpscalerTensorRTConfig", "SDUpscalerTensorRTRuntime", "SDUpscalerTorchConfig",
+           "SDUpscalerTorchRuntime", "unavailable_reason"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +60,15 @@ class SDUpscalerTensorRTConfig(SDSampling, TensorRTSessionOptions):
 
     def __post_init__(self) -> None:
         self.check_engine("sd-upscaler-tensorrt")
+        super().__post_init__()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SDUpscalerTorchConfig(SDSampling, TorchSessionOptions):
+    """The sampling options of ``SDSampling`` and the PyTorch eager session options."""
+
+    def __post_init__(self) -> None:
+        self.check_engine("sd-upscaler-torch")
         super().__post_init__()
 
 
@@ -124,3 +136,11 @@ class SDUpscalerTensorRTRuntime(SDUpscalerRuntime):
         from edgesr.runtimes.tensorrt_build import unavailable_reason as tensorrt_reason
 
         return tensorrt_reason() or unavailable_reason()
+
+
+class SDUpscalerTorchRuntime(SDUpscalerRuntime):
+    """The sampler with its UNet and VAE as the diffusers modules the export recorded, run
+    eagerly by PyTorch at FP32."""
+
+    name = "sd-upscaler-torch"
+    config_class = SDUpscalerTorchConfig

@@ -1,6 +1,7 @@
 """SR3 backends: ``edgesr.diffusion.sr3``'s refinement loop behind the runtime protocol, its
 denoiser run by the engine its Config names (see ``edgesr.diffusion.sessions``): sr3 on ONNX
-Runtime, sr3-openvino on OpenVINO, sr3-tensorrt on TensorRT, sr3-coreml on CoreML.
+Runtime, sr3-openvino on OpenVINO, sr3-tensorrt on TensorRT, sr3-coreml on CoreML, sr3-torch on
+the checkpoint's PyTorch module, eagerly (the FP32 reference ``edgesr bench`` compares with).
 
 ``infer`` takes low-resolution RGB tiles in [0, 1] and samples each (see the sampler's module
 docstring for the loop, the noise schedule and seeding).
@@ -16,6 +17,7 @@ from edgesr.diffusion.openvino_sessions import OpenVINOSessionOptions
 from edgesr.diffusion.sessions import OnnxRuntimeSessionOptions, StageTimer, ran
 from edgesr.diffusion.sr3 import SR3Sampler, SR3Sampling
 from edgesr.diffusion.tensorrt_sessions import TensorRTSessionOptions
+from edgesr.diffusion.torch_sessions import TorchSessionOptions
 from edgesr.runtimes.base import Runtime, RuntimeInfo
 
 
@@ -52,6 +54,15 @@ class SR3TensorRTConfig(SR3Sampling, TensorRTSessionOptions):
 
     def __post_init__(self) -> None:
         self.check_engine("sr3-tensorrt")
+        super().__post_init__()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SR3TorchConfig(SR3Sampling, TorchSessionOptions):
+    """The sampling options of ``SR3Sampling`` and the PyTorch eager session options."""
+
+    def __post_init__(self) -> None:
+        self.check_engine("sr3-torch")
         super().__post_init__()
 
 
@@ -119,3 +130,11 @@ class SR3TensorRTRuntime(SR3Runtime):
         from edgesr.runtimes.tensorrt_build import unavailable_reason
 
         return unavailable_reason()
+
+
+class SR3TorchRuntime(SR3Runtime):
+    """The refinement loop with its denoiser as the checkpoint's PyTorch module the export
+    recorded, run eagerly at FP32."""
+
+    name = "sr3-torch"
+    config_class = SR3TorchConfig

@@ -89,14 +89,15 @@ def parse_options(items: list[str]) -> dict[str, dict]:
 
 
 def check_options(options: dict[str, dict], backends: tuple[str, ...]) -> None:
-    """EdgesrError unless every ``-O`` option names a benchmarked backend and a value its
-    config accepts (a backend whose library is missing is left to its case)."""
+    """EdgesrError unless every ``-O`` option names a benchmarked backend (or a baseline one:
+    see ``runner.baseline_case``) and a value its config accepts (a backend whose library is
+    missing is left to its case)."""
     from edgesr.errors import BackendUnavailableError
     from edgesr.runtimes.registry import config_for, entry
 
     for backend, values in options.items():
-        entry(backend)  # an unknown backend: an error naming the known ones
-        if backend not in backends:
+        # an unknown backend: an error naming the known ones
+        if backend not in backends and not entry(backend).baseline:
             raise EdgesrError(f"-O {backend}:...: {backend!r} is not benchmarked (-b "
                               f"{','.join(backends)})")
         try:

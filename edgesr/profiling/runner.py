@@ -3,9 +3,12 @@
 Every (backend, precision) case is opened through a factory (by default the runtime registry via
 ``pipeline.open_runtime``), timed per tile and batch, then run end to end over an image through
 the Upscaler. The PyTorch eager FP32 baseline always runs first, and every case is also given as
-a ratio to it; where PyTorch cannot run (a device with only the runtime install, or a model file
-torch does not read) the baseline is the FP32 reference on the fastest exact backend, named as
-such. A case that cannot open is kept in the report as ``unavailable`` with the reason.
+a ratio to it: the backend the registry declares the baseline of the model's kind (``torch``
+for an upscaler; for a diffusion model the sampler on the PyTorch modules its export recorded,
+e.g. ``sd-upscaler-torch``: diffusers eager). Where PyTorch cannot run (a device with only the
+runtime install, a model file torch does not read, an export whose PyTorch source is gone) the
+baseline is the FP32 reference on the fastest exact backend, named as such. A case that cannot
+open is kept in the report as ``unavailable`` with the reason.
 Through the registry, each case runs in a child process of its own (``run_isolated``), so its
 peak memory is its alone. Every case records the precision that ran, the load and other
 processes' CPU use around it, and its raw samples; figures that cannot be trusted are marked
@@ -36,8 +39,6 @@ from edgesr.profiling.timing import (
 )
 from edgesr.runtimes import Runtime, config_for
 from edgesr.runtimes.registry import precision_options
-
-BASELINE = ("torch", "fp32")
 
 #: Opens the (inactive) runtime of one case; raises EdgesrError when it is unavailable.
 CaseFactory = Callable[[str, str], Runtime]
@@ -270,12 +271,14 @@ def _add_ratios(case: dict, base: dict, output: np.ndarray | None,
 
 def _model_info(model: str | None) -> tuple[dict, float | None]:
     """(model dict, FLOPs per LR pixel or None) for a model argument."""
+    from edgesr.model_kinds import detect_kind
     from edgesr.pipeline import resolve_model
 
     path = resolve_model(model)
     if not path.exists():
         raise EdgesrError(f"{path}: model file not found")
-    info = {"source": str(path), "name": path.name, "scale": 0, "flops_per_lr_pixel": None}
+    info = {"source": str(path), "name": path.name, "scale": 0, "flops_per_lr_pixel": None,
+            "kind": detect_kind(path)[0].name}
     if path.is_dir():  # an exported diffusion model or a CoreML package: no one graph to count
         return info, None
     if path.suffix == ".onnx":
@@ -308,6 +311,8 @@ def run_bench(model: str | None, settings: BenchSettings, *,
         model_info, flops = _model_info(model)
     else:
         flops = model_info["flops_per_lr_pixel"]
+    reference = baseline_case(model_info)
+    settings = with_baseline_options(settings, reference[0])
     isolate = isolate and open_case is None
     open_case = open_case or registry_factory(model, settings)
     load_at_start = trust.loadavg()
@@ -316,8 +321,8 @@ def run_bench(model: str | None, settings: BenchSettings, *,
     log("measuring the GEMM peak")
     gemm = gemm_peak_gflops()
     peak = max(gemm.values())
-    combos = [BASELINE] + [(b, p) for b in settings.backends for p in settings.precisions
-                           if (b, p) != BASELINE]
+    combos = [reference] + [(b, p) for b in settings.backends for p in settings.precisions
+                            if (b, p) != reference]
     cases, outputs = [], []
     for backend, precision in combos:
         log(f"benchmarking {backend} {precision}")
@@ -328,7 +333,7 @@ def run_bench(model: str | None, settings: BenchSettings, *,
                                     flops, peak)
         cases.append(case)
         outputs.append(output)
-    base, baseline = 0, {"backend": BASELINE[0], "precision": BASELINE[1], "reason": None}
+    base, baseline = 0, {"backend": reference[0], "precision": reference[1], "reason": None}
     if cases[0]["status"] != "ok":
         exact = trust.exact_baseline(cases[1:])
         if exact is None:
@@ -361,6 +366,32 @@ def run_bench(model: str | None, settings: BenchSettings, *,
         "gemm_peak_gflops": gemm, "baseline": baseline, "load_at_start": load_at_start,
         "warnings": warnings, "cases": cases,
     }
+
+
+def baseline_case(model_info: dict) -> tuple[str, str]:
+    """(backend, "fp32"): the PyTorch eager reference the registry declares for the model's
+    kind (an upscaler's when the kind is not known)."""
+    from edgesr.model_kinds import UPSCALER, baseline_backend
+
+    return baseline_backend(model_info.get("kind", UPSCALER)) or "torch", "fp32"
+
+
+def with_baseline_options(settings: BenchSettings, backend: str) -> BenchSettings:
+    """``settings`` where a diffusion baseline samples as the cases it is compared with: unless
+    ``-O`` names it, it takes the sampling options (steps, seed, ...: the fields its Config has,
+    threads aside) of the first benchmarked backend given some."""
+    from edgesr.runtimes.registry import config_class, entry
+
+    if backend in settings.options or not entry(backend).diffusion:
+        return settings
+    try:
+        known = {f.name for f in dataclasses.fields(config_class(backend))} - {"threads"}
+    except EdgesrError:  # its library is missing: its case says so
+        return settings
+    given = next((settings.options[b] for b in settings.backends if settings.options.get(b)), {})
+    shared = {key: value for key, value in given.items() if key in known}
+    return (dataclasses.replace(settings, options={**settings.options, backend: shared})
+            if shared else settings)
 
 
 def _warnings(cases: list[dict]) -> list[str]:

@@ -63,9 +63,23 @@ def _image(seed: int = 0, h: int = 16, w: int = 12) -> np.ndarray:
     return np.random.default_rng(seed).random((1, 3, h, w), dtype=np.float32)
 
 
-def _infer(folder, batch, **options) -> np.ndarray:
-    with create_runtime("sd-upscaler", folder, steps=STEPS, **options) as runtime:
+def _infer(folder, batch, backend: str = "sd-upscaler", **options) -> np.ndarray:
+    with create_runtime(backend, folder, steps=STEPS, **options) as runtime:
         return runtime.infer(batch)
+
+
+def test_torch_backend_matches_the_onnx_sampler(sd):
+    """sd-upscaler-torch runs the exported graphs' recorded diffusers modules in the same loop:
+    the same seed gives ONNX Runtime's output within PARITY_ATOL."""
+    image = _image(3)
+    with create_runtime("sd-upscaler-torch", sd[1], steps=STEPS, seed=5) as runtime:
+        assert (runtime.info.precision, runtime.info.device) == ("fp32", "cpu")
+        torch_out = runtime.infer(image)
+        assert runtime.stage_timer.calls["unet"] == STEPS
+    onnx_out = _infer(sd[1], image, seed=5)
+    assert torch_out.shape == onnx_out.shape == (1, 3, 64, 48)
+    np.testing.assert_allclose(torch_out, onnx_out, rtol=0, atol=PARITY_ATOL)
+    assert not np.array_equal(torch_out, _infer(sd[1], image, seed=6))  # the seed matters
 
 
 @pytest.mark.parametrize("options", [
@@ -147,7 +161,37 @@ def test_bench_times_an_export_folder(sd, tmp_path, capsys):
     case = next(c for c in report["cases"] if c["backend"] == "sd-upscaler")
     assert case["status"] == "ok" and case["rows"][0]["p50_ms"] > 0
     assert report["model"]["scale"] == 4  # read off the output: a folder has no one graph
-    assert "runs on --backend sd-upscaler" in report["cases"][0]["reason"]  # no torch baseline
+    base = report["cases"][0]  # diffusers eager, in the same run, is the baseline
+    assert report["baseline"] == {"backend": "sd-upscaler-torch", "precision": "fp32",
+                                  "reason": None}
+    assert (base["backend"], base["status"], base["effective_precision"]) == (
+        "sd-upscaler-torch", "ok", "fp32")
+    assert set(base["e2e"]["stages"]) == {"unet", "vae_decoder"}
+    assert base["e2e"]["stages"]["unet"]["calls"] > 0
+    assert case["rows"][0]["speedup"] > 0 and case["e2e"]["speedup"] > 0
+    assert case["baseline_psnr_db"] > 40  # same loop, same seed: ONNX Runtime vs PyTorch
+
+
+def test_bench_without_the_pytorch_source_falls_back(sd, tmp_path):
+    """An export whose recorded source is gone has its torch baseline unavailable with the one
+    line, and the FP32 reference on the fastest exact backend as the baseline."""
+    source = shutil.copytree(sd[0], tmp_path / "src")
+    assert main(["export", str(source), "-o", str(tmp_path / "export")]) == 0
+    shutil.copy(sd[1] / "prompt_embeds.npy", tmp_path / "export")
+    shutil.rmtree(source)
+    out = tmp_path / "bench"
+    assert main(["bench", "-m", str(tmp_path / "export"), "-b", "sd-upscaler", "--tiles", "8",
+                 "--runs", "1", "--warmup", "0", "--image-size", "16x16", "--no-isolate",
+                 "-O", "sd-upscaler:steps=1",
+                 "-o", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    base = report["cases"][0]
+    assert (base["backend"], base["status"]) == ("sd-upscaler-torch", "unavailable")
+    assert f"its PyTorch source {source} is not there" in base["reason"]
+    assert "\n" not in base["reason"]
+    assert report["baseline"]["backend"] == "sd-upscaler"
+    assert "fastest exact backend" in report["baseline"]["reason"]
+    assert report["cases"][1]["e2e"]["speedup"] == 1.0
 
 
 def test_latent_tile_covering_the_input_is_the_untiled_run(sd):
