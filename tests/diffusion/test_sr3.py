@@ -160,6 +160,18 @@ def test_sampler_runs_through_any_session_factory(sr3):
     np.testing.assert_array_equal(out, _infer(onnx_path, tile[None], scale=2, steps=3, seed=7))
 
 
+def test_torch_backend_matches_the_onnx_sampler(sr3):
+    """sr3-torch runs the checkpoint the export recorded, eagerly, in the same loop: the same
+    seed gives ONNX Runtime's output within PARITY_ATOL."""
+    tile = np.random.default_rng(4).random((1, 3, 4, 6), dtype=np.float32)
+    with create_runtime("sr3-torch", sr3[1], scale=2, steps=3, seed=7) as runtime:
+        assert (runtime.info.precision, runtime.info.device) == ("fp32", "cpu")
+        out = runtime.infer(tile)
+        assert runtime.stage_timer.calls == {"sr3": 3}
+    np.testing.assert_allclose(out, _infer(sr3[1], tile, scale=2, steps=3, seed=7), rtol=0,
+                               atol=PARITY_ATOL)
+
+
 def test_respacing():
     betas = linear_betas(**JANSPIRY_SCHEDULE)
     np.testing.assert_allclose(respace_betas(betas, len(betas)), betas, rtol=1e-9, atol=0)
@@ -210,7 +222,7 @@ def test_upscale_cli(sr3, cache, tmp_path, capsys, model, tile):
 @pytest.mark.parametrize("args, message", [
     (["-m", "{ckpt}"], "pass --scale N"),
     (["-m", "{ckpt}", "-b", "torch"],
-     "runs on --backend sr3 or sr3-openvino or sr3-tensorrt or sr3-coreml, not "
+     "runs on --backend sr3 or sr3-openvino or sr3-tensorrt or sr3-coreml or sr3-torch, not "
      "'torch'"),
     (["-m", "{onnx}", "-b", "onnxruntime", "--scale", "2"], "runs on --backend sr3"),
     (["-m", "{rrdb}", "-b", "sr3", "--scale", "2"], "--backend sr3 needs an SR3 denoiser"),
