@@ -13,6 +13,7 @@ from edgesr.model_kinds import (
     KINDS,
     SD_GRAPHS,
     backends_for,
+    baseline_backend,
     checkpoint_backends,
     detect_kind,
     resolve,
@@ -37,9 +38,12 @@ def test_kinds_are_tried_in_order_and_the_last_takes_anything(tmp_path, sd_folde
     assert detect_kind(sd_folder)[0].name == "sd-x4"
     assert detect_kind(tmp_path / "any.bin")[0].name == "upscaler"
     assert backends_for("sd-x4") == ["sd-upscaler", "sd-upscaler-openvino",
-                                     "sd-upscaler-tensorrt", "sd-upscaler-coreml"]
+                                     "sd-upscaler-tensorrt", "sd-upscaler-coreml",
+                                     "sd-upscaler-torch"]
     assert backends_for("sr3-denoiser") == ["sr3", "sr3-openvino", "sr3-tensorrt",
-                                            "sr3-coreml"]
+                                            "sr3-coreml", "sr3-torch"]
+    assert [baseline_backend(k.name) for k in KINDS] == ["sd-upscaler-torch", "sr3-torch",
+                                                         "torch"]
 
 
 @pytest.mark.parametrize(("name", "backend"), [
@@ -84,7 +88,7 @@ def test_sd_folder_runs_on_sd_upscaler_only(sd_folder):
     assert resolve(sd_folder) == (sd_folder, "sd-upscaler")
     with pytest.raises(EdgesrError, match="a Stable Diffusion x4 export folder; it runs on "
                        "--backend sd-upscaler or sd-upscaler-openvino or sd-upscaler-tensorrt "
-                       "or sd-upscaler-coreml, not 'torch'"):
+                       "or sd-upscaler-coreml or sd-upscaler-torch, not 'torch'"):
         resolve(sd_folder, "torch")
     with pytest.raises(EdgesrError, match="--backend sr3 needs an SR3 denoiser"):
         resolve(sd_folder, "sr3")

@@ -95,7 +95,9 @@ def test_entries_declare_what_other_modules_used_to_list():
     assert quantize_precisions() == ("fp16", "int8", "bf16")
     assert [n for n, e in BACKENDS.items() if e.diffusion] == [
         "sd-upscaler", "sr3", "sd-upscaler-openvino", "sr3-openvino", "sd-upscaler-tensorrt",
-        "sr3-tensorrt", "sd-upscaler-coreml", "sr3-coreml"]
+        "sr3-tensorrt", "sd-upscaler-coreml", "sr3-coreml", "sd-upscaler-torch", "sr3-torch"]
+    assert [n for n, e in BACKENDS.items() if e.baseline] == [
+        "torch", "sd-upscaler-torch", "sr3-torch"]
     assert [n for n in engine_backends() if entry(n).diffusion] == [
         "sd-upscaler-openvino", "sr3-openvino", "sd-upscaler-tensorrt", "sr3-tensorrt",
         "sd-upscaler-coreml", "sr3-coreml"]  # every sampler backend but ONNX Runtime's builds
