@@ -2,8 +2,9 @@
 
 The samplers (``sd_upscaler``, ``sr3``) never open a runtime themselves; they are given a
 factory, so the same sampling loop can run its UNet and VAE on any backend that runs a
-multi-input graph: ONNX Runtime (``onnxruntime_sessions`` here) or OpenVINO
-(``openvino_sessions``). A sampler backend's Config carries
+multi-input graph: ONNX Runtime (``onnxruntime_sessions`` here), OpenVINO
+(``openvino_sessions``), TensorRT, CoreML, or PyTorch eager on the modules the export was traced
+from (``torch_sessions``). A sampler backend's Config carries
 the options of one engine (``OnnxRuntimeSessionOptions`` and its siblings), whose ``sessions``
 method makes the factory, so the runtime never asks which engine it has.
 """
