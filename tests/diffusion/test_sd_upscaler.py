@@ -300,7 +300,7 @@ def _broken(sd, tmp_path, breakage):
      "[2, 8, 5]"),
     ("", ("--noise-level", 400), "noise_level 400 is past this model's max_noise_level 350"),
     ("", ("-b", "onnxruntime"), "it runs on --backend sd-upscaler or sd-upscaler-openvino or "
-     "sd-upscaler-tensorrt or sd-upscaler-coreml, not 'onnxruntime'"),
+     "sd-upscaler-tensorrt or sd-upscaler-coreml or sd-upscaler-torch, not 'onnxruntime'"),
     ("", ("--steps", 0), "need steps >= 1"),
     ("", ("--latent-tile", 8), "need latent_tile >= 0 and 0 <= latent_overlap < latent_tile"),
     ("", ("--latent-tile", 7, "--latent-overlap", 2), "latent_tile 7 must be a multiple of this "
