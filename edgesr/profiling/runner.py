@@ -277,8 +277,9 @@ def _model_info(model: str | None) -> tuple[dict, float | None]:
     path = resolve_model(model)
     if not path.exists():
         raise EdgesrError(f"{path}: model file not found")
-    info = {"source": str(path), "name": path.name, "scale": 0, "flops_per_lr_pixel": None,
-            "kind": detect_kind(path)[0].name}
+    info = {"source": str(path), "name": path.name, "scale": 0, "flops_per_lr_pixel": None}
+    if path.is_dir() or path.suffix == ".onnx" or _has_torch():  # a checkpoint's needs torch
+        info["kind"] = detect_kind(path)[0].name
     if path.is_dir():  # an exported diffusion model or a CoreML package: no one graph to count
         return info, None
     if path.suffix == ".onnx":

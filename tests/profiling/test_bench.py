@@ -21,7 +21,14 @@ from edgesr.profiling.report import (
     validate_report,
     write_report,
 )
-from edgesr.profiling.runner import BenchSettings, backend_options, run_bench, synthetic_image
+from edgesr.profiling.runner import (
+    BenchSettings,
+    backend_options,
+    baseline_case,
+    run_bench,
+    synthetic_image,
+    with_baseline_options,
+)
 from edgesr.runtimes.base import RuntimeInfo
 
 MODEL = {"source": "stub", "name": "nearest x2", "scale": 2, "flops_per_lr_pixel": 100.0}
@@ -119,6 +126,21 @@ def test_precision_needs_a_backend_option():
         backend_options("torch", "int8", settings)
     with_file = BenchSettings(backends=("torch",), artifacts={"int8": "x4_int8.onnx"})
     assert backend_options("torch", "int8", with_file) == {}
+
+
+def test_baseline_is_the_kinds_pytorch_backend_sampling_like_the_cases():
+    assert baseline_case({}) == baseline_case({"kind": "upscaler"}) == ("torch", "fp32")
+    assert baseline_case({"kind": "sd-x4"}) == ("sd-upscaler-torch", "fp32")
+    assert baseline_case({"kind": "sr3-denoiser"}) == ("sr3-torch", "fp32")
+    given = BenchSettings(backends=("sd-upscaler", "sd-upscaler-openvino"), options={
+        "sd-upscaler-openvino": {"steps": 3, "seed": 2, "device": "GPU", "threads": 1}})
+    # the sampling fields of the first backend given options; not its device or threads
+    assert with_baseline_options(given, "sd-upscaler-torch").options["sd-upscaler-torch"] == {
+        "steps": 3, "seed": 2}
+    named = replace(given, options={**given.options, "sd-upscaler-torch": {"steps": 5}})
+    assert with_baseline_options(named, "sd-upscaler-torch") is named
+    upscaler = BenchSettings(backends=("onnxruntime",), options={"onnxruntime": {"threads": 1}})
+    assert with_baseline_options(upscaler, "torch") is upscaler
 
 
 def test_cli_bench_and_compare(tmp_path, capsys):
