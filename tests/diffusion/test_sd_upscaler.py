@@ -70,7 +70,7 @@ def _infer(folder, batch, backend: str = "sd-upscaler", **options) -> np.ndarray
 
 def test_torch_backend_matches_the_onnx_sampler(sd):
     """sd-upscaler-torch runs the exported graphs' recorded diffusers modules in the same loop:
-    the same seed gives ONNX Runtime's output within PARITY_ATOL."""
+    the same seed gives ONNX Runtime's output within PARITY_ATOL (measured 5.7e-7, 3 steps)."""
     image = _image(3)
     with create_runtime("sd-upscaler-torch", sd[1], steps=STEPS, seed=5) as runtime:
         assert (runtime.info.precision, runtime.info.device) == ("fp32", "cpu")
