@@ -13,20 +13,30 @@ from edgesr.errors import CheckpointError
 from edgesr.export.diffusion_export import GraphSpec
 
 
-def _sd_graph(role: str):
-    def graph(source: Path, onnx_file: str) -> tuple[nn.Module, GraphSpec]:
-        from edgesr.export.sd_upscaler import load_sd_upscaler, sd_upscaler_graphs
+def _load_sd(source: Path):
+    from edgesr.export.sd_upscaler import load_sd_upscaler
 
-        return next(pair for pair in sd_upscaler_graphs(load_sd_upscaler(source))
+    return load_sd_upscaler(source)
+
+
+def _sd_graph(role: str):
+    def graph(model, onnx_file: str) -> tuple[nn.Module, GraphSpec]:
+        from edgesr.export.sd_upscaler import sd_upscaler_graphs
+
+        return next(pair for pair in sd_upscaler_graphs(model)
                     if pair[1].metadata["role"] == role)
     return graph
 
 
-def _sr3_graph(source: Path, onnx_file: str) -> tuple[nn.Module, GraphSpec]:
-    from edgesr.export.diffusion_export import sr3_graph
+def _load_sr3(source: Path):
     from edgesr.models import load_model
 
-    descriptor = load_model(source)
+    return load_model(source)
+
+
+def _sr3_graph(descriptor, onnx_file: str) -> tuple[nn.Module, GraphSpec]:
+    from edgesr.export.diffusion_export import sr3_graph
+
     return descriptor.model, sr3_graph(descriptor, onnx_file)
 
 
@@ -44,10 +54,11 @@ def _file_sha256(source: Path) -> str | None:
     return sha256_file(source) if source.is_file() else None
 
 
-#: A graph's ``role`` -> (the sha256 its export recorded, of its source; its (module, spec)).
-SOURCES = {"unet": (_weights("unet"), _sd_graph("unet")),
-           "vae_decoder": (_weights("vae"), _sd_graph("vae_decoder")),
-           "denoiser": (_file_sha256, _sr3_graph)}
+#: A graph's ``role`` -> (the sha256 its export recorded, of its source; the source's loader;
+#: the graph's (module, spec) in what it loaded). The UNet and VAE decoder share one loader.
+SOURCES = {"unet": (_weights("unet"), _load_sd, _sd_graph("unet")),
+           "vae_decoder": (_weights("vae"), _load_sd, _sd_graph("vae_decoder")),
+           "denoiser": (_file_sha256, _load_sr3, _sr3_graph)}
 
 
 def pytorch_source(graph: str | Path) -> tuple[Path, str]:
@@ -73,8 +84,14 @@ def pytorch_source(graph: str | Path) -> tuple[Path, str]:
     return source_path, role
 
 
-def open_source(graph: str | Path) -> tuple[nn.Module, GraphSpec]:
-    """(module, spec) of exported ONNX ``graph``, loaded from its ``pytorch_source``."""
+def open_source(graph: str | Path, loaded: dict | None = None) -> tuple[nn.Module, GraphSpec]:
+    """(module, spec) of exported ONNX ``graph``, loaded from its ``pytorch_source``.
+    ``loaded``: sources already loaded, by (loader, path), reused and added to (so a UNet and
+    its VAE decoder load their diffusers folder once)."""
     graph = Path(graph)
     source, role = pytorch_source(graph)
-    return SOURCES[role][1](source, graph.name)
+    _, load, pick = SOURCES[role]
+    loaded = {} if loaded is None else loaded
+    if (load, source) not in loaded:
+        loaded[load, source] = load(source)
+    return pick(loaded[load, source], graph.name)

@@ -37,20 +37,22 @@ class TorchSessionOptions:
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        return TorchSession
+        loaded: dict = {}  # the sources this factory's sessions loaded: each loads once
+        return lambda path: TorchSession(path, loaded)
 
 
 class TorchSession:
-    """A Session on graph ``path``'s PyTorch source module: ``run`` feeds the export spec's
-    inputs by name, in ``forward`` order, under ``torch.inference_mode``."""
+    """A Session on graph ``path``'s PyTorch source module (``loaded``: see ``open_source``):
+    ``run`` feeds the export spec's inputs by name, in ``forward`` order, under
+    ``torch.inference_mode``."""
 
     precision: str | None = "fp32"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, loaded: dict | None = None) -> None:
         from edgesr.export.diffusion_sources import open_source
 
         self.path = Path(path)
-        module, self.spec = open_source(self.path)
+        module, self.spec = open_source(self.path, loaded)
         self.module = module.eval().float()
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:

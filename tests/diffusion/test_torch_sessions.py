@@ -53,3 +53,23 @@ def test_a_changed_or_missing_source_is_one_line(exported):
     assert TorchSessionOptions(threads=2).where == "cpu"
     with pytest.raises(EdgesrError, match="need threads >= 0"):
         TorchSessionOptions(threads=-1).check_engine("sr3-torch")
+
+
+def test_one_factory_loads_a_diffusers_folder_once_for_its_unet_and_vae(tmp_path, monkeypatch):
+    pytest.importorskip("diffusers", reason="diffusers is not installed: "
+                        "pip install 'edgesr[diffusion]'")
+    from tiny_models import export_tiny_diffusion
+
+    from edgesr.export import sd_upscaler
+
+    sd = export_tiny_diffusion(tmp_path) / "sd"
+    loads = []
+    real = sd_upscaler.load_sd_upscaler
+    monkeypatch.setattr(sd_upscaler, "load_sd_upscaler",
+                        lambda folder: loads.append(folder) or real(folder))
+    factory = TorchSessionOptions().sessions("sd-upscaler-torch")
+    unet, vae = factory(sd / "unet.onnx"), factory(sd / "vae_decoder.onnx")
+    assert len(loads) == 1
+    assert unet.spec.file == "unet.onnx" and vae.spec.file == "vae_decoder.onnx"
+    TorchSessionOptions().sessions("sd-upscaler-torch")(sd / "unet.onnx")
+    assert len(loads) == 2  # another factory (another runtime) loads its own
